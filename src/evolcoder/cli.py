@@ -1,0 +1,85 @@
+"""The ``evolcoder`` command: one sub-command per pipeline stage.
+
+Sub-commands are imported lazily, so ``evolcoder table --help`` does not import torch.
+Each stage module exposes a click command named ``cli``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from evolcoder.errors import EvolcoderError
+
+# name -> (module, one-line help). Adding a stage touches this mapping and one new module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "seed": ("evolcoder.seed", "Load and normalise a seed instruction set to JSONL."),
+    "evolve": ("evolcoder.evolve", "Run one Code Evol-Instruct round: rewrite, answer, eliminate."),
+    "merge": ("evolcoder.merge", "Merge seed + rounds, dedup, decontaminate, shuffle."),
+    "tokenize": ("evolcoder.train", "Tokenise the merged dataset with the WizardCoder prompt (cached)."),
+    "train": ("evolcoder.train", "Supervised fine-tuning (HF Trainer, optional DeepSpeed/LoRA)."),
+    "generate": ("evolcoder.generate", "Generate benchmark completions with a model."),
+    "gather": ("evolcoder.generate", "Concatenate generation shards and sanitise them."),
+    "score": ("evolcoder.score", "Score predictions on a benchmark (pass@k, base and plus)."),
+    "table": ("evolcoder.table", "Collect scores into results tables and a chart."),
+    "prepare-model": ("evolcoder.models", "Resolve a model spec to a local directory (exports GGUF)."),
+}
+
+# module attribute that holds the click command, when it is not ``cli``
+_ATTR = {"tokenize": "tokenize_cli", "gather": "gather_cli"}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        cmd = getattr(module, _ATTR.get(name, "cli"))
+        cmd.name = name
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="evolcoder")
+def group(verbose: bool) -> None:
+    """evolcoder: WizardCoder's Code Evol-Instruct, fine-tuning and evaluation.
+
+    The Snakemake workflow calls one sub-command per stage:
+    seed -> evolve (rounds 1..K) -> merge -> train -> generate -> score -> table.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Entry point: bad input ends with one line naming the problem, no traceback."""
+    try:
+        group(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EvolcoderError as exc:
+        click.echo(f"evolcoder: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
