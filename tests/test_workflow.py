@@ -27,7 +27,11 @@ def test_lint_is_clean():
 ])
 def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
     wd = copy_workflow(tmp_path, None)
-    jobs = planned_jobs(wd, configfiles=(configfile,) if configfile else ())
+    # a stand-in for the released predictions file the paper config lists under ../shared
+    (wd / "released.jsonl").write_text("")
+    (wd / "ext.yaml").write_text("evaluation:\n  external_predictions:\n"
+                                 "    - {name: released, benchmark: humaneval, path: released.jsonl}\n")
+    jobs = planned_jobs(wd, configfiles=(configfile, "ext.yaml") if configfile else ())
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
 
