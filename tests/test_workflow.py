@@ -20,6 +20,12 @@ def test_lint_is_clean():
     assert "good condition" in proc.stdout + proc.stderr
 
 
+def test_snakefmt_formatting():
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("configfile, expected", [
     (None, {"seed": 1, "evolve_round": 4, "merge": 1, "tokenize": 1, "train": 1, "generate": 1, "gather": 1,
             "score": 1, "table": 1}),
