@@ -24,6 +24,7 @@ class FakeOpenAIServer:
         self.host, self.port, self.latency_s = host, port, latency_s
         self.fail_plan = list(fail_plan or [])
         self.requests: list[dict] = []       # every POST body received (including failed ones)
+        self.auth_headers: list[str] = []    # Authorization header of each POST
         self.served = 0
         self.max_in_flight = 0
         self._in_flight = 0
@@ -48,6 +49,8 @@ class FakeOpenAIServer:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                if method == "POST":
+                    self.auth_headers.append(headers.get("authorization", ""))
                 status, extra, payload = await self._route(method, path, body)
                 data = json.dumps(payload).encode()
                 head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
