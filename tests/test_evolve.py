@@ -363,3 +363,31 @@ def test_plot_stats(tmp_path):
         pool = res.pool
     out = plot_stats(paths, tmp_path / "difficulty.png")
     assert out.exists() and out.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- local backend (in-process transformers)
+
+
+@pytest.mark.slow
+def test_local_backend_batched_greedy_is_deterministic(tmp_path):
+    pytest.importorskip("transformers")
+    from evolcoder.evolve.backends import BackendSettings, LocalBackend
+
+    try:
+        be = LocalBackend(BackendSettings(kind="local", model="smollm2-135m-instruct", concurrency=3))
+    except EvolcoderError as exc:
+        pytest.skip(f"offline SmolLM2 not available: {exc}")
+    calls = []
+    orig = be._generate
+    be._generate = lambda reqs, keys: (calls.append(len(reqs)), orig(reqs, keys))[1]
+    s = settings(backend={"kind": "local", "model": "smollm2-135m-instruct", "concurrency": 3},
+                 evolve_params={"temperature": 0.0, "max_tokens": 8}, answer_params={"temperature": 0.0, "max_tokens": 8})
+    pool = seed_records(3)
+    r1 = run_round(pool, 1, s, str(tmp_path / "c1"), backend=be)
+    assert calls and max(calls) >= 2  # batched, despite per-request seeds
+    assert len(r1.evolved) + len(r1.rejects) == 3
+    for rec in r1.evolved + r1.rejects:
+        assert rec["usage_by_call"]["evolve"]["completion_tokens"] > 0 and rec["backend"] == "local"
+    r2 = run_round(pool, 1, s, str(tmp_path / "c2"), backend=be)  # fresh cache: greedy -> same records
+    assert r2.evolved == r1.evolved and r2.rejects == r1.rejects
+    assert r1.ledger["total"]["sent"] == r2.ledger["total"]["sent"] > 0

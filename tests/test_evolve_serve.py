@@ -77,7 +77,10 @@ def serve(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     fh = open(log, "w")
     proc = subprocess.Popen([str(TRANSFORMERS), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu", "--log-level", "info"], stdout=fh, stderr=subprocess.STDOUT)
+                             "--device", "cpu", "--log-level", "info"], stdout=fh, stderr=subprocess.STDOUT,
+                            # one OpenMP thread: on a shared, oversubscribed CPU box spinning OpenMP workers make
+                            # generation ~4x slower (the server runs one request at a time anyway)
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     try:
         t_end = time.monotonic() + 180
         while True:
@@ -198,7 +201,7 @@ def test_two_rounds_through_transformers_serve(serve, tmp_path):
 
 
 def test_sigkill_mid_round_then_rerun_resends_nothing_and_matches_uninterrupted(serve, tmp_path):
-    seed = _write_seed(tmp_path / "seed.jsonl", 6)
+    seed = _write_seed(tmp_path / "seed.jsonl", 5)
     settings = _settings(serve, seed=5)
     cache = tmp_path / "cache"
     out = tmp_path / "round_1"
@@ -215,7 +218,7 @@ def test_sigkill_mid_round_then_rerun_resends_nothing_and_matches_uninterrupted(
         files = list(cache.glob("*.jsonl")) if cache.exists() else []
         if files:
             cache_file = files[0]
-            if len(list(iter_cache_lines(cache_file))) >= 4:
+            if len(list(iter_cache_lines(cache_file))) >= 3:
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "the round finished before it could be killed; raise the pool size"
@@ -225,7 +228,7 @@ def test_sigkill_mid_round_then_rerun_resends_nothing_and_matches_uninterrupted(
     assert not (out / "evolved.jsonl").exists()  # outputs are written atomically at the end only
 
     completed = [e["key"] for e in iter_cache_lines(cache_file)]
-    assert len(completed) == len(set(completed)) >= 4
+    assert len(completed) == len(set(completed)) >= 3
     raw = cache_file.read_bytes()
     # no torn line: either the file ends on a newline, or the reader skips the fragment (checked above)
     killed_posts = _wait_quiet(log) - start_posts  # requests that were in flight at the kill finish server-side

@@ -306,6 +306,10 @@ def _short(exc: Exception, n: int = 200) -> str:
     return msg[:n]
 
 
+def _batch_params(p: dict) -> dict:
+    return {k: v for k, v in p.items() if k != "seed"}
+
+
 class LocalBackend:
     """In-process transformers; requests are micro-batched up to ``concurrency`` per ``generate``."""
 
@@ -338,12 +342,24 @@ class LocalBackend:
             self._worker = asyncio.create_task(self._work())
         return await fut
 
+    async def _linger(self, max_s: float = 0.25) -> None:
+        """Wait briefly while requests keep arriving, so batches fill up (items reach their answer
+        stage a few ms apart, after their cache fsync)."""
+        t_end = time.monotonic() + max_s
+        while len(self._queue) < self.s.concurrency and time.monotonic() < t_end:
+            n = len(self._queue)
+            await asyncio.sleep(0.02)
+            if len(self._queue) == n:
+                break
+
     async def _work(self) -> None:
-        await asyncio.sleep(0)  # let every ready request enqueue first
         while self._queue:
+            await self._linger()
             # one batch: the oldest request's params, up to `concurrency` requests
-            params = self._queue[0][0].params
-            batch = [q for q in self._queue if q[0].params == params][: self.s.concurrency]
+            # per-request `seed`s do not split batches: a batch samples under one torch seed derived
+            # from its request keys
+            params = _batch_params(self._queue[0][0].params)
+            batch = [q for q in self._queue if _batch_params(q[0].params) == params][: self.s.concurrency]
             ids = {id(q) for q in batch}
             self._queue = [q for q in self._queue if id(q) not in ids]
             try:
