@@ -391,3 +391,12 @@ def test_local_backend_batched_greedy_is_deterministic(tmp_path):
     r2 = run_round(pool, 1, s, str(tmp_path / "c2"), backend=be)  # fresh cache: greedy -> same records
     assert r2.evolved == r1.evolved and r2.rejects == r1.rejects
     assert r1.ledger["total"]["sent"] == r2.ledger["total"]["sent"] > 0
+
+
+def test_error_messages_never_carry_the_key():
+    from evolcoder.evolve.backends import redact
+
+    key = "sk-proj-AbCdEf1234567890"
+    assert key not in redact(f"Incorrect API key provided: {key}", key)
+    assert "7890" not in redact("Incorrect API key provided: sk-proj-***********7890.")
+    assert redact("Incorrect API key provided: sk-abc123**********wxyz.") == "Incorrect API key provided: sk-***."

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -236,6 +237,7 @@ class OpenAIBackend:
                 log.warning("backend openai: %s is not set; sending requests to %s without a key",
                             s.api_key_env, s.base_url)
             key = "EMPTY"
+        self._secret = key
         # our own retry loop (Retry-After, jitter, ledger), so the client's retries are off
         self.client = openai.AsyncOpenAI(api_key=key, base_url=s.base_url, timeout=s.timeout_s, max_retries=0)
 
@@ -259,10 +261,10 @@ class OpenAIBackend:
                 if status in RETRYABLE_STATUS:
                     why, ra = f"HTTP {status}", retry_after_s(getattr(exc.response, "headers", None))
                 elif status in (400, 413, 422):
-                    raise RequestRejected(f"HTTP {status}: {_short(exc)}") from None
+                    raise RequestRejected(f"HTTP {status}: {_short(exc, secret=self._secret)}") from None
                 else:
                     raise BackendError(f"backend openai ({self.s.base_url or 'api.openai.com'}): HTTP {status}: "
-                                       f"{_short(exc)}") from None
+                                       f"{_short(exc, secret=self._secret)}") from None
             else:
                 try:
                     return _parse_chat_completion(resp, key)
@@ -300,9 +302,19 @@ def _parse_chat_completion(resp: Any, key: str) -> Completion:
                              "completion_tokens": int(usage.get("completion_tokens") or 0)})
 
 
-def _short(exc: Exception, n: int = 200) -> str:
+_KEYLIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Remove an API key (and anything shaped like one, e.g. OpenAI's masked echo) from a message."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
+
+
+def _short(exc: Exception, n: int = 200, secret: str | None = None) -> str:
     msg = getattr(exc, "message", None) or str(exc)
-    msg = " ".join(str(msg).split())
+    msg = redact(" ".join(str(msg).split()), secret)
     return msg[:n]
 
 

@@ -126,3 +126,17 @@ def plot_stats(stats_paths: Iterable[str | os.PathLike], out_png: str | os.PathL
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m evolcoder.evolve.stats OUT.png round_1/stats.json round_2/stats.json ...``"""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        raise SystemExit("usage: python -m evolcoder.evolve.stats OUT.png STATS.json [STATS.json ...]")
+    print(plot_stats(args[1:], args[0]))
+
+
+if __name__ == "__main__":
+    main()
