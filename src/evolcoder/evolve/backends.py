@@ -244,6 +244,8 @@ class OpenAIBackend:
     async def complete(self, req: Request, key: str, on_attempt) -> Completion:
         openai = self._openai
         params = dict(req.params)
+        extra = params.pop("extra_body", None) or {}  # endpoint-specific fields (vLLM's top_k, ...)
+        body = {"model": self.model, "messages": req.messages, **params, **extra}
         rng = random.Random(int(key[:8], 16))
         attempt = 0
         while True:
@@ -252,8 +254,7 @@ class OpenAIBackend:
                 # the client's generic POST: same auth, base URL, timeouts and typed errors as
                 # chat.completions.create, without its per-call param transform and pydantic parse,
                 # which cost ~2 ms of CPU a request (the bottleneck at high concurrency)
-                resp = await self.client.post("/chat/completions", cast_to=object,
-                                              body={"model": self.model, "messages": req.messages, **params})
+                resp = await self.client.post("/chat/completions", cast_to=object, body=body)
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 why, ra = type(exc).__name__, None
             except openai.APIStatusError as exc:

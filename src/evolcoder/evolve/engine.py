@@ -25,7 +25,7 @@ from evolcoder.evolve.stats import round_stats
 log = logging.getLogger(__name__)
 
 _PARAM_KEYS = {"temperature", "top_p", "max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty",
-               "n", "logit_bias", "extra_body"}
+               "logit_bias", "extra_body"}
 
 
 @dataclass
