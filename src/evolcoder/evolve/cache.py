@@ -77,7 +77,8 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._repaired = False
         for obj in iter_cache_lines(self.path):
-            self._entries.setdefault(obj["key"], obj)
+            # keep only what a lookup needs in memory (the request text stays on disk)
+            self._entries.setdefault(obj["key"], {"key": obj["key"], "response": obj.get("response")})
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -140,7 +141,7 @@ class ResponseCache:
                 view = view[n:]
             os.fsync(fd)
             for e in entries:
-                self._entries.setdefault(e["key"], e)
+                self._entries.setdefault(e["key"], {"key": e["key"], "response": e.get("response")})
 
     def append(self, entry: dict[str, Any]) -> None:
         self.append_many([entry])

@@ -258,7 +258,9 @@ async def run_round_async(pool: list[dict], round_: int, s: EvolutionSettings, c
             if s.retry_eliminated:
                 next_pool.append(parent)
     ledger_d = ledger.to_dict()
-    ledger_d.update(round=round_, items=len(pool), cache_file=str(cache.path))
+    ledger_d.update(round=round_, items=len(pool), cache_file=str(cache.path),
+                    base_url=s.backend.base_url if s.backend.kind == "openai" else None,
+                    concurrency=s.backend.concurrency)
     stats = round_stats(round_, pool, evolved, rejects, next_pool, ledger_d)
     return RoundResult(evolved, rejects, next_pool, stats, ledger_d)
 
