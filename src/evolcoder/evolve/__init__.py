@@ -1,0 +1,78 @@
+"""Code Evol-Instruct: the ``evolcoder evolve`` stage (one round per call).
+
+    evolcoder evolve --pool IN.jsonl --round K --out-dir results/evolve/round_K \\
+                     --settings-json '<evolution: section as JSON>' --cache-dir results/cache/llm
+
+Writes ``evolved.jsonl``, ``rejects.jsonl``, ``pool.jsonl`` (next round's input), ``stats.json``,
+``ledger.json`` and ``manifest.json`` into ``--out-dir``, each atomically, at the end of the round.
+Completed LLM requests go to the append-only cache under ``--cache-dir`` as they finish, so a killed
+round reruns at no extra API cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+__all__ = ["cli", "plot_stats", "run_round"]
+
+
+def plot_stats(stats_paths, out_png):
+    """Difficulty by round (mean instruction/response tokens), method mix and elimination rates -> PNG."""
+    from evolcoder.evolve.stats import plot_stats as _plot
+
+    return _plot(stats_paths, out_png)
+
+
+def run_round(pool, round_, settings, cache_dir, backend=None):
+    from evolcoder.evolve.engine import run_round as _run
+
+    return _run(pool, round_, settings, cache_dir, backend)
+
+
+def _clean_stale_tmp(out: Path) -> None:
+    """Temp files of a killed previous attempt (atomic writes that never got renamed)."""
+    for p in out.glob(".*.tmp"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+@click.command(help="Run one Code Evol-Instruct round: choose a method per item (seeded), rewrite the "
+                    "instruction with the evolver LLM, answer it, eliminate failed evolutions.")
+@click.option("--pool", "pool_path", required=True, type=click.Path(dir_okay=False),
+              help="Seed file (round 1) or the previous round's pool.jsonl.")
+@click.option("--round", "round_", required=True, type=click.IntRange(min=1), help="Round number K (>= 1).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--settings-json", default=None, help="The config's evolution: section (JSON or a JSON file).")
+@click.option("--cache-dir", default="results/cache/llm", show_default=True, type=click.Path(file_okay=False),
+              help="Append-only LLM response cache (never a Snakemake output).")
+def cli(pool_path: str, round_: int, out_dir: str, settings_json: str | None, cache_dir: str) -> None:
+    from evolcoder.evolve.engine import EvolutionSettings, run_round as _run
+    from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl, write_manifest
+
+    raw = parse_json_option(settings_json, "settings-json")
+    settings = EvolutionSettings.from_dict(raw)
+    pool = read_jsonl(pool_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(out)
+    res = _run(pool, round_, settings, cache_dir)
+    write_jsonl(out / "evolved.jsonl", res.evolved)
+    write_jsonl(out / "rejects.jsonl", res.rejects)
+    write_jsonl(out / "pool.jsonl", res.pool)
+    write_json(out / "stats.json", res.stats)
+    write_json(out / "ledger.json", res.ledger)
+    write_manifest(out / "manifest.json", stage="evolve", inputs={"pool": pool_path}, settings=raw,
+                   extra={"round": round_, "stats": res.stats,
+                          "ledger_total": res.ledger.get("total"), "cache_file": res.ledger.get("cache_file")})
+    st, t = res.stats, res.ledger["total"]
+    click.echo(f"evolve round {round_}: {st['items_in']} in -> {st['evolved']} evolved, {st['rejected']} "
+               f"eliminated ({st['elimination_rate']:.0%}), next pool {st['next_pool']}; requests sent "
+               f"{int(t.get('sent', 0))}, cached {int(t.get('cache_hits', 0))}, retries {int(t.get('retries', 0))}, "
+               f"cost ${t.get('cost_usd', 0):.4f} -> {out}")
