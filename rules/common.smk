@@ -1,0 +1,203 @@
+# Helpers shared by all rule files -- config validation, input functions, small utilities.
+# Rules stay thin: they call `evolcoder <stage>` with paths and the stage's config slice.
+
+import hashlib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import jsonschema
+from snakemake.utils import validate
+
+
+##### config validation: one line naming the offending key #####
+
+
+def _validate_config(cfg, schema_path):
+    try:
+        validate(cfg, schema=schema_path, set_default=True)
+    except Exception as exc:  # snakemake's WorkflowError wraps jsonschema's ValidationError
+        import yaml
+
+        schema = yaml.safe_load(open(schema_path))
+        err = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema).iter_errors(cfg)
+        )
+        if err is None:
+            raise
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        sys.stderr.write(f"evolcoder: config error at '{where}': {err.message}\n")
+        sys.exit(1)
+
+
+_validate_config(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
+
+
+##### small helpers #####
+
+
+def as_json(obj):
+    """A config slice as one shell-quoted JSON argument (params are tracked by content)."""
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def code_version(*parts):
+    """Hash of the package files behind a stage, so editing a stage's code marks its outputs stale.
+
+    Used as a param: Snakemake's params trigger compares it with the value stored at the last run.
+    """
+    root = Path(workflow.basedir) / "src" / "evolcoder"
+    h = hashlib.sha256()
+    for part in parts:
+        path = root / part
+        if not path.exists():
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if f.suffix == ".pyc" or "__pycache__" in f.parts:
+                continue
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def container_for(family):
+    return config["containers"][family]
+
+
+##### seed and evolution #####
+
+
+def n_rounds():
+    return int(config["evolution"]["rounds"])
+
+
+def get_round_pool(wildcards):
+    k = int(wildcards.k)
+    return "results/seed/seed.jsonl" if k == 1 else f"results/evolve/round_{k - 1}/pool.jsonl"
+
+
+def get_evolved_rounds(wildcards=None):
+    return [f"results/evolve/round_{k}/evolved.jsonl" for k in range(1, n_rounds() + 1)]
+
+
+def get_round_stats(wildcards=None):
+    return [f"results/evolve/round_{k}/stats.json" for k in range(1, n_rounds() + 1)]
+
+
+def merge_round_args(wildcards, input):
+    return " ".join(f"--round {shlex.quote(p)}" for p in input.rounds)
+
+
+##### training #####
+
+
+def trained_model():
+    return config["train"]["model_name"]
+
+
+def train_settings():
+    return {k: v for k, v in config["train"].items() if k != "model_name"}
+
+
+def tokenize_settings():
+    t = config["train"]
+    return {k: t.get(k) for k in ("base_model", "model_max_length", "prompt_template", "packing")}
+
+
+##### evaluation #####
+
+
+def eval_models():
+    return {m["name"]: m["model"] for m in config["evaluation"]["models"]}
+
+
+def external_predictions():
+    return {(e["name"], e["benchmark"], e.get("mode", "greedy")): e["path"]
+            for e in config["evaluation"]["external_predictions"]}
+
+
+MODE_SECTION = {"greedy": "greedy", "sampled": "sampling"}
+
+
+def eval_modes():
+    ev = config["evaluation"]
+    return [m for m, section in MODE_SECTION.items() if ev[section]["enabled"]]
+
+
+def get_model_input(wildcards):
+    """The checkpoint directory when the model is the one trained here, else nothing to wait for."""
+    spec = eval_models()[wildcards.model]
+    return f"results/train/{trained_model()}/model" if spec == "trained" else []
+
+
+def get_model_spec(wildcards):
+    spec = eval_models()[wildcards.model]
+    return f"results/train/{trained_model()}/model" if spec == "trained" else spec
+
+
+def generation_settings(wildcards):
+    ev = config["evaluation"]
+    mode = dict(ev[MODE_SECTION[wildcards.mode]])
+    mode.pop("enabled", None)
+    mode.pop("ks", None)
+    if wildcards.mode == "greedy":
+        mode.update(n=1, temperature=0.0)
+    return {"mode": wildcards.mode, "limit": ev["limit"], "prompt_template": ev["prompt_template"],
+            "backend": ev["backend"], **mode}
+
+
+def get_data_path(wildcards):
+    """Dataset file of a benchmark ('' lets the scorer use evalplus's own download)."""
+    key = {"humaneval": "humaneval_plus", "mbpp": "mbpp_plus", "mbpp-original": "mbpp_original",
+           "ds1000": "ds1000"}[wildcards.benchmark]
+    path = config["data"].get(key)
+    return path if path and Path(path).exists() else ""
+
+
+def get_shards(wildcards):
+    n = int(config["evaluation"]["num_shards"])
+    return [f"results/predictions/{wildcards.model}/{wildcards.benchmark}/{wildcards.mode}.shards/{i}.raw.jsonl"
+            for i in range(n)]
+
+
+def get_predictions(wildcards):
+    ext = external_predictions()
+    key = (wildcards.model, wildcards.benchmark, wildcards.mode)
+    if key in ext:
+        return ext[key]
+    return f"results/predictions/{wildcards.model}/{wildcards.benchmark}/{wildcards.mode}.jsonl"
+
+
+def score_settings(wildcards):
+    ev = config["evaluation"]
+    out = {"execution": ev["execution"], "limit": ev["limit"]}
+    if wildcards.mode == "sampled":
+        out["ks"] = ev["sampling"]["ks"]
+    key = (wildcards.model, wildcards.benchmark, wildcards.mode)
+    if key in external_predictions():
+        out["limit"] = None  # released predictions are scored on every task they cover
+    return out
+
+
+def get_score_files(wildcards=None):
+    ev = config["evaluation"]
+    files = [f"results/scores/{m}/{b}/{mode}.json"
+             for m in eval_models() for b in ev["benchmarks"] for mode in eval_modes()]
+    files += [f"results/scores/{n}/{b}/{mode}.json" for (n, b, mode) in external_predictions()]
+    return files
+
+
+##### final targets #####
+
+
+def get_final_output():
+    return [
+        "results/scores.md",
+        "results/scores.csv",
+        "results/scores.json",
+        "results/scores.png",
+        "results/evolve/stats.png",
+        f"results/train/{trained_model()}/loss.png",
+    ]

@@ -1,0 +1,97 @@
+# Seed -> evolution rounds 1..K -> merged training set.
+
+
+rule seed:
+    output:
+        "results/seed/seed.jsonl",
+    log:
+        "logs/seed/seed.log",
+    params:
+        source=config["seed"]["source"],
+        limit=lambda w: "" if config["seed"]["limit"] is None else f"--limit {config['seed']['limit']}",
+        fallback="--fallback-builtin" if config["seed"]["fallback_builtin"] else "",
+        sample_seed=config["seed"]["sample_seed"],
+        code=code_version("seed.py", "data/builtin_seed.json"),
+    container:
+        container_for("cpu")
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "evolcoder seed --source {params.source:q} {params.limit} --sample-seed {params.sample_seed}"
+        " {params.fallback} --out {output} > {log} 2>&1"
+
+
+rule evolve_round:
+    input:
+        pool=get_round_pool,
+    output:
+        evolved="results/evolve/round_{k}/evolved.jsonl",
+        rejects="results/evolve/round_{k}/rejects.jsonl",
+        pool="results/evolve/round_{k}/pool.jsonl",
+        stats="results/evolve/round_{k}/stats.json",
+        ledger="results/evolve/round_{k}/ledger.json",
+    log:
+        "logs/evolve/round_{k}.log",
+    benchmark:
+        "benchmarks/evolve/round_{k}.tsv"
+    params:
+        settings=as_json(config["evolution"]),
+        out_dir=subpath(output.evolved, parent=True),
+        code=code_version("evolve", "templates/evol", "models.py"),
+    threads: 2
+    container:
+        container_for("cpu")
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "evolcoder evolve --pool {input.pool} --round {wildcards.k} --out-dir {params.out_dir}"
+        " --settings-json {params.settings} --cache-dir results/cache/llm > {log} 2>&1"
+
+
+rule evolution_stats_plot:
+    input:
+        get_round_stats,
+    output:
+        report(
+            "results/evolve/stats.png",
+            caption="../report/evolution_stats.rst",
+            category="Evolution",
+        ),
+    log:
+        "logs/evolve/stats_plot.log",
+    localrule: True
+    container:
+        container_for("cpu")
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -c 'import sys; from evolcoder.evolve import plot_stats; plot_stats(sys.argv[2:], sys.argv[1])'"
+        " {output} {input} > {log} 2>&1"
+
+
+rule merge:
+    input:
+        seed="results/seed/seed.jsonl",
+        rounds=get_evolved_rounds,
+    output:
+        train="results/merged/train.jsonl",
+        stats=report(
+            "results/merged/stats.json",
+            caption="../report/merge_stats.rst",
+            category="Dataset",
+        ),
+        decontamination="results/merged/decontamination.json",
+    log:
+        "logs/merge/merge.log",
+    params:
+        rounds=merge_round_args,
+        settings=as_json(config["merge"]),
+        data=as_json(config["data"]),
+        code=code_version("merge.py", "decontaminate.py"),
+    container:
+        container_for("cpu")
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "evolcoder merge --seed {input.seed} {params.rounds} --out-dir results/merged"
+        " --settings-json {params.settings} --data-json {params.data} > {log} 2>&1"

@@ -1,0 +1,70 @@
+# Merged dataset -> tokenised cache -> fine-tuned checkpoint.
+
+
+rule tokenize:
+    input:
+        data="results/merged/train.jsonl",
+    output:
+        "results/tokenized/{model}.pt",
+    log:
+        "logs/tokenize/{model}.log",
+    params:
+        base_model=config["train"]["base_model"],
+        # only what changes the tokens: a learning-rate change does not re-tokenise
+        settings=as_json(tokenize_settings()),
+        code=code_version("train", "templates/train"),
+    container:
+        container_for("gpu")
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "evolcoder tokenize --data {input.data} --base-model {params.base_model:q} --out {output}"
+        " --settings-json {params.settings} > {log} 2>&1"
+
+
+rule train:
+    input:
+        data="results/merged/train.jsonl",
+        tokenized="results/tokenized/{model}.pt",
+    output:
+        model=directory("results/train/{model}/model"),
+        history="results/train/{model}/log_history.json",
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
+    params:
+        base_model=config["train"]["base_model"],
+        settings=as_json(train_settings()),
+        out_dir=subpath(output.history, parent=True),
+        code=code_version("train", "templates/train", "ds_configs"),
+    threads: 2
+    container:
+        container_for("gpu")
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "evolcoder train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
+        " --out-dir {params.out_dir} --settings-json {params.settings} > {log} 2>&1"
+
+
+rule training_plot:
+    input:
+        "results/train/{model}/log_history.json",
+    output:
+        report(
+            "results/train/{model}/loss.png",
+            caption="../report/loss_curve.rst",
+            category="Training",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "logs/train/{model}.plot.log",
+    localrule: True
+    container:
+        container_for("cpu")
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "python -c 'import sys; from evolcoder.train import plot_training; plot_training(sys.argv[1], sys.argv[2])'"
+        " {input} {output} > {log} 2>&1"

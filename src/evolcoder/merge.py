@@ -1,0 +1,105 @@
+"""Merge stage: seed + every evolution round -> one shuffled, deduplicated, decontaminated training set.
+
+Inputs are listed explicitly (never globbed), so a previous merge output can never feed itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import re
+from pathlib import Path
+
+import click
+
+from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def dedup(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Keep the first record of each (instruction, input) after whitespace/case normalisation."""
+    seen: set[tuple[str, str]] = set()
+    kept, dropped = [], []
+    for rec in records:
+        key = (_norm(rec["instruction"]), _norm(rec.get("input", "")))
+        if key in seen:
+            dropped.append(rec)
+        else:
+            seen.add(key)
+            kept.append(rec)
+    return kept, dropped
+
+
+def shuffle(records: list[dict], seed: int) -> list[dict]:
+    out = list(records)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def merge_stats(records: list[dict]) -> dict:
+    by_round = collections.Counter(r.get("round", 0) for r in records)
+    by_method = collections.Counter(r.get("method", "seed") for r in records)
+    n = max(len(records), 1)
+    return {
+        "records": len(records),
+        "by_round": {str(k): v for k, v in sorted(by_round.items())},
+        "by_method": dict(sorted(by_method.items())),
+        "mean_instruction_words": sum(len(r["instruction"].split()) for r in records) / n,
+        "mean_output_words": sum(len(r["output"].split()) for r in records) / n,
+    }
+
+
+def merge(seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict | None = None
+          ) -> tuple[list[dict], dict, dict]:
+    records = list(seed)
+    for recs in rounds:
+        records.extend(recs)
+    n_in = len(records)
+    dropped_dups: list[dict] = []
+    if settings.get("dedup", True):
+        records, dropped_dups = dedup(records)
+    decon_report: dict = {"enabled": False}
+    decon = settings.get("decontaminate") or {}
+    if decon.get("enabled"):
+        from evolcoder.decontaminate import decontaminate, load_benchmark_texts
+
+        texts = load_benchmark_texts(data or {}, decon.get("benchmarks", []))
+        records, dropped = decontaminate(records, texts, ngram=int(decon.get("ngram", 13)))
+        decon_report = {"enabled": True, "ngram": decon.get("ngram", 13),
+                        "benchmarks": {k: len(v) for k, v in texts.items()},
+                        "dropped": dropped, "n_dropped": len(dropped)}
+    records = shuffle(records, int(settings.get("shuffle_seed", 42)))
+    stats = merge_stats(records)
+    stats.update({"input_records": n_in, "duplicates_dropped": len(dropped_dups),
+                  "contaminated_dropped": decon_report.get("n_dropped", 0)})
+    return records, stats, decon_report
+
+
+@click.command(help="Merge the seed and the evolution rounds (explicit inputs), dedup, decontaminate "
+                    "against the benchmarks, and shuffle with a fixed seed.")
+@click.option("--seed", "seed_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--round", "round_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="evolved.jsonl of a round; repeat in round order.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--settings-json", default=None, help="The config's merge: section (JSON).")
+@click.option("--data-json", default=None, help="The config's data: section (benchmark paths, JSON).")
+def cli(seed_path: str, round_paths: tuple[str, ...], out_dir: str, settings_json: str | None,
+        data_json: str | None) -> None:
+    settings = parse_json_option(settings_json, "settings-json")
+    data = parse_json_option(data_json, "data-json")
+    records, stats, decon = merge(read_jsonl(seed_path), [read_jsonl(p) for p in round_paths], settings, data)
+    out = Path(out_dir)
+    write_jsonl(out / "train.jsonl", records)
+    write_json(out / "stats.json", stats)
+    write_json(out / "decontamination.json", decon)
+    write_manifest(out / "manifest.json", stage="merge",
+                   inputs={"seed": seed_path, **{f"round_{i + 1}": p for i, p in enumerate(round_paths)}},
+                   settings=settings, extra={"stats": stats})
+    click.echo(f"merge: {stats['records']} records ({stats['duplicates_dropped']} duplicates, "
+               f"{stats['contaminated_dropped']} contaminated dropped) -> {out / 'train.jsonl'}")
