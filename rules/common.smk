@@ -34,6 +34,27 @@ def _validate_config(cfg, schema_path):
 _validate_config(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
 
 
+def _check_seed_source(cfg):
+    """Parse a local seed file before any job runs: a malformed seed stops the run with one line,
+    before Snakemake removes the outputs of the seed job it would rerun."""
+    src = cfg["source"]
+    if src == "builtin" or src.startswith("hf:"):
+        return
+    try:
+        from evolcoder.errors import EvolcoderError
+        from evolcoder.seed import build_seed
+    except ImportError:  # the package lives only in the rules' containers
+        return
+    try:
+        build_seed(src, cfg["limit"], cfg["sample_seed"], cfg["fallback_builtin"])
+    except EvolcoderError as exc:
+        sys.stderr.write(f"evolcoder: error: {exc}\n")
+        sys.exit(1)
+
+
+_check_seed_source(config["seed"])
+
+
 ##### small helpers #####
 
 

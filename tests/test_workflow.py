@@ -1,0 +1,109 @@
+"""The Snakemake workflow: lint, DAG, config errors, and one real end-to-end run on the tiny config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workflow_utils import REPO, copy_workflow, planned_jobs, snakemake
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "good condition" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("configfile, expected", [
+    (None, {"seed": 1, "evolve_round": 4, "merge": 1, "tokenize": 1, "train": 1, "generate": 1, "gather": 1,
+            "score": 1, "table": 1}),
+    ("config/paper.yaml", {"evolve_round": 4, "train": 1, "generate": 32, "gather": 8, "score": 9}),
+])
+def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
+    wd = copy_workflow(tmp_path, None)
+    jobs = planned_jobs(wd, configfiles=(configfile,) if configfile else ())
+    for rule, count in expected.items():
+        assert jobs.get(rule) == count, (rule, jobs)
+
+
+@pytest.mark.parametrize("overlay, where", [
+    ("evaluation:\n  greedy:\n    max_new_tokens: many\n", "evaluation.greedy.max_new_tokens"),
+    ("evaluation:\n  limt: 3\n", "evaluation"),
+    ("train:\n  learning_rate: fast\n", "train.learning_rate"),
+    ("sed:\n  limit: 3\n", "<top level>"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, overlay, where):
+    wd = copy_workflow(tmp_path, None)
+    (wd / "bad.yaml").write_text(overlay)
+    proc = snakemake(wd, "-n", configfiles=("bad.yaml",), check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("evolcoder: config error")]
+    assert len(errors) == 1 and f"'{where}'" in errors[0], proc.stderr
+
+
+def test_malformed_seed_stops_before_any_job(tmp_path):
+    wd = copy_workflow(tmp_path, None)
+    (wd / "seed.json").write_text('[{"instruction": "Sort a list."}]')
+    (wd / "bad.yaml").write_text("seed:\n  source: seed.json\n")
+    proc = snakemake(wd, "-n", configfiles=("bad.yaml",), check=False)
+    assert proc.returncode != 0
+    assert "evolcoder: error: seed seed.json, item 0: missing field 'output'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
+    wd = copy_workflow(tmp_path, shared_data)
+    snakemake(wd)
+
+    # every stage really ran
+    seed = (wd / "results/seed/seed.jsonl").read_text().splitlines()
+    assert len(seed) == 6
+    evolved = [json.loads(line) for line in (wd / "results/evolve/round_1/evolved.jsonl").read_text().splitlines()]
+    rejects = (wd / "results/evolve/round_1/rejects.jsonl").read_text().splitlines()
+    assert len(evolved) + len(rejects) >= 6
+    assert all(r["round"] == 1 and r["parent_id"] and r["method"] != "seed" for r in evolved)
+    merged = json.loads((wd / "results/merged/stats.json").read_text())
+    assert merged["records"] >= 6
+    model_dir = wd / "results/train/tiny-evolcoder/model"
+    assert (model_dir / "config.json").exists() and (model_dir / "training_manifest.json").exists()
+    preds = (wd / "results/predictions/tiny-evolcoder/humaneval/greedy.jsonl").read_text().splitlines()
+    assert len(preds) == 3
+    score = json.loads((wd / "results/scores/tiny-evolcoder/humaneval/greedy.json").read_text())
+    assert 0.0 <= score["base"]["pass@1"] <= 100.0 and "plus" in score
+    table = (wd / "results/scores.md").read_text()
+    assert "tiny-evolcoder" in table and "humaneval" in table.lower()
+
+    # nothing left to do
+    assert planned_jobs(wd) == {}
+
+    # a generation parameter reruns generation, scoring and the table only
+    (wd / "gen.yaml").write_text("evaluation:\n  greedy:\n    max_new_tokens: 40\n")
+    jobs = planned_jobs(wd, configfiles=("tests/configs/tiny.yaml", "gen.yaml"))
+    assert set(jobs) == {"generate", "gather", "score", "table", "all"}, jobs
+
+    # a training hyper-parameter reruns training onward, without re-tokenising
+    (wd / "lr.yaml").write_text("train:\n  learning_rate: 1.0e-4\n")
+    jobs = planned_jobs(wd, configfiles=("tests/configs/tiny.yaml", "lr.yaml"))
+    assert "train" in jobs and "tokenize" not in jobs and "evolve_round" not in jobs, jobs
+
+    # editing the evolution code marks every round stale
+    evolve_py = next((wd / "src/evolcoder/evolve").glob("*.py"))
+    evolve_py.write_text(evolve_py.read_text() + "\n# edited\n")
+    jobs = planned_jobs(wd)
+    assert jobs.get("evolve_round") == 2 and "seed" not in jobs, jobs
+    evolve_py.write_text(evolve_py.read_text().replace("\n# edited\n", ""))
+
+    # a malformed seed stops with one line and deletes nothing that was finished
+    before = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
+    (wd / "seed.json").write_text("[{")
+    (wd / "bad.yaml").write_text("seed:\n  source: seed.json\n")
+    proc = snakemake(wd, configfiles=("tests/configs/tiny.yaml", "bad.yaml"), check=False)
+    assert proc.returncode != 0 and "evolcoder: error: seed file seed.json: not valid JSON" in proc.stderr
+    after = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
+    assert before == after
