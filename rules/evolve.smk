@@ -35,7 +35,8 @@ rule evolve_round:
     benchmark:
         "benchmarks/evolve/round_{k}.tsv"
     params:
-        settings=as_json(config["evolution"]),
+        # every key but `rounds`: adding a round must not make the finished rounds stale
+        settings=as_json({k: v for k, v in config["evolution"].items() if k != "rounds"}),
         out_dir=subpath(output.evolved, parent=True),
         code=code_version("evolve", "templates/evol", "models.py"),
     threads: 2
