@@ -30,7 +30,7 @@ include: "rules/eval.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True
     localrule: True

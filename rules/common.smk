@@ -10,14 +10,15 @@ from pathlib import Path
 import jsonschema
 from snakemake.utils import validate
 
-
 ##### config validation: one line naming the offending key #####
 
 
 def _validate_config(cfg, schema_path):
     try:
         validate(cfg, schema=schema_path, set_default=True)
-    except Exception as exc:  # snakemake's WorkflowError wraps jsonschema's ValidationError
+    except (
+        Exception
+    ) as exc:  # snakemake's WorkflowError wraps jsonschema's ValidationError
         import yaml
 
         schema = yaml.safe_load(open(schema_path))
@@ -74,7 +75,11 @@ def code_version(*parts):
         path = root / part
         if not path.exists():
             continue
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file())
+            if path.is_dir()
+            else [path]
+        )
         for f in files:
             if f.suffix == ".pyc" or "__pycache__" in f.parts:
                 continue
@@ -96,7 +101,11 @@ def n_rounds():
 
 def get_round_pool(wildcards):
     k = int(wildcards.k)
-    return "results/seed/seed.jsonl" if k == 1 else f"results/evolve/round_{k - 1}/pool.jsonl"
+    return (
+        "results/seed/seed.jsonl"
+        if k == 1
+        else f"results/evolve/round_{k - 1}/pool.jsonl"
+    )
 
 
 def get_evolved_rounds(wildcards=None):
@@ -124,7 +133,10 @@ def train_settings():
 
 def tokenize_settings():
     t = config["train"]
-    return {k: t.get(k) for k in ("base_model", "model_max_length", "prompt_template", "packing")}
+    return {
+        k: t.get(k)
+        for k in ("base_model", "model_max_length", "prompt_template", "packing")
+    }
 
 
 ##### evaluation #####
@@ -135,8 +147,10 @@ def eval_models():
 
 
 def external_predictions():
-    return {(e["name"], e["benchmark"], e.get("mode", "greedy")): e["path"]
-            for e in config["evaluation"]["external_predictions"]}
+    return {
+        (e["name"], e["benchmark"], e.get("mode", "greedy")): e["path"]
+        for e in config["evaluation"]["external_predictions"]
+    }
 
 
 MODE_SECTION = {"greedy": "greedy", "sampled": "sampling"}
@@ -165,22 +179,33 @@ def generation_settings(wildcards):
     mode.pop("ks", None)
     if wildcards.mode == "greedy":
         mode.update(n=1, temperature=0.0)
-    return {"mode": wildcards.mode, "limit": ev["limit"], "prompt_template": ev["prompt_template"],
-            "backend": ev["backend"], **mode}
+    return {
+        "mode": wildcards.mode,
+        "limit": ev["limit"],
+        "prompt_template": ev["prompt_template"],
+        "backend": ev["backend"],
+        **mode,
+    }
 
 
 def get_data_path(wildcards):
     """Dataset file of a benchmark ('' lets the scorer use evalplus's own download)."""
-    key = {"humaneval": "humaneval_plus", "mbpp": "mbpp_plus", "mbpp-original": "mbpp_original",
-           "ds1000": "ds1000"}[wildcards.benchmark]
+    key = {
+        "humaneval": "humaneval_plus",
+        "mbpp": "mbpp_plus",
+        "mbpp-original": "mbpp_original",
+        "ds1000": "ds1000",
+    }[wildcards.benchmark]
     path = config["data"].get(key)
     return path if path and Path(path).exists() else ""
 
 
 def get_shards(wildcards):
     n = int(config["evaluation"]["num_shards"])
-    return [f"results/predictions/{wildcards.model}/{wildcards.benchmark}/{wildcards.mode}.shards/{i}.raw.jsonl"
-            for i in range(n)]
+    return [
+        f"results/predictions/{wildcards.model}/{wildcards.benchmark}/{wildcards.mode}.shards/{i}.raw.jsonl"
+        for i in range(n)
+    ]
 
 
 def get_predictions(wildcards):
@@ -204,9 +229,15 @@ def score_settings(wildcards):
 
 def get_score_files(wildcards=None):
     ev = config["evaluation"]
-    files = [f"results/scores/{m}/{b}/{mode}.json"
-             for m in eval_models() for b in ev["benchmarks"] for mode in eval_modes()]
-    files += [f"results/scores/{n}/{b}/{mode}.json" for (n, b, mode) in external_predictions()]
+    files = [
+        f"results/scores/{m}/{b}/{mode}.json"
+        for m in eval_models()
+        for b in ev["benchmarks"]
+        for mode in eval_modes()
+    ]
+    files += [
+        f"results/scores/{n}/{b}/{mode}.json" for (n, b, mode) in external_predictions()
+    ]
     return files
 
 

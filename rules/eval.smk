@@ -10,17 +10,17 @@ rule generate:
         "logs/generate/{model}/{benchmark}/{mode}.{shard}.log",
     benchmark:
         "benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    container:
+        container_for("gpu")
+    threads: 2
     params:
         model=get_model_spec,
         data=get_data_path,
         settings=lambda w: as_json(generation_settings(w)),
         num_shards=config["evaluation"]["num_shards"],
         code=code_version("generate.py", "benchmarks", "templates/eval"),
-    threads: 2
-    container:
-        container_for("gpu")
-    conda:
-        "../envs/gpu.yaml"
     shell:
         "evolcoder generate --model {params.model:q} --benchmark {wildcards.benchmark}"
         " --data {params.data:q} --shard {wildcards.shard} --num-shards {params.num_shards}"
@@ -34,13 +34,13 @@ rule gather:
         "results/predictions/{model}/{benchmark}/{mode}.jsonl",
     log:
         "logs/gather/{model}/{benchmark}/{mode}.log",
+    conda:
+        "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
     params:
         data=get_data_path,
         code=code_version("generate.py", "benchmarks"),
-    container:
-        container_for("cpu")
-    conda:
-        "../envs/cpu.yaml"
     shell:
         "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q} --out {output} {input}"
         " > {log} 2>&1"
@@ -55,15 +55,15 @@ rule score:
         "logs/score/{model}/{benchmark}/{mode}.log",
     benchmark:
         "benchmarks/score/{model}/{benchmark}/{mode}.tsv"
+    conda:
+        "../envs/sandbox.yaml"
+    container:
+        container_for("sandbox")
+    threads: 2
     params:
         data=get_data_path,
         settings=lambda w: as_json(score_settings(w)),
         code=code_version("score.py", "execution.py", "passk.py", "benchmarks"),
-    threads: 2
-    container:
-        container_for("sandbox")
-    conda:
-        "../envs/sandbox.yaml"
     shell:
         "evolcoder score --benchmark {wildcards.benchmark} --predictions {input.predictions:q}"
         " --data {params.data:q} --model-name {wildcards.model} --settings-json {params.settings}"
@@ -74,18 +74,24 @@ rule table:
     input:
         get_score_files,
     output:
-        md=report("results/scores.md", caption="../report/scores.rst", category="Scores"),
+        md=report(
+            "results/scores.md", caption="../report/scores.rst", category="Scores"
+        ),
         csv="results/scores.csv",
         json="results/scores.json",
-        png=report("results/scores.png", caption="../report/scores_chart.rst", category="Scores"),
+        png=report(
+            "results/scores.png",
+            caption="../report/scores_chart.rst",
+            category="Scores",
+        ),
     log:
         "logs/table/table.log",
-    params:
-        code=code_version("table.py", "data"),
     localrule: True
-    container:
-        container_for("cpu")
     conda:
         "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
+    params:
+        code=code_version("table.py", "data"),
     shell:
         "evolcoder table --out-dir results {input} > {log} 2>&1"

@@ -6,16 +6,20 @@ rule seed:
         "results/seed/seed.jsonl",
     log:
         "logs/seed/seed.log",
+    conda:
+        "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
     params:
         source=config["seed"]["source"],
-        limit=lambda w: "" if config["seed"]["limit"] is None else f"--limit {config['seed']['limit']}",
+        limit=lambda w: (
+            ""
+            if config["seed"]["limit"] is None
+            else f"--limit {config['seed']['limit']}"
+        ),
         fallback="--fallback-builtin" if config["seed"]["fallback_builtin"] else "",
         sample_seed=config["seed"]["sample_seed"],
         code=code_version("seed.py", "data/builtin_seed.json"),
-    container:
-        container_for("cpu")
-    conda:
-        "../envs/cpu.yaml"
     shell:
         "evolcoder seed --source {params.source:q} {params.limit} --sample-seed {params.sample_seed}"
         " {params.fallback} --out {output} > {log} 2>&1"
@@ -34,16 +38,16 @@ rule evolve_round:
         "logs/evolve/round_{k}.log",
     benchmark:
         "benchmarks/evolve/round_{k}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
+    threads: 2
     params:
         # every key but `rounds`: adding a round must not make the finished rounds stale
         settings=as_json({k: v for k, v in config["evolution"].items() if k != "rounds"}),
         out_dir=subpath(output.evolved, parent=True),
         code=code_version("evolve", "templates/evol", "models.py"),
-    threads: 2
-    container:
-        container_for("cpu")
-    conda:
-        "../envs/cpu.yaml"
     shell:
         "evolcoder evolve --pool {input.pool} --round {wildcards.k} --out-dir {params.out_dir}"
         " --settings-json {params.settings} --cache-dir results/cache/llm > {log} 2>&1"
@@ -61,10 +65,10 @@ rule evolution_stats_plot:
     log:
         "logs/evolve/stats_plot.log",
     localrule: True
-    container:
-        container_for("cpu")
     conda:
         "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
     shell:
         "python -c 'import sys; from evolcoder.evolve import plot_stats; plot_stats(sys.argv[2:], sys.argv[1])'"
         " {output} {input} > {log} 2>&1"
@@ -84,15 +88,15 @@ rule merge:
         decontamination="results/merged/decontamination.json",
     log:
         "logs/merge/merge.log",
+    conda:
+        "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
     params:
         rounds=merge_round_args,
         settings=as_json(config["merge"]),
         data=as_json(config["data"]),
         code=code_version("merge.py", "decontaminate.py"),
-    container:
-        container_for("cpu")
-    conda:
-        "../envs/cpu.yaml"
     shell:
         "evolcoder merge --seed {input.seed} {params.rounds} --out-dir results/merged"
         " --settings-json {params.settings} --data-json {params.data} > {log} 2>&1"

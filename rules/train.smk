@@ -8,15 +8,15 @@ rule tokenize:
         "results/tokenized/{model}.pt",
     log:
         "logs/tokenize/{model}.log",
+    conda:
+        "../envs/gpu.yaml"
+    container:
+        container_for("gpu")
     params:
         base_model=config["train"]["base_model"],
         # only what changes the tokens: a learning-rate change does not re-tokenise
         settings=as_json(tokenize_settings()),
         code=code_version("train", "templates/train"),
-    container:
-        container_for("gpu")
-    conda:
-        "../envs/gpu.yaml"
     shell:
         "evolcoder tokenize --data {input.data} --base-model {params.base_model:q} --out {output}"
         " --settings-json {params.settings} > {log} 2>&1"
@@ -33,16 +33,16 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/train/{model}.tsv"
+    conda:
+        "../envs/gpu.yaml"
+    container:
+        container_for("gpu")
+    threads: 2
     params:
         base_model=config["train"]["base_model"],
         settings=as_json(train_settings()),
         out_dir=subpath(output.history, parent=True),
         code=code_version("train", "templates/train", "ds_configs"),
-    threads: 2
-    container:
-        container_for("gpu")
-    conda:
-        "../envs/gpu.yaml"
     shell:
         "evolcoder train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
         " --out-dir {params.out_dir} --settings-json {params.settings} > {log} 2>&1"
@@ -61,10 +61,10 @@ rule training_plot:
     log:
         "logs/train/{model}.plot.log",
     localrule: True
-    container:
-        container_for("cpu")
     conda:
         "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
     shell:
         "python -c 'import sys; from evolcoder.train import plot_training; plot_training(sys.argv[1], sys.argv[2])'"
         " {input} {output} > {log} 2>&1"

@@ -20,6 +20,12 @@ def test_lint_is_clean():
     assert "good condition" in proc.stdout + proc.stderr
 
 
+def test_snakefmt_formatting():
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("configfile, expected", [
     (None, {"seed": 1, "evolve_round": 4, "merge": 1, "tokenize": 1, "train": 1, "generate": 1, "gather": 1,
             "score": 1, "table": 1}),
@@ -27,7 +33,11 @@ def test_lint_is_clean():
 ])
 def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
     wd = copy_workflow(tmp_path, None)
-    jobs = planned_jobs(wd, configfiles=(configfile,) if configfile else ())
+    # a stand-in for the released predictions file the paper config lists under ../shared
+    (wd / "released.jsonl").write_text("")
+    (wd / "ext.yaml").write_text("evaluation:\n  external_predictions:\n"
+                                 "    - {name: released, benchmark: humaneval, path: released.jsonl}\n")
+    jobs = planned_jobs(wd, configfiles=(configfile, "ext.yaml") if configfile else ())
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
 
