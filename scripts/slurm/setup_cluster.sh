@@ -13,6 +13,8 @@
 #
 # Environment knobs:
 #   EVOLCODER_SLURM_GPUS=2         number of fake GPUs
+#   EVOLCODER_SLURM_CPUS=16        CPUs the node declares (at least the real count)
+#   EVOLCODER_SLURM_MEM_MB=64000   memory the node declares (at least 3/4 of the real memory)
 #   EVOLCODER_SLURM_CLUSTER=evolcoder
 #   EVOLCODER_SLURM_NO_INSTALL=1   skip apt-get (packages already there)
 #   EVOLCODER_SLURM_TIMEOUT=90     seconds to wait for each daemon
@@ -75,10 +77,14 @@ fi
 
 # ---------------------------------------------------------------- host facts
 NODE=$(hostname -s)
+# The node is declared like a small GPU node (16 CPUs, 64 GB, 2 GPUs) whatever the machine is, so
+# that realistic per-rule requests (cpus_per_gpu, mem_mb) are accepted; SlurmdParameters=config_overrides
+# makes slurmd trust these numbers. Jobs then share the real cores (no cgroup enforcement here).
 NCPU=$(nproc)
+(( NCPU >= ${EVOLCODER_SLURM_CPUS:-16} )) || NCPU=${EVOLCODER_SLURM_CPUS:-16}
 MEM_MB=$(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)
-# leave room for the OS and the test runner; SLURM refuses a node whose RealMemory exceeds what it finds
 REAL_MB=$(( MEM_MB * 3 / 4 ))
+(( REAL_MB >= ${EVOLCODER_SLURM_MEM_MB:-64000} )) || REAL_MB=${EVOLCODER_SLURM_MEM_MB:-64000}
 DEFMEM=$(( REAL_MB / (NCPU * 2) ))      # DefMemPerCPU: without it a job gets the whole node's memory
 (( DEFMEM > 256 )) || DEFMEM=256
 SLURM_USER=slurm
@@ -123,6 +129,7 @@ MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 ReturnToService=2
+SlurmdParameters=config_overrides
 SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldPort=6817
