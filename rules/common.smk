@@ -129,7 +129,9 @@ def trained_model():
 
 def train_settings():
     # resources (GPUs, memory, time) change where training runs, not what it computes
-    return {k: v for k, v in config["train"].items() if k not in ("model_name", "resources")}
+    return {
+        k: v for k, v in config["train"].items() if k not in ("model_name", "resources")
+    }
 
 
 def tokenize_settings():
@@ -143,7 +145,13 @@ def tokenize_settings():
 ##### cluster resources of the GPU rules (keys of snakemake-executor-plugin-slurm) #####
 
 # Used when the config says nothing; sized to fit one small GPU node (and the test cluster).
-GPU_RESOURCE_DEFAULTS = {"gpus": 1, "gpu_model": "", "cpus_per_gpu": 4, "mem_mb": 32000, "runtime": 240}
+GPU_RESOURCE_DEFAULTS = {
+    "gpus": 1,
+    "gpu_model": "",
+    "cpus_per_gpu": 4,
+    "mem_mb": 32000,
+    "runtime": 240,
+}
 
 
 def gpu_resources(lookup):

@@ -45,7 +45,9 @@ rule evolve_round:
     threads: 2
     params:
         # every key but `rounds`: adding a round must not make the finished rounds stale
-        settings=as_json({k: v for k, v in config["evolution"].items() if k != "rounds"}),
+        settings=as_json(
+            {k: v for k, v in config["evolution"].items() if k != "rounds"}
+        ),
         out_dir=subpath(output.evolved, parent=True),
         code=code_version("evolve", "templates/evol", "models.py"),
     shell:
