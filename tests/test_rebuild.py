@@ -118,3 +118,12 @@ def test_more_rounds_add_only_the_new_round(built):
     jobs = _plan_with(built, "evolution:\n  rounds: 3\n")
     assert jobs.get("evolve_round") == 1, jobs
     assert "seed" not in jobs and "merge" in jobs, jobs
+
+
+@pytest.mark.parametrize("overlay", [
+    "train:\n  resources: {gpus: 8, gpu_model: a100, cpus_per_gpu: 8, mem_mb: 480000, runtime: 2880}\n",
+    "containers:\n  cpu: docker://ghcr.io/example/evolcoder-cpu:9.9.9\n",
+])
+def test_where_it_runs_makes_nothing_stale(built, overlay):
+    """Resources and (undeployed) container images say where a stage runs, not what it computes."""
+    assert _plan_with(built, overlay) == {}
