@@ -98,7 +98,7 @@ def test_official_dockerfile_parser_accepts_the_recipes():
     dockerfile_mod = pytest.importorskip("dockerfile", reason="pip package `dockerfile` (Go parser) not installed")
     for family in FAMILIES:
         cmds = dockerfile_mod.parse_file(str(dockerfile(family)))
-        assert any(c.cmd.upper() == "FROM" for c in cmds)
+        assert [c.cmd.upper() for c in cmds] == [w for w, _ in parse_dockerfile(dockerfile(family))], family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -143,6 +143,24 @@ def test_env_pins_equal_the_development_venv(env):
         if have.split("+")[0] != want.split("+")[0]:
             mismatches[pkg] = (want, have)
     assert not mismatches, f"envs/{env} pins differ from the installed versions (want, have): {mismatches}"
+
+
+@pytest.mark.parametrize("env", VENV_PINNED)
+def test_env_pins_equal_the_constraints_lock(env):
+    """Same versions as envs/constraints.txt, the lock scripts/setup.sh installs the test venv from."""
+    lock_file = ENVS / "constraints.txt"
+    if not lock_file.exists():
+        pytest.skip("envs/constraints.txt not in this checkout")
+    lock = {}
+    for line in lock_file.read_text().splitlines():
+        m = PIN.match(line.strip())
+        if m:
+            lock[_norm(m.group(1))] = m.group(2).split("+")[0]
+    mismatches = {pkg: (ver, lock[pkg]) for pkg, ver in env_pins(env).items()
+                  if pkg in lock and lock[pkg] != ver.split("+")[0]}
+    assert not mismatches, f"envs/{env} vs envs/constraints.txt (env, lock): {mismatches}"
+    missing = sorted(set(env_pins(env)) - set(lock) - {"python", "pip"})
+    assert not missing, f"envs/{env} pins packages the lock does not know: {missing}"
 
 
 def test_shared_packages_agree_across_env_files():
