@@ -126,7 +126,7 @@ def test_tiny_pipeline_under_slurm_then_noop(cluster, tmp_path, shared_data):
     time.sleep(1)
     # spelling 1: the bare name, found in $XDG_CONFIG_HOME/snakemake/slurm
     first = _run([sys.executable, "-m", "snakemake", "--profile", "slurm", *cfgs, *FAST_STATUS], wd, env)
-    assert "Using profile slurm and workflow specific profile profiles/default" in first.stderr, first.stderr[:2000]
+    assert "Using profiles slurm and workflow specific profile profiles/default" in first.stderr, first.stderr[:2000]
     assert (wd / "results/scores.md").exists()
 
     rows = _sacct(since, wd)
