@@ -136,10 +136,8 @@ def train_settings():
 
 def tokenize_settings():
     t = config["train"]
-    return {
-        k: t.get(k)
-        for k in ("base_model", "model_max_length", "prompt_template", "packing")
-    }
+    keys = ("base_model", "model_max_length", "prompt_template")
+    return {k: t[k] for k in keys if k in t}
 
 
 ##### cluster resources of the GPU rules (keys of snakemake-executor-plugin-slurm) #####
