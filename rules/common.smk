@@ -128,13 +128,59 @@ def trained_model():
 
 
 def train_settings():
-    return {k: v for k, v in config["train"].items() if k != "model_name"}
+    # resources (GPUs, memory, time) change where training runs, not what it computes
+    return {
+        k: v for k, v in config["train"].items() if k not in ("model_name", "resources")
+    }
 
 
 def tokenize_settings():
     t = config["train"]
     keys = ("base_model", "model_max_length", "prompt_template")
     return {k: t[k] for k in keys if k in t}
+
+
+##### cluster resources of the GPU rules (keys of snakemake-executor-plugin-slurm) #####
+
+# Used when the config says nothing; sized to fit one small GPU node (and the test cluster).
+GPU_RESOURCE_DEFAULTS = {
+    "gpus": 1,
+    "gpu_model": "",
+    "cpus_per_gpu": 4,
+    "mem_mb": 32000,
+    "runtime": 240,
+}
+
+
+def gpu_resources(lookup):
+    """Resources of a GPU rule, sized from the config per model.
+
+    `lookup(wildcards)` returns the config's `resources` mapping for the job (gpus, gpu_model,
+    cpus_per_gpu, mem_mb, runtime). Returned as Snakemake resources: gpu, gpu_model (""
+    = any), cpus_per_gpu, mem_mb, runtime (minutes). gpus: 0 runs the rule on CPU nodes.
+    """
+
+    def getter(key):
+        def value(wildcards):
+            got = (lookup(wildcards) or {}).get(key)
+            return GPU_RESOURCE_DEFAULTS[key] if got is None else got
+
+        return value
+
+    return {("gpu" if k == "gpus" else k): getter(k) for k in GPU_RESOURCE_DEFAULTS}
+
+
+def train_resources(wildcards):
+    return config["train"].get("resources")
+
+
+def generate_resources(wildcards):
+    """evaluation.resources, overridden per model by evaluation.models[].resources."""
+    res = dict(config["evaluation"].get("resources") or {})
+    for m in config["evaluation"]["models"]:
+        if m["name"] == wildcards.model:
+            res.update(m.get("resources") or {})
+    return res
 
 
 ##### evaluation #####

@@ -15,6 +15,8 @@ rule generate:
     container:
         container_for("gpu")
     threads: 2
+    resources:
+        **gpu_resources(generate_resources),
     params:
         model=get_model_spec,
         data=get_data_path,

@@ -44,7 +44,10 @@ rule evolve_round:
         container_for("cpu")
     threads: 2
     params:
-        settings=as_json(config["evolution"]),
+        # every key but `rounds`: adding a round must not make the finished rounds stale
+        settings=as_json(
+            {k: v for k, v in config["evolution"].items() if k != "rounds"}
+        ),
         out_dir=subpath(output.evolved, parent=True),
         code=code_version("evolve", "templates/evol", "models.py"),
     shell:

@@ -38,13 +38,16 @@ rule train:
     container:
         container_for("gpu")
     threads: 2
+    resources:
+        **gpu_resources(train_resources),
     params:
         base_model=config["train"]["base_model"],
         settings=as_json(train_settings()),
         out_dir=subpath(output.history, parent=True),
         code=code_version("train", "templates/train", "ds_configs"),
     shell:
-        "evolcoder train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
+        # one process per allocated GPU: torchrun when several, the plain stage when one
+        "python -m evolcoder.launch train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
         " --out-dir {params.out_dir} --settings-json {params.settings} > {log} 2>&1"
 
 
