@@ -7,6 +7,10 @@ bash scripts/setup.sh
 . "${EVOLCODER_VENV:-.venv}/bin/activate"
 if [ "${EVOLCODER_SLURM:-auto}" != "0" ] && [ -f scripts/slurm/setup_cluster.sh ] \
    && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-  bash scripts/slurm/setup_cluster.sh || echo "test: local SLURM cluster did not start; SLURM tests will skip" >&2
+  if bash scripts/slurm/setup_cluster.sh; then
+    trap 'bash scripts/slurm/teardown_cluster.sh >/dev/null 2>&1 || true' EXIT
+  else
+    echo "test: local SLURM cluster did not start; SLURM tests will skip" >&2
+  fi
 fi
-exec python -m pytest "$@"
+python -m pytest "$@"
