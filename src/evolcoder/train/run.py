@@ -88,8 +88,10 @@ def load_model(model_dir: str, s: TrainSettings) -> Any:
     if s.attn_implementation:
         kw["attn_implementation"] = s.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
-    if s.gradient_checkpointing:
-        model.config.use_cache = False
+    # No KV cache in training. Besides being useless there, a cache object disables transformers'
+    # packed-sequence detection (position-id resets -> block-diagonal mask), so packed samples would
+    # attend to each other. The saved model gets use_cache=True back.
+    model.config.use_cache = False
     if s.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -404,7 +406,7 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
     if _is_main():
         if s.lora is None:
             cfg_path = partial / "config.json"
-            if cfg_path.exists():  # saved with use_cache=False under gradient checkpointing
+            if cfg_path.exists():  # trained with use_cache=False
                 cfg = json.loads(cfg_path.read_text())
                 cfg["use_cache"] = True
                 cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
