@@ -310,8 +310,9 @@ def test_training_loss_goes_down_and_outputs_are_complete(plain_run):
 
 def test_deepspeed_zero2_matches_plain_trainer(plain_run, tiny_model, train_file, tmp_path):
     out = tmp_path / "zero2"
-    proc = _train(train_file, tiny_model, out, {**BASE, "deepspeed": "zero2"})
+    proc = _train(train_file, tiny_model, out, {**BASE, "deepspeed": "zero2", "keep_checkpoints": True})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "checkpoint-6" / "global_step6").is_dir()  # a DeepSpeed engine checkpoint
     man = json.loads((out / "model" / "training_manifest.json").read_text())
     assert man["hyperparameters"]["deepspeed_config"].endswith("zero2.json")
     ref, got = _losses(plain_run), _losses(out)
@@ -344,3 +345,22 @@ def test_killed_run_resumes_from_last_complete_checkpoint(plain_run, tiny_model,
     for step in (3, 4, 5, 6):                           # same data order, same LR schedule
         assert got[step] == pytest.approx(ref[step], abs=1e-4), (step, ref, got)
     assert _lrs(out) == pytest.approx(_lrs(plain_run))
+    assert not (out / "checkpoints").exists()  # removed once the final model is saved (keep_checkpoints: false)
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
+    from evolcoder.train.run import _invalidate_stale_checkpoints, last_complete_checkpoint
+    from evolcoder.train.settings import trajectory_fingerprint
+
+    ckpts = tmp_path / "checkpoints"
+    a = trajectory_fingerprint(parse_settings(BASE), "d" * 64, 1)
+    assert a == trajectory_fingerprint(parse_settings({**BASE, "save_steps": 50}), "d" * 64, 1)
+    b = trajectory_fingerprint(parse_settings({**BASE, "learning_rate": 1e-4}), "d" * 64, 1)
+    assert a != b
+    _invalidate_stale_checkpoints(ckpts, a)
+    (ckpts / "checkpoint-2").mkdir()
+    (ckpts / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    _invalidate_stale_checkpoints(ckpts, a)
+    assert last_complete_checkpoint(ckpts).name == "checkpoint-2"
+    _invalidate_stale_checkpoints(ckpts, b)  # learning rate changed: start over
+    assert last_complete_checkpoint(ckpts) is None

@@ -38,6 +38,7 @@ from evolcoder.train.settings import (
     gradient_accumulation,
     template,
     tokenize_settings,
+    trajectory_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,25 @@ def _drop_newer_incomplete(ckpt_dir: Path, keep: Path | None) -> None:
         if m and int(m.group(1)) > keep_step:
             log.warning("removing incomplete checkpoint %s", p)
             shutil.rmtree(p, ignore_errors=True)
+
+
+FINGERPRINT_FILE = "run_fingerprint.json"
+
+
+def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
+    """Checkpoints of a run with other hyper-parameters or data must not be resumed: remove them."""
+    marker = ckpt_dir / FINGERPRINT_FILE
+    if ckpt_dir.is_dir() and any(_CKPT_RE.match(p.name) for p in ckpt_dir.iterdir()):
+        try:
+            old = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != fingerprint:
+            log.warning("checkpoints in %s belong to a different run (settings or data changed): "
+                        "starting over", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"fingerprint": fingerprint})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +381,10 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
     trainer = EvolTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                           processing_class=tokenizer, callbacks=callbacks)
 
+    fingerprint = trajectory_fingerprint(s, tokd.meta.get("data_sha256"), world_size)
+    if _is_main():
+        _invalidate_stale_checkpoints(ckpt_dir, fingerprint)
+    _barrier()
     resume = last_complete_checkpoint(ckpt_dir)
     if _is_main():
         _drop_newer_incomplete(ckpt_dir, resume)
@@ -443,6 +467,8 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
         if final_dir.exists():
             shutil.rmtree(final_dir)
         partial.rename(final_dir)
+        if not s.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info("final model -> %s (step %d, loss %s)", final_dir, state.global_step, extra["final_loss"])
     _barrier()
     return manifest

@@ -57,6 +57,7 @@ class TrainSettings:
     launcher: str = "none"                    # none | torchrun | deepspeed
     num_gpus: int | str | None = None         # None/"auto": count CUDA_VISIBLE_DEVICES (or CUDA devices)
     checkpoint_on_sigterm: bool = True        # save a checkpoint when SLURM sends SIGTERM (preemption)
+    keep_checkpoints: bool = False            # keep checkpoints/ once the final model is saved
     attn_implementation: str | None = None    # e.g. flash_attention_2 / sdpa; None = transformers default
     dataloader_num_workers: int = 0
     extra: dict = field(default_factory=dict)  # unknown-but-allowed keys (e.g. the lead's bookkeeping)
@@ -70,6 +71,17 @@ class TrainSettings:
         extra = d.pop("extra")
         d.update(extra)
         return d
+
+
+# Settings that do not change the training trajectory (a checkpoint stays valid when they change).
+_NOT_TRAJECTORY = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_on_sigterm",
+                   "keep_checkpoints", "dataloader_num_workers", "launcher", "extra"}
+
+
+def trajectory_fingerprint(s: TrainSettings, data_sha256: str | None, world_size: int) -> str:
+    """Hash of what a checkpoint depends on: resuming under a different one would mix two runs."""
+    d = {k: v for k, v in dataclasses.asdict(s).items() if k not in _NOT_TRAJECTORY}
+    return sha256_json({"settings": d, "data": data_sha256, "world_size": world_size})[:16]
 
 
 def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
