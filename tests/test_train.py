@@ -364,3 +364,37 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
     assert last_complete_checkpoint(ckpts).name == "checkpoint-2"
     _invalidate_stale_checkpoints(ckpts, b)  # learning rate changed: start over
     assert last_complete_checkpoint(ckpts) is None
+
+
+def test_lora_run_saves_a_merged_plain_model(tiny_model, train_file, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    settings = {**BASE, "max_steps": 2, "learning_rate": 5e-2,
+                "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
+    proc = _train(train_file, tiny_model, out, settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = load_file(out / "model" / "model.safetensors")
+    base = load_file(tiny_model / "model.safetensors")
+    assert not any("lora" in k for k in merged)
+    assert set(merged) == set(base)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not (merged[key] == base[key]).all()          # the adapter was merged in
+    key = "model.layers.0.mlp.up_proj.weight"
+    assert (merged[key] == base[key]).all()              # untouched modules stay as they were
+    assert (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_torchrun_launcher_two_cpu_processes(plain_run, tiny_model, train_file, tmp_path):
+    """`launcher: torchrun` re-executes the command as 2 gloo workers: micro 1 x 2 ranks x accumulation 2
+    gives the same global batch, the same data order and so the same losses as the single-process run."""
+    out = tmp_path / "ddp"
+    settings = {**BASE, "micro_batch_size": 1, "launcher": "torchrun", "num_gpus": 2, "max_steps": 3}
+    proc = _train(train_file, tiny_model, out, settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    man = json.loads((out / "model" / "training_manifest.json").read_text())
+    assert man["hyperparameters"]["world_size"] == 2
+    assert man["hyperparameters"]["gradient_accumulation_steps"] == 2
+    ref, got = _losses(plain_run), _losses(out)
+    for step in (1, 2, 3):
+        assert got[step] == pytest.approx(ref[step], abs=2e-3), (step, ref, got)
