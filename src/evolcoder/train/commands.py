@@ -52,6 +52,10 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
     if not data and not tokenized:
         raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
     if needs_launch(s):
+        from evolcoder.train.launch import num_processes
+        from evolcoder.train.settings import gradient_accumulation
+
+        gradient_accumulation(s.global_batch_size, s.micro_batch_size, num_processes(s))  # fail before launching
         argv, env = launch_command(s, train_argv(data, tokenized, base_model, out_dir, raw))
         log.info("launching: %s", " ".join(argv))
         rc = _run_forwarding_signals(argv, env)

@@ -90,7 +90,7 @@ class Tokenized:
 
 
 def tokenize_records(records: Iterable[dict], tokenizer: Any, template: dict[str, str], max_length: int,
-                     batch_size: int = 512) -> tuple[Tokenized, dict]:
+                     batch_size: int = 512, source: str = "data") -> tuple[Tokenized, dict]:
     """Tokenise instruction records. Records whose prompt fills the whole window (no target token
     left after truncation) are dropped and counted: they would contribute no loss."""
     if tokenizer.eos_token_id is None:
@@ -124,7 +124,7 @@ def tokenize_records(records: Iterable[dict], tokenizer: Any, template: dict[str
         buf.clear()
 
     for i, rec in enumerate(records):
-        check_record(rec, f"record {i}")
+        check_record(rec, f"{source}: record {i + 1}")
         stats["records"] += 1
         stats["with_input"] += bool((rec.get("input") or "").strip())
         buf.append(rec)
@@ -135,7 +135,7 @@ def tokenize_records(records: Iterable[dict], tokenizer: Any, template: dict[str
     stats["tokens"] = len(ids_flat)
     stats["examples"] = len(prompt_lens)
     if not prompt_lens:
-        raise DataError("no training example left after tokenisation (empty data, or every prompt is "
+        raise DataError(f"{source}: no training example left after tokenisation (empty, or every prompt is "
                         f"longer than model_max_length={max_length})")
     return Tokenized(ids_flat, offsets, prompt_lens, meta={}), stats
 

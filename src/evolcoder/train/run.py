@@ -44,7 +44,8 @@ from evolcoder.train.settings import (
 log = logging.getLogger(__name__)
 
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
-# Test hook: SIGKILL the process at the end of this optimizer step (before its checkpoint is saved).
+# Test hook: "N" SIGKILLs the process at the end of optimizer step N (before its checkpoint is saved);
+# "N:TERM" sends SIGTERM instead (what SLURM sends on preemption / time limit).
 FAULT_ENV = "EVOLCODER_TRAIN_KILL_AFTER_STEP"
 
 
@@ -114,7 +115,7 @@ def tokenize_file(data: str | os.PathLike, model_dir: str, raw_settings: dict, b
     tok = load_tokenizer(model_dir)
     records = read_jsonl(data)
     t0 = time.time()
-    tokd, stats = tokenize_records(records, tok, tmpl, int(ts["model_max_length"]))
+    tokd, stats = tokenize_records(records, tok, tmpl, int(ts["model_max_length"]), source=str(data))
     stats["seconds"] = round(time.time() - t0, 2)
     tokd.meta = {
         "base_model": base_model_spec,
@@ -284,13 +285,20 @@ def _make_trainer_class():
             super().log(logs, *args, **kwargs)
 
     class KillAfterStep(TrainerCallback):
-        def __init__(self, step: int):
-            self.step = step
+        def __init__(self, spec: str):
+            step, _, sig = spec.partition(":")
+            self.step = int(step)
+            self.signal = signal.SIGTERM if sig.upper() == "TERM" else signal.SIGKILL
+
+        trainer = None  # set after the Trainer exists
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == self.step:
-                log.warning("%s=%d: killing the process (test hook)", FAULT_ENV, self.step)
-                os.kill(os.getpid(), signal.SIGKILL)
+                log.warning("%s: sending %s to the process (test hook)", FAULT_ENV, self.signal.name)
+                for cb in self.trainer.callback_handler.callbacks if self.trainer else []:
+                    if getattr(cb, "jit_manager", None) is not None:
+                        cb.jit_manager.kill_wait = 0  # checkpoint at the next step, not 3 s later
+                os.kill(os.getpid(), self.signal)
 
     return EvolTrainer, KillAfterStep
 
@@ -375,11 +383,11 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
 
     model = load_model(model_dir, s)
     EvolTrainer, KillAfterStep = _make_trainer_class()
-    callbacks = []
-    if os.environ.get(FAULT_ENV):
-        callbacks.append(KillAfterStep(int(os.environ[FAULT_ENV])))
+    callbacks = [KillAfterStep(os.environ[FAULT_ENV])] if os.environ.get(FAULT_ENV) else []
     trainer = EvolTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                           processing_class=tokenizer, callbacks=callbacks)
+    for cb in callbacks:
+        cb.trainer = trainer
 
     fingerprint = trajectory_fingerprint(s, tokd.meta.get("data_sha256"), world_size)
     if _is_main():
