@@ -409,7 +409,7 @@ def test_lora_run_saves_a_merged_plain_model(tiny_model, train_file, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "lora"
-    settings = {**BASE, "max_steps": 2, "learning_rate": 5e-2,
+    settings = {**BASE, "max_steps": 2, "learning_rate": 5e-2, "gradient_checkpointing": True,
                 "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
     proc = _train(train_file, tiny_model, out, settings)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -422,6 +422,8 @@ def test_lora_run_saves_a_merged_plain_model(tiny_model, train_file, tmp_path):
     key = "model.layers.0.mlp.up_proj.weight"
     assert (merged[key] == base[key]).all()              # untouched modules stay as they were
     assert (out / "adapter" / "adapter_config.json").exists()
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config.get("use_cache") is True  # trained without a KV cache, saved ready for generation
 
 
 @pytest.mark.slow

@@ -321,8 +321,6 @@ def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cu
         max_grad_norm=s.max_grad_norm,
         bf16=s.precision == "bf16",
         fp16=s.precision == "fp16",
-        gradient_checkpointing=s.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if s.gradient_checkpointing else None,
         logging_strategy="steps",
         logging_steps=s.logging_steps,
         save_strategy="steps",
@@ -339,6 +337,14 @@ def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cu
         enable_jit_checkpoint=s.checkpoint_on_sigterm,
         ddp_find_unused_parameters=False if world_size > 1 else None,
     )
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (old name deprecated)
+    import inspect
+
+    gc_name = ("activation_checkpointing" if "activation_checkpointing" in
+               inspect.signature(TrainingArguments).parameters else "gradient_checkpointing")
+    kw[gc_name] = s.gradient_checkpointing
+    if s.gradient_checkpointing:
+        kw[f"{gc_name}_kwargs"] = {"use_reentrant": False}
     if not use_cuda and world_size > 1:
         kw["ddp_backend"] = "gloo"
     if s.deepspeed:
