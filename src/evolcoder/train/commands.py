@@ -1,0 +1,88 @@
+"""Click commands of the fine-tuning stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+
+import click
+
+from evolcoder.io import parse_json_option
+
+log = logging.getLogger(__name__)
+
+
+@click.command(help="Tokenise instruction records with the WizardCoder prompt (prompt tokens masked, EOS "
+                    "appended, truncated to model_max_length) into a cache file for `evolcoder train --tokenized`.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
+@click.option("--base-model", required=True, help="Model spec whose tokenizer is used.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .pt file.")
+@click.option("--settings-json", default=None,
+              help="A train entry (only model_max_length and prompt_template are read), JSON or a file.")
+def tokenize_cli(data: str, base_model: str, out: str, settings_json: str | None) -> None:
+    from evolcoder.train.run import run_tokenize
+    from evolcoder.train.settings import template, tokenize_settings
+
+    raw = parse_json_option(settings_json, "settings-json")
+    template(tokenize_settings(raw)["prompt_template"])  # fail early on a bad template
+    stats = run_tokenize(data, base_model, out, raw)
+    click.echo(f"tokenised {stats['examples']} examples ({stats['tokens']} tokens, "
+               f"{stats['truncated']} truncated, {stats['dropped_no_target']} dropped) -> {out}")
+
+
+@click.command(help="Fine-tune a causal LM on instruction records (HF Trainer; DeepSpeed ZeRO, LoRA, "
+                    "packing optional). Resumes from the last complete checkpoint in OUT_DIR/checkpoints.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
+@click.option("--tokenized", default=None, type=click.Path(dir_okay=False),
+              help="Cache from `evolcoder tokenize` (checked against --data, tokenizer, template, length).")
+@click.option("--base-model", required=True, help="Model spec (local dir, hub id, alias).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: model/, checkpoints/, log_history.json, loss.png.")
+@click.option("--settings-json", default=None, help="One entry of the train: section, JSON or a file.")
+def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings_json: str | None) -> None:
+    from evolcoder.errors import EvolcoderError
+    from evolcoder.train.launch import launch_command, needs_launch, train_argv
+    from evolcoder.train.settings import parse_settings
+
+    raw = parse_json_option(settings_json, "settings-json")
+    raw.setdefault("base_model", base_model)
+    s = parse_settings(raw)
+    if not data and not tokenized:
+        raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
+    if needs_launch(s):
+        from evolcoder.train.launch import num_processes
+        from evolcoder.train.settings import gradient_accumulation
+
+        gradient_accumulation(s.global_batch_size, s.micro_batch_size, num_processes(s))  # fail before launching
+        argv, env = launch_command(s, train_argv(data, tokenized, base_model, out_dir, raw))
+        log.info("launching: %s", " ".join(argv))
+        rc = _run_forwarding_signals(argv, env)
+        if rc != 0:
+            raise EvolcoderError(f"distributed training ({s.launcher}) exited with status {rc}; "
+                                 f"rerun to resume from the last checkpoint in {out_dir}/checkpoints")
+        return
+    from evolcoder.train.run import run_training
+
+    manifest = run_training(data=data, tokenized=tokenized, base_model=base_model, out_dir=out_dir,
+                            s=s, raw_settings=raw)
+    if manifest:
+        click.echo(f"trained {manifest['steps_done']} steps, final loss {manifest['final_loss']} -> "
+                   f"{os.path.join(out_dir, 'model')}")
+
+
+def _run_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:
+    """Run the launcher; SIGTERM/SIGINT sent to us (SLURM preemption, scancel) reach it too, so the
+    workers can write their SIGTERM checkpoint."""
+    proc = subprocess.Popen(argv, env=env)
+
+    def forward(signum, _frame):
+        proc.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

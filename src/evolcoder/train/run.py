@@ -1,0 +1,506 @@
+"""The fine-tuning run: HF Trainer (+ optional DeepSpeed ZeRO, LoRA, packing), preemption-safe.
+
+Layout of ``--out-dir``:
+  checkpoints/checkpoint-N/   Trainer checkpoints every save_steps (resume from the last complete one)
+  model/                      final save_pretrained model + tokenizer + training_manifest.json
+  log_history.json, loss.png  loss / learning-rate / tokens-per-second / peak memory per logging step
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from evolcoder.errors import EvolcoderError
+from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
+from evolcoder.train.data import (
+    PaddingCollator,
+    Tokenized,
+    TrainDataset,
+    load_tokenized,
+    packing_collator,
+    save_tokenized,
+    tokenize_records,
+    tokenizer_fingerprint,
+)
+from evolcoder.train.settings import (
+    TrainSettings,
+    deepspeed_config_path,
+    gradient_accumulation,
+    template,
+    tokenize_settings,
+    trajectory_fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Test hook: "N" SIGKILLs the process at the end of optimizer step N (before its checkpoint is saved);
+# "N:TERM" sends SIGTERM instead (what SLURM sends on preemption / time limit).
+FAULT_ENV = "EVOLCODER_TRAIN_KILL_AFTER_STEP"
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer / model loading
+# ---------------------------------------------------------------------------------------------
+
+def load_tokenizer(model_dir: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise EvolcoderError(f"base model {model_dir}: cannot load its tokenizer ({exc})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _clean_config(model_dir: str) -> Any:
+    """The model config without a leftover GGUF quantization_config (models.resolve exports GGUF files
+    to plain fp32 weights, but the config keeps the marker, which makes transformers treat the model
+    as quantized and the Trainer refuse to fine-tune it)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    qc = getattr(config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if method is not None and str(getattr(method, "value", method)) == "gguf":
+        del config.quantization_config
+    return config
+
+
+def load_model(model_dir: str, s: TrainSettings) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.float32
+    if s.deepspeed and s.precision != "fp32":  # DeepSpeed keeps fp32 master weights itself
+        dtype = torch.bfloat16 if s.precision == "bf16" else torch.float16
+    kw: dict[str, Any] = {"config": _clean_config(model_dir), "dtype": dtype}
+    if s.attn_implementation:
+        kw["attn_implementation"] = s.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
+    # No KV cache in training. Besides being useless there, a cache object disables transformers'
+    # packed-sequence detection (position-id resets -> block-diagonal mask), so packed samples would
+    # attend to each other. The saved model gets use_cache=True back.
+    model.config.use_cache = False
+    if s.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout,
+                         target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
+        model = get_peft_model(model, cfg)
+        if s.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenisation (the `evolcoder tokenize` stage, and in-process when no --tokenized is given)
+# ---------------------------------------------------------------------------------------------
+
+def tokenize_file(data: str | os.PathLike, model_dir: str, raw_settings: dict, base_model_spec: str) -> tuple[Tokenized, dict]:
+    ts = tokenize_settings(raw_settings)
+    tmpl = template(ts["prompt_template"])
+    tok = load_tokenizer(model_dir)
+    records = read_jsonl(data)
+    t0 = time.time()
+    tokd, stats = tokenize_records(records, tok, tmpl, int(ts["model_max_length"]), source=str(data))
+    stats["seconds"] = round(time.time() - t0, 2)
+    tokd.meta = {
+        "base_model": base_model_spec,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+        "template": ts["prompt_template"],
+        "template_sha256": sha256_json(tmpl),
+        "model_max_length": int(ts["model_max_length"]),
+        "data": str(data),
+        "data_sha256": sha256_file(data),
+        "stats": stats,
+    }
+    return tokd, stats
+
+
+def run_tokenize(data: str, base_model: str, out: str, raw_settings: dict) -> dict:
+    from evolcoder.models import resolve
+
+    model_dir = resolve(base_model)
+    tokd, stats = tokenize_file(data, model_dir, raw_settings, base_model)
+    save_tokenized(tokd, out)
+    log.info("tokenised %d records -> %d examples, %d tokens (%d truncated, %d dropped) -> %s",
+             stats["records"], stats["examples"], stats["tokens"], stats["truncated"],
+             stats["dropped_no_target"], out)
+    return stats
+
+
+def _check_tokenized(tokd: Tokenized, tok: Any, s: TrainSettings, data: str | None) -> None:
+    m = tokd.meta
+    problems = []
+    if m.get("tokenizer_fingerprint") != tokenizer_fingerprint(tok):
+        problems.append(f"tokenizer differs (tokenised with {m.get('base_model')!r})")
+    if m.get("template_sha256") != sha256_json(template(s.prompt_template)):
+        problems.append(f"prompt template differs ({m.get('template')!r})")
+    if m.get("model_max_length") != s.model_max_length:
+        problems.append(f"model_max_length {m.get('model_max_length')} != {s.model_max_length}")
+    if data and Path(data).exists() and m.get("data_sha256") != sha256_file(data):
+        problems.append(f"{data} changed since it was tokenised")
+    if problems:
+        raise EvolcoderError("tokenised data does not match this run: " + "; ".join(problems)
+                             + " (re-run evolcoder tokenize)")
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """A Trainer checkpoint is complete when its trainer_state.json (written last) parses, names
+    the same step, and no JIT-checkpoint 'in progress' sentinel is left."""
+    m = _CKPT_RE.match(path.name)
+    if not m or not path.is_dir() or (path / "checkpoint-is-incomplete.txt").exists():
+        return False
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return state.get("global_step") == int(m.group(1))
+
+
+def last_complete_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.match(p.name)))
+    for _, path in reversed(found):
+        if checkpoint_is_complete(path):
+            return path
+        log.warning("ignoring incomplete checkpoint %s", path)
+    return None
+
+
+def _drop_newer_incomplete(ckpt_dir: Path, keep: Path | None) -> None:
+    keep_step = int(_CKPT_RE.match(keep.name).group(1)) if keep else -1
+    for p in ckpt_dir.iterdir() if ckpt_dir.is_dir() else []:
+        m = _CKPT_RE.match(p.name)
+        if m and int(m.group(1)) > keep_step:
+            log.warning("removing incomplete checkpoint %s", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+FINGERPRINT_FILE = "run_fingerprint.json"
+
+
+def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
+    """Checkpoints of a run with other hyper-parameters or data must not be resumed: remove them."""
+    marker = ckpt_dir / FINGERPRINT_FILE
+    if ckpt_dir.is_dir() and any(_CKPT_RE.match(p.name) for p in ckpt_dir.iterdir()):
+        try:
+            old = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != fingerprint:
+            log.warning("checkpoints in %s belong to a different run (settings or data changed): "
+                        "starting over", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"fingerprint": fingerprint})
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+# ---------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ensure_dist_env() -> None:
+    """DeepSpeed needs a process group even for one process: fake a world of 1 when not launched."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+
+def _make_trainer_class():
+    from transformers import Trainer, TrainerCallback
+
+    class EvolTrainer(Trainer):
+        """Trainer that logs training tokens/s (non-padding) and peak memory with every loss."""
+
+        _tok_count = 0
+        _tok_t0: float | None = None
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if self._tok_t0 is None:
+                self._tok_t0 = time.perf_counter()
+            if "attention_mask" in inputs:
+                self._tok_count += int(inputs["attention_mask"].sum())
+            else:  # packed: no padding at all
+                self._tok_count += int(inputs["input_ids"].numel())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            if "loss" in logs and self._tok_t0 is not None:
+                now = time.perf_counter()
+                world = int(os.environ.get("WORLD_SIZE", "1"))
+                dt = max(now - self._tok_t0, 1e-9)
+                logs["tokens_per_s"] = round(self._tok_count * world / dt, 1)
+                logs["peak_mem_mb"] = round(_peak_memory_mb(), 1)
+                self._tok_count, self._tok_t0 = 0, now
+            super().log(logs, *args, **kwargs)
+
+    class KillAfterStep(TrainerCallback):
+        def __init__(self, spec: str):
+            step, _, sig = spec.partition(":")
+            self.step = int(step)
+            self.signal = signal.SIGTERM if sig.upper() == "TERM" else signal.SIGKILL
+
+        trainer = None  # set after the Trainer exists
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                log.warning("%s: sending %s to the process (test hook)", FAULT_ENV, self.signal.name)
+                for cb in self.trainer.callback_handler.callbacks if self.trainer else []:
+                    if getattr(cb, "jit_manager", None) is not None:
+                        cb.jit_manager.kill_wait = 0  # checkpoint at the next step, not 3 s later
+                os.kill(os.getpid(), self.signal)
+
+    return EvolTrainer, KillAfterStep
+
+
+def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cuda: bool) -> Any:
+    from transformers import TrainingArguments
+
+    if s.precision == "fp16" and not use_cuda:
+        raise EvolcoderError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+    kw: dict[str, Any] = dict(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=s.micro_batch_size,
+        gradient_accumulation_steps=gradient_accumulation(s.global_batch_size, s.micro_batch_size, world_size),
+        num_train_epochs=float(s.num_epochs),
+        max_steps=s.max_steps if s.max_steps else -1,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        bf16=s.precision == "bf16",
+        fp16=s.precision == "fp16",
+        logging_strategy="steps",
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit,
+        seed=s.seed,
+        data_seed=s.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=s.dataloader_num_workers,
+        dataloader_pin_memory=use_cuda,
+        disable_tqdm=True,
+        use_cpu=not use_cuda,
+        enable_jit_checkpoint=s.checkpoint_on_sigterm,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+    )
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (old name deprecated)
+    import inspect
+
+    gc_name = ("activation_checkpointing" if "activation_checkpointing" in
+               inspect.signature(TrainingArguments).parameters else "gradient_checkpointing")
+    kw[gc_name] = s.gradient_checkpointing
+    if s.gradient_checkpointing:
+        kw[f"{gc_name}_kwargs"] = {"use_reentrant": False}
+    if not use_cuda and world_size > 1:
+        kw["ddp_backend"] = "gloo"
+    if s.deepspeed:
+        kw["deepspeed"] = str(deepspeed_config_path(s.deepspeed))
+    try:
+        return TrainingArguments(**kw)
+    except ValueError as exc:
+        raise EvolcoderError(f"train settings rejected by transformers: {exc}") from None
+
+
+def run_training(*, data: str | None, tokenized: str | None, base_model: str, out_dir: str,
+                 s: TrainSettings, raw_settings: dict) -> dict:
+    """Train (or resume) and write ``out_dir/model``. Returns the training manifest."""
+    import torch
+
+    from evolcoder.models import resolve
+
+    os.environ.setdefault("DS_BUILD_OPS", "0")
+    if s.deepspeed:
+        _ensure_dist_env()
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    final_dir = out / "model"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available()
+    model_dir = resolve(base_model)
+
+    # TrainingArguments first: with ZeRO-3 it makes from_pretrained load the model partitioned.
+    args = training_arguments(s, ckpt_dir, world_size, use_cuda)
+
+    tokenizer = load_tokenizer(model_dir)
+    if tokenized:
+        tokd = load_tokenized(tokenized)
+        _check_tokenized(tokd, tokenizer, s, data)
+    elif data:
+        tokd, _ = tokenize_file(data, model_dir, raw_settings, base_model)
+    else:
+        raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
+    dataset = TrainDataset(tokd)
+    collator = (packing_collator(flash_attn_kwargs=(s.attn_implementation or "").startswith("flash"))
+                if s.packing else PaddingCollator(tokenizer.pad_token_id, 8 if use_cuda else None))
+
+    model = load_model(model_dir, s)
+    EvolTrainer, KillAfterStep = _make_trainer_class()
+    callbacks = [KillAfterStep(os.environ[FAULT_ENV])] if os.environ.get(FAULT_ENV) else []
+    trainer = EvolTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                          processing_class=tokenizer, callbacks=callbacks)
+    for cb in callbacks:
+        cb.trainer = trainer
+
+    fingerprint = trajectory_fingerprint(s, tokd.meta.get("data_sha256"), world_size)
+    if _is_main():
+        _invalidate_stale_checkpoints(ckpt_dir, fingerprint)
+    _barrier()
+    resume = last_complete_checkpoint(ckpt_dir)
+    if _is_main():
+        _drop_newer_incomplete(ckpt_dir, resume)
+    _barrier()
+    if resume:
+        log.info("resuming from %s", resume)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.time() - t0
+    state = trainer.state
+    history = list(state.log_history)
+    if _is_main():
+        write_json(out / "log_history.json", history)
+        try:
+            from evolcoder.train.plot import plot_training
+
+            plot_training(out / "log_history.json", out / "loss.png")
+        except Exception as exc:  # noqa: BLE001 - a plot never fails a training run
+            log.warning("loss plot failed: %s", exc)
+    if state.global_step < state.max_steps:
+        raise EvolcoderError(
+            f"training stopped at step {state.global_step} of {state.max_steps} (SIGTERM?); "
+            f"a checkpoint is in {ckpt_dir}: run the same command again to resume")
+
+    # ---- final model ----------------------------------------------------------------------
+    partial = out / "model.partial"
+    if _is_main():
+        shutil.rmtree(partial, ignore_errors=True)
+    _barrier()
+    if s.lora is not None:
+        adapter_dir = out / "adapter"
+        trainer.save_model(str(adapter_dir))
+        _barrier()
+        if _is_main():
+            _merge_lora(model_dir, adapter_dir, partial)
+    else:
+        trainer.save_model(str(partial))
+    _barrier()
+
+    losses = [h["loss"] for h in history if "loss" in h]
+    tps = [h["tokens_per_s"] for h in history if "tokens_per_s" in h]
+    manifest: dict = {}
+    if _is_main():
+        if s.lora is None:
+            cfg_path = partial / "config.json"
+            if cfg_path.exists():  # trained with use_cache=False
+                cfg = json.loads(cfg_path.read_text())
+                cfg["use_cache"] = True
+                cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+        tokenizer.save_pretrained(partial)
+        extra = {
+            "base_model": base_model,
+            "base_model_resolved": model_dir,
+            "data_sha256": tokd.meta.get("data_sha256"),
+            "tokenized": {k: v for k, v in tokd.meta.items() if k != "stats"},
+            "tokenization_stats": tokd.meta.get("stats"),
+            "hyperparameters": {
+                **s.to_dict(),
+                "world_size": world_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "effective_batch_size": s.micro_batch_size * world_size * args.gradient_accumulation_steps,
+                "deepspeed_config": args.deepspeed,
+            },
+            "steps_done": state.global_step,
+            "max_steps": state.max_steps,
+            "epochs_done": state.epoch,
+            "final_loss": losses[-1] if losses else None,
+            "mean_train_loss": result.training_loss,
+            "final_learning_rate": next((h["learning_rate"] for h in reversed(history)
+                                         if "learning_rate" in h), None),
+            "resumed_from": str(resume) if resume else None,
+            "train_seconds_this_run": round(wall, 2),
+            "tokens_per_s_mean": round(sum(tps) / len(tps), 1) if tps else None,
+            "peak_mem_mb": round(_peak_memory_mb(), 1),
+            "device": torch.cuda.get_device_name(0) if use_cuda else "cpu",
+        }
+        manifest = write_manifest(partial / "training_manifest.json", stage="train",
+                                  inputs={"data": data, "tokenized": tokenized} if tokenized else {"data": data},
+                                  settings=raw_settings, extra=extra)
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        partial.rename(final_dir)
+        if not s.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        log.info("final model -> %s (step %d, loss %s)", final_dir, state.global_step, extra["final_loss"])
+    _barrier()
+    return manifest
+
+
+def _merge_lora(model_dir: str, adapter_dir: Path, dest: Path) -> None:
+    """Reload the base model in full precision, merge the adapter into it and save a plain model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    try:  # a ZeRO-3 run leaves a global that would make from_pretrained partition the model
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    except ImportError:
+        pass
+    base = AutoModelForCausalLM.from_pretrained(model_dir, config=_clean_config(model_dir), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(dest)

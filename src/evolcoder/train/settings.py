@@ -1,0 +1,198 @@
+"""Fine-tuning settings: one entry of the ``train:`` section of config.yaml, validated.
+
+Pure logic, no torch: the Snakefile may import this to compute the tokenisation cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from evolcoder.errors import EvolcoderError
+from evolcoder.io import sha256_json
+
+DS_PRESETS = ("zero2", "zero3", "zero3_offload")
+LAUNCHERS = ("none", "torchrun", "deepspeed")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Settings that change the tokenised data; everything else is a trainer hyper-parameter.
+TOKENIZE_KEYS = ("base_model", "model_max_length", "prompt_template")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class TrainSettings:
+    base_model: str = "smollm2-135m-instruct"
+    model_max_length: int = 2048
+    prompt_template: str = "wizardcoder"      # name under templates/train/ or a path to a JSON file
+    global_batch_size: int = 512              # effective batch size (samples per optimizer step)
+    micro_batch_size: int = 4                 # per device; grad accumulation is derived
+    learning_rate: float = 2e-5
+    num_epochs: float = 3
+    max_steps: int | None = None              # cap (smoke runs); None = full epochs
+    warmup_steps: int = 30
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None              # None | zero2 | zero3 | zero3_offload | path to JSON
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 1
+    seed: int = 42
+    packing: bool = False                     # padding-free batches (position ids reset per sample)
+    lora: LoraSettings | None = None
+    launcher: str = "none"                    # none | torchrun | deepspeed
+    num_gpus: int | str | None = None         # None/"auto": count CUDA_VISIBLE_DEVICES (or CUDA devices)
+    checkpoint_on_sigterm: bool = True        # save a checkpoint when SLURM sends SIGTERM (preemption)
+    keep_checkpoints: bool = False            # keep checkpoints/ once the final model is saved
+    attn_implementation: str | None = None    # e.g. flash_attention_2 / sdpa; None = transformers default
+    dataloader_num_workers: int = 0
+    extra: dict = field(default_factory=dict)  # unknown-but-allowed keys (e.g. the lead's bookkeeping)
+
+    # ---- derived -------------------------------------------------------------------------------
+    def grad_accum(self, world_size: int) -> int:
+        return gradient_accumulation(self.global_batch_size, self.micro_batch_size, world_size)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+
+# Settings that do not change the training trajectory (a checkpoint stays valid when they change).
+_NOT_TRAJECTORY = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_on_sigterm",
+                   "keep_checkpoints", "dataloader_num_workers", "launcher", "extra"}
+
+
+def trajectory_fingerprint(s: TrainSettings, data_sha256: str | None, world_size: int) -> str:
+    """Hash of what a checkpoint depends on: resuming under a different one would mix two runs."""
+    d = {k: v for k, v in dataclasses.asdict(s).items() if k not in _NOT_TRAJECTORY}
+    return sha256_json({"settings": d, "data": data_sha256, "world_size": world_size})[:16]
+
+
+def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Steps of accumulation so that micro × world × accum == the global batch size the user set."""
+    per_step = micro_batch_size * world_size
+    if global_batch_size % per_step:
+        raise EvolcoderError(
+            f"train.global_batch_size={global_batch_size} is not a multiple of micro_batch_size × "
+            f"world size = {micro_batch_size} × {world_size} = {per_step}")
+    return global_batch_size // per_step
+
+
+# keys config.yaml may carry that the trainer does not use
+_IGNORED = {"checkpoint", "description"}
+
+
+def parse_settings(raw: dict[str, Any]) -> TrainSettings:
+    """Validate a settings dict; unknown keys are an error naming the key."""
+    known = {f.name for f in dataclasses.fields(TrainSettings)} - {"extra"}
+    unknown = set(raw) - known - _IGNORED
+    if unknown:
+        raise EvolcoderError(f"train settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    kw = {k: v for k, v in raw.items() if k in known}
+    lora = kw.get("lora")
+    if lora in (None, False, {}):
+        kw["lora"] = None
+    elif lora is True:
+        kw["lora"] = LoraSettings()
+    elif isinstance(lora, dict):
+        bad = set(lora) - {f.name for f in dataclasses.fields(LoraSettings)}
+        if bad:
+            raise EvolcoderError(f"train.lora: unknown key(s) {sorted(bad)}")
+        kw["lora"] = LoraSettings(**lora)
+    else:
+        raise EvolcoderError("train.lora: expected null or a mapping {r, alpha, dropout, target_modules}")
+    s = TrainSettings(**kw, extra={k: raw[k] for k in raw if k in _IGNORED})
+    _check(s)
+    return s
+
+
+def _check(s: TrainSettings) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise EvolcoderError(f"train.{msg}")
+
+    need(isinstance(s.model_max_length, int) and s.model_max_length > 1, "model_max_length must be an int > 1")
+    for k in ("global_batch_size", "micro_batch_size", "save_steps", "logging_steps"):
+        v = getattr(s, k)
+        need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{k} must be a positive int, got {v!r}")
+    need(s.max_steps is None or (isinstance(s.max_steps, int) and s.max_steps > 0),
+         f"max_steps must be null or a positive int, got {s.max_steps!r}")
+    need(float(s.learning_rate) > 0, "learning_rate must be > 0")
+    s.learning_rate = float(s.learning_rate)
+    need(float(s.num_epochs) > 0, "num_epochs must be > 0")
+    need(isinstance(s.warmup_steps, int) and s.warmup_steps >= 0, "warmup_steps must be an int >= 0")
+    need(s.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {s.precision!r}")
+    need(s.launcher in LAUNCHERS, f"launcher must be one of {LAUNCHERS}, got {s.launcher!r}")
+    need(s.num_gpus in (None, "auto") or (isinstance(s.num_gpus, int) and s.num_gpus >= 1),
+         f"num_gpus must be null, 'auto' or an int >= 1, got {s.num_gpus!r}")
+    need(s.micro_batch_size <= s.global_batch_size,
+         f"micro_batch_size ({s.micro_batch_size}) exceeds global_batch_size ({s.global_batch_size})")
+    if s.deepspeed is not None:
+        deepspeed_config_path(s.deepspeed)  # raises when unknown
+    if s.lora is not None:
+        need(s.lora.r > 0 and s.lora.alpha > 0, "lora.r and lora.alpha must be > 0")
+    template(s.prompt_template)  # raises when unknown
+
+
+def deepspeed_config_path(value: str) -> Path:
+    """A preset name (zero2, zero3, zero3_offload) or a path to a DeepSpeed JSON config."""
+    if value in DS_PRESETS:
+        return Path(str(resources.files("evolcoder") / "ds_configs" / f"{value}.json"))
+    path = Path(value)
+    if not path.is_file():
+        raise EvolcoderError(f"train.deepspeed: {value!r} is neither one of {DS_PRESETS} nor a JSON file")
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise EvolcoderError(f"train.deepspeed: {path} is not valid JSON ({exc.msg})") from None
+    return path
+
+
+def template(name: str) -> dict[str, str]:
+    """Load a training prompt template: {"prompt_input": ..., "prompt_no_input": ...}."""
+    if name.endswith(".json") or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise EvolcoderError(f"train.prompt_template: file {name} not found")
+        text = path.read_text(encoding="utf-8")
+    else:
+        res = resources.files("evolcoder") / "templates" / "train" / f"{name}.json"
+        if not res.is_file():
+            raise EvolcoderError(f"train.prompt_template: no builtin template {name!r}")
+        text = res.read_text(encoding="utf-8")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EvolcoderError(f"train.prompt_template {name}: not valid JSON ({exc.msg})") from None
+    for key in ("prompt_input", "prompt_no_input"):
+        if not isinstance(obj.get(key), str):
+            raise EvolcoderError(f"train.prompt_template {name}: missing string {key!r}")
+    return {"prompt_input": obj["prompt_input"], "prompt_no_input": obj["prompt_no_input"]}
+
+
+def tokenize_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """The slice of a train entry that the tokenised cache depends on (pass this to `evolcoder tokenize`)."""
+    defaults = TrainSettings()
+    return {k: raw.get(k, getattr(defaults, k)) for k in TOKENIZE_KEYS}
+
+
+def tokenize_key(raw: dict[str, Any]) -> str:
+    """Cache key for results/tokenized/{key}: tokenizer (base model spec), template (content) and length."""
+    s = tokenize_settings(raw)
+    return sha256_json({**s, "template": template(s["prompt_template"])})[:16]
