@@ -84,6 +84,9 @@ def export_gguf(gguf: Path, out: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model.hf_quantizer = None
+        # a dequantised fp32 model: no quantization_config, or Trainer refuses to fine-tune it
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         tmp = out.with_name(out.name + ".partial")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
