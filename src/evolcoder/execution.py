@@ -65,6 +65,8 @@ class Job:
     args: tuple = ()
     limits: Limits = field(default_factory=Limits)
     trusted: bool = False  # trusted code (reference solutions): result travels as pickle
+    # run only when this job's harness reported {"status": "pass"} (e.g. plus tests after base)
+    then: "Job | None" = None
 
 
 @dataclass
@@ -124,7 +126,7 @@ def _child(job: Job, wfd: int, workdir: str, uid: int | None) -> None:
         except BaseException:
             exit_(3)
     try:
-        view = memoryview(data)
+        view = memoryview(len(data).to_bytes(8, "little") + data)
         while view:
             n = write(wfd, view)
             view = view[n:]
@@ -156,8 +158,36 @@ def _count_user_procs() -> int:
     return n
 
 
+def _set_subreaper() -> None:
+    """Orphans of sandboxed jobs get re-parented to this process, which reaps them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
+def _reap_uid(uid: int) -> None:
+    """Wait for our (re-parented) children that ran as ``uid``."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(name), 0)
+
+
 def _kill_uid(uid: int) -> None:
-    """Kill every process of ``uid`` (kill(-1) from a helper that runs as that uid)."""
+    """Kill every process of ``uid`` (kill(-1) from a helper that runs as that uid), reap them."""
     pid = os.fork()
     if pid == 0:
         try:
@@ -170,12 +200,16 @@ def _kill_uid(uid: int) -> None:
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
+    _reap_uid(uid)
 
 
 def run_job(job: Job, slot: int = 0) -> JobResult:
     """Run one job in a sandboxed child and wait for it (wall-clock guarded)."""
     is_root = os.geteuid() == 0
     uid = SANDBOX_UID_BASE + slot if (is_root and job.limits.drop_privileges) else None
+    if uid is not None and not _SUBREAPER:
+        _set_subreaper()
+        _SUBREAPER.append(True)
     workdir = tempfile.mkdtemp(prefix="evolcoder-sbx-")
     if uid is not None:
         os.chown(workdir, uid, uid)
@@ -186,11 +220,13 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         os.close(rfd)
         _child(job, wfd, workdir, uid)
     os.close(wfd)
-    chunks: list[bytes] = []
+    buf = bytearray()
+    need: int | None = None
     timed_out = False
     deadline = start + job.limits.wall_s
     try:
-        while True:
+        # a length-prefixed message: grandchildren holding the pipe open cannot stall us
+        while need is None or len(buf) < need + 8:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
@@ -201,7 +237,9 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
             block = os.read(rfd, 1 << 16)
             if not block:
                 break
-            chunks.append(block)
+            buf += block
+            if need is None and len(buf) >= 8:
+                need = int.from_bytes(buf[:8], "little")
     finally:
         os.close(rfd)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -211,9 +249,10 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
             _kill_uid(uid)
         shutil.rmtree(workdir, ignore_errors=True)
     wall = time.monotonic() - start
-    if timed_out:
+    complete = need is not None and len(buf) >= need + 8
+    if timed_out and not complete:
         return JobResult(TIMEOUT, None, f"wall-clock limit {job.limits.wall_s:.1f}s", wall)
-    data = b"".join(chunks)
+    data = bytes(buf[8:8 + need]) if complete else b""
     if not data:
         if os.WIFSIGNALED(wstatus) and os.WTERMSIG(wstatus) in (signal.SIGXCPU, signal.SIGKILL):
             return JobResult(TIMEOUT, None, f"killed by signal {os.WTERMSIG(wstatus)} (CPU limit)", wall)
@@ -245,6 +284,8 @@ def _waitpid(pid: int) -> tuple[int, int]:
             return pid, 0
 
 
+_SUBREAPER: list = []  # set once per process
+
 # ----------------------------------------------------------------------------- the pool
 
 _POOL_JOBS: Sequence[Job] = ()
@@ -257,13 +298,34 @@ def _worker_init(slot_counter, preimport: Sequence[str], isolate_network: bool) 
         _POOL_SLOT = slot_counter.value
         slot_counter.value += 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MPLBACKEND", "Agg")
     preload(preimport)
     if isolate_network:
         unshare_network()
 
 
-def _worker_run(index: int) -> tuple[int, JobResult]:
-    return index, run_job(_POOL_JOBS[index], slot=_POOL_SLOT)
+def _worker_run(index: int) -> tuple[int, list[JobResult | None]]:
+    return index, run_chain(_POOL_JOBS[index], slot=_POOL_SLOT)
+
+
+def run_chain(job: Job, slot: int = 0) -> list[JobResult | None]:
+    """Run ``job`` and its ``then`` jobs while each passes; None for the jobs not run."""
+    out: list[JobResult | None] = []
+    cur: Job | None = job
+    ok = True
+    while cur is not None:
+        if ok:
+            res = run_job(cur, slot)
+            ok = res.status == "ok" and bool(res.result) and res.result.get("status") == PASS
+            out.append(res)
+        else:
+            out.append(None)
+        cur = cur.then
+    return out
 
 
 def preload(modules: Sequence[str]) -> None:
@@ -297,8 +359,15 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] = (
              isolate_network: bool = False, progress: Callable[[int, int], None] | None = None
              ) -> list[JobResult]:
     """Run jobs on ``workers`` forked worker processes; results in job order."""
+    return [chain[0] for chain in run_chains(jobs, workers, preimport, isolate_network, progress)]
+
+
+def run_chains(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] = (),
+               isolate_network: bool = False, progress: Callable[[int, int], None] | None = None
+               ) -> list[list[JobResult | None]]:
+    """Like :func:`run_jobs`, with each job's ``then`` chain: one result list per job."""
     global _POOL_JOBS
-    results: list[JobResult | None] = [None] * len(jobs)
+    results: list = [None] * len(jobs)
     if not jobs:
         return []
     workers = max(1, min(int(workers), len(jobs)))
@@ -322,4 +391,5 @@ def iter_chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield seq[i:i + n]
 
 
-__all__ = ["Job", "JobResult", "Limits", "run_job", "run_jobs", "preload", "PASS", "FAIL", "TIMEOUT"]
+__all__ = ["Job", "JobResult", "Limits", "run_job", "run_chain", "run_jobs", "run_chains", "preload",
+           "PASS", "FAIL", "TIMEOUT"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, run_jobs
+from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, run_chains, run_jobs
 from evolcoder.io import iter_jsonl, sha256_file
 from evolcoder.passk import pass_at_k_table
 
@@ -277,16 +277,37 @@ class Benchmark:
         tasks = [by_id[t] for t in seen]
         ctx = self.prepare(tasks, data_path, settings)
         keys: list[tuple[int, str]] = []
-        jobs: list[Job] = []
+        chains: list[Job] = []
         for si, s in enumerate(samples):
+            # base, then plus only when base passed (a sample failing base fails plus anyway)
+            first: Job | None = None
+            prev: Job | None = None
             for split in self.splits():
+                job = self.make_job(by_id[s.task_id], s, split, ctx, settings)
+                if prev is None:
+                    first = job
+                else:
+                    prev.then = job
+                prev = job
+            chains.append(first)
+        results = run_chains(chains, workers=settings.jobs, preimport=self.preimport(settings),
+                             isolate_network=settings.isolate_network, progress=progress)
+        verdicts = []
+        for si, chain in enumerate(results):
+            for split, r in zip(self.splits(), chain):
                 keys.append((si, split))
-                jobs.append(self.make_job(by_id[s.task_id], s, split, ctx, settings))
-        results = run_jobs(jobs, workers=settings.jobs, preimport=self.preimport(settings),
-                           isolate_network=settings.isolate_network, progress=progress)
-        verdicts = [_verdict(r) for r in results]
+                verdicts.append(_verdict(r) if r is not None
+                                else {"status": FAIL, "reason": "base tests failed", "skipped": True})
         # timeouts: re-run alone, with a longer budget, before declaring a failure
         retried: dict[str, list] = {}
+        index = {k: i for i, k in enumerate(keys)}
+        splits = self.splits()
+
+        def job_at(i: int, factor: float) -> Job:
+            si, split = keys[i]
+            return self.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
+                                 time_factor=factor)
+
         factor = 1.0
         for attempt in range(settings.retries):
             todo = [i for i, v in enumerate(verdicts) if v["status"] == TIMEOUT]
@@ -295,10 +316,9 @@ class Benchmark:
             factor *= settings.retry_time_factor
             log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", self.name,
                      len(todo), factor)
-            rjobs = [self.make_job(by_id[samples[keys[i][0]].task_id], samples[keys[i][0]], keys[i][1],
-                                   ctx, settings, time_factor=factor) for i in todo]
-            rres = run_jobs(rjobs, workers=1, preimport=self.preimport(settings),
-                            isolate_network=settings.isolate_network)
+            rres = run_jobs([job_at(i, factor) for i in todo], workers=1,
+                            preimport=self.preimport(settings), isolate_network=settings.isolate_network)
+            unblocked = []
             for i, r in zip(todo, rres):
                 v = _verdict(r)
                 si, split = keys[i]
@@ -306,6 +326,14 @@ class Benchmark:
                     {"sample_idx": samples[si].sample_idx, "split": split, "attempt": attempt + 1,
                      "status": v["status"]})
                 verdicts[i] = v
+                # a base verdict that turned into a pass unblocks the later splits of the sample
+                if v["status"] == PASS and split != splits[-1]:
+                    unblocked.append(index[(si, splits[splits.index(split) + 1])])
+            if unblocked:
+                ures = run_jobs([job_at(i, 1.0) for i in unblocked], workers=settings.jobs,
+                                preimport=self.preimport(settings), isolate_network=settings.isolate_network)
+                for i, r in zip(unblocked, ures):
+                    verdicts[i] = _verdict(r)
         return self.aggregate(samples, keys, verdicts, tasks, settings, ctx, retried,
                               data_path, time.time() - t0, all_tasks)
 
