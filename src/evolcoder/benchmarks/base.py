@@ -63,7 +63,7 @@ class ScoreSettings:
     retries: int = 2                    # re-runs of a timed-out sample, alone
     retry_time_factor: float = 1.5      # each retry multiplies the time limits by this
     strict_types: bool = True           # type-aware comparison (defeats always-True __eq__)
-    ks: list[int] = field(default_factory=lambda: [1, 10, 100])
+    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
     timings: str | None = None          # reference timings file (read, or written when missing)
     reference_repeats: int = 3
     isolate_network: bool = True        # empty network namespace for the workers (root only)
