@@ -208,8 +208,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
     is_root = os.geteuid() == 0
     uid = SANDBOX_UID_BASE + slot if (is_root and job.limits.drop_privileges) else None
     if uid is not None and not _SUBREAPER:
-        _set_subreaper()
-        _SUBREAPER.append(True)
+        prepare_process_for_sandbox()
     workdir = tempfile.mkdtemp(prefix="evolcoder-sbx-")
     if uid is not None:
         os.chown(workdir, uid, uid)
@@ -285,6 +284,78 @@ def _waitpid(pid: int) -> tuple[int, int]:
 
 
 _SUBREAPER: list = []  # set once per process
+_STDLIB_LOADED: list = []
+
+# stdlib modules never pre-imported (side effects, GUI, test suites, platform-specific)
+_STDLIB_SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip", "venv",
+                "lib2to3", "test", "__phello__", "_tkinter", "pydoc_data", "msvcrt", "winreg", "winsound",
+                "_winapi", "nt", "_msi", "msilib", "_overlapped", "asyncio.windows_events",
+                "asyncio.windows_utils", "multiprocessing.popen_spawn_win32", "encodings.mbcs",
+                "encodings.oem", "distutils.command.bdist_msi", "readline", "rlcompleter"}
+
+
+def stdlib_readable_by_others() -> bool:
+    """Whether an unprivileged uid can import the standard library (not so under a 0700 /root)."""
+    import stat
+    import sysconfig
+
+    path = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    parts = path.split(os.sep)
+    for i in range(2, len(parts) + 1):
+        d = os.sep.join(parts[:i]) or os.sep
+        try:
+            mode = os.stat(d).st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH or (d == path and not mode & stat.S_IROTH):
+            return False
+    return True
+
+
+def preload_stdlib() -> int:
+    """Import the whole standard library once (children of an unprivileged uid find it loaded)."""
+    if _STDLIB_LOADED:
+        return 0
+    import importlib
+    import pkgutil
+    import sys
+    import warnings
+
+    n = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = sorted(getattr(sys, "stdlib_module_names", ()))
+        for name in names:
+            if name in _STDLIB_SKIP or name.startswith(("_test", "__main__")):
+                continue
+            try:
+                mod = importlib.import_module(name)
+                n += 1
+            except BaseException:
+                continue
+            if hasattr(mod, "__path__"):
+                for info in pkgutil.walk_packages(mod.__path__, name + ".", onerror=lambda _: None):
+                    sub = info.name
+                    if (sub in _STDLIB_SKIP or sub.split(".")[0] in _STDLIB_SKIP or ".test" in sub
+                            or sub.endswith("__main__")):
+                        continue
+                    try:
+                        importlib.import_module(sub)
+                        n += 1
+                    except BaseException:
+                        continue
+    _STDLIB_LOADED.append(True)
+    log.debug("pre-imported %d standard-library modules for the sandbox uid", n)
+    return n
+
+
+def prepare_process_for_sandbox() -> None:
+    """Once per process that forks sandboxed children as an unprivileged uid."""
+    if not _SUBREAPER:
+        _set_subreaper()
+        _SUBREAPER.append(True)
+        if not stdlib_readable_by_others():
+            preload_stdlib()
 
 # ----------------------------------------------------------------------------- the pool
 
@@ -304,6 +375,8 @@ def _worker_init(slot_counter, preimport: Sequence[str], isolate_network: bool) 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
     preload(preimport)
+    if os.geteuid() == 0:
+        prepare_process_for_sandbox()
     if isolate_network:
         unshare_network()
 

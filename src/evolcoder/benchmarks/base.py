@@ -26,14 +26,14 @@ SEMANTICS: dict[str, dict[str, Any]] = {
     "evalplus-0.3.1": {
         "min_time_limit": 1.0, "gt_time_limit_factor": 4.0, "task_time_cap": 60.0,
         "mbpp_set_eq": True, "mbpp_not_none_bool": True, "mbpp_extra_oracles": True,
-        "allclose_type_check": True,
+        "allclose_type_check": True, "find_zero_quirk": True,
     },
     # Current when WizardCoder-33B-V1.1 (Jan 2024) reported 78.9/66.9 on MBPP/MBPP+ (v0.1.0):
     # 0.2 s time floor, outputs compared as lists, regex tasks only checked for "not None".
     "evalplus-0.2.0": {
         "min_time_limit": 0.2, "gt_time_limit_factor": 4.0, "task_time_cap": 60.0,
         "mbpp_set_eq": False, "mbpp_not_none_bool": False, "mbpp_extra_oracles": False,
-        "allclose_type_check": False,
+        "allclose_type_check": False, "find_zero_quirk": True,
     },
 }
 DEFAULT_SEMANTICS = "evalplus-0.3.1"
@@ -60,12 +60,13 @@ class ScoreSettings:
     min_time_limit: float | None = None  # override of the semantics' floor
     gt_time_limit_factor: float | None = None
     wall_factor: float = 3.0            # wall-clock guard = this x the CPU budget (+2 s)
-    retries: int = 2                    # re-runs of a timed-out sample, alone
-    retry_time_factor: float = 1.5      # each retry multiplies the time limits by this
+    retries: int = 1                    # re-runs of a timed-out sample, alone
+    retry_time_factor: float = 2.0      # each retry multiplies the time limits by this
     strict_types: bool = True           # type-aware comparison (defeats always-True __eq__)
     ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
     timings: str | None = None          # reference timings file (read, or written when missing)
     reference_repeats: int = 3
+    semantics_overrides: dict = field(default_factory=dict)  # e.g. {"find_zero_quirk": false}
     isolate_network: bool = True        # empty network namespace for the workers (root only)
     ds1000_preimport: list[str] = field(default_factory=lambda: [
         "numpy", "pandas", "scipy", "scipy.stats", "sklearn", "matplotlib", "matplotlib.pyplot",
@@ -94,6 +95,10 @@ class ScoreSettings:
             sem["min_time_limit"] = float(self.min_time_limit)
         if self.gt_time_limit_factor is not None:
             sem["gt_time_limit_factor"] = float(self.gt_time_limit_factor)
+        unknown = set(self.semantics_overrides) - set(sem)
+        if unknown:
+            raise EvolcoderError(f"score settings: unknown semantics_overrides {sorted(unknown)}")
+        sem.update(self.semantics_overrides)
         sem["clock"] = self.clock
         sem["strict_types"] = self.strict_types
         sem["guard"] = True
@@ -253,7 +258,8 @@ class Benchmark:
         return None
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0) -> Job:
+                 time_factor: float = 1.0, start: int = 0) -> Job:
+        """The sandbox job of one sample on one split; ``start``: first test to run (retries)."""
         raise NotImplementedError
 
     def preimport(self, settings: ScoreSettings) -> list[str]:
@@ -305,8 +311,9 @@ class Benchmark:
 
         def job_at(i: int, factor: float) -> Job:
             si, split = keys[i]
+            start = verdicts[i].get("failed") or 0 if verdicts[i]["status"] == TIMEOUT else 0
             return self.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
-                                 time_factor=factor)
+                                 time_factor=factor, start=start)
 
         factor = 1.0
         for attempt in range(settings.retries):
@@ -399,7 +406,7 @@ def _verdict(r: JobResult) -> dict:
         st = r.result.get("status")
         if st not in (PASS, FAIL, TIMEOUT):
             return {"status": FAIL, "reason": "bad harness result"}
-        return {"status": st, "reason": r.result.get("reason", "")}
+        return {"status": st, "reason": r.result.get("reason", ""), "failed": r.result.get("failed")}
     if r.status == TIMEOUT:
         return {"status": TIMEOUT, "reason": r.detail}
     return {"status": FAIL, "reason": r.detail}

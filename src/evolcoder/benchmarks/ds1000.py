@@ -91,7 +91,7 @@ class DS1000(Benchmark):
         return list(settings.ds1000_preimport)
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0) -> Job:
+                 time_factor: float = 1.0, start: int = 0) -> Job:
         limit = settings.timeout_s * time_factor
         sem = settings.sem()
         sem["clock"] = "wall"  # library code may sleep or spawn threads; the official check is wall time

@@ -56,15 +56,15 @@ class EvalPlusBenchmark(Benchmark):
         return reference_for(self, tasks, data_path, settings)
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0) -> Job:
+                 time_factor: float = 1.0, start: int = 0) -> Job:
         sem = settings.sem()
         ref = ctx["tasks"][task["task_id"]]
         floor, factor, cap = sem["min_time_limit"], sem["gt_time_limit_factor"], sem["task_time_cap"]
         limits = [max(floor, factor * t) * time_factor for t in ref[f"{split}_time"]]
-        budget = min(cap * time_factor, sum(limits)) + 1.0
+        budget = min(cap * time_factor, sum(limits[start:])) + 1.0
         return Job(harness.run_evalplus,
                    (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"],
-                    ref[split], limits, task["atol"], sem),
+                    ref[split], limits, task["atol"], sem, start),
                    limits_for(settings, budget))
 
     def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
@@ -79,7 +79,7 @@ class EvalPlusBenchmark(Benchmark):
     def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
         info = super().evaluator_info(settings, ctx)
         info["oracles"] = {k: v for k, v in settings.sem().items()
-                           if k.startswith(("mbpp_", "allclose", "strict"))}
+                           if k.startswith(("mbpp_", "allclose", "strict", "find_zero"))}
         info["reference_timings"] = (ctx or {}).get("meta", {})
         return info
 

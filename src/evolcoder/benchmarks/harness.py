@@ -226,7 +226,7 @@ def _is_floats(x, np) -> bool:
 
 
 def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expected: list,
-                 time_limits: list[float], atol: float, sem: dict) -> dict:
+                 time_limits: list[float], atol: float, sem: dict, start: int = 0) -> dict:
     """One sample against one input group (base or plus), evalplus's ``unsafe_execute``.
 
     Returns ``{"status": pass|fail|timeout, "done": n_inputs_checked, "failed": index|None,
@@ -246,7 +246,12 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
             fn = glb[entry_point]
     except BaseException as exc:
         return {"status": FAIL, "done": 0, "failed": None, "reason": f"load: {type(exc).__name__}"}
+    uncounted = 0
+    if start and atol == 0 and any(_is_floats(e, np) for e in expected[:start]):
+        atol = 1e-6  # as if the skipped inputs had been checked (evalplus keeps the raised atol)
     for i, inp in enumerate(inputs):
+        if i < start:
+            continue
         stage = "run"
         try:
             timer.start(time_limits[i])
@@ -278,6 +283,10 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
                         exact_match = exp == (out is not None)
             if dataset == "humaneval" and entry_point == "find_zero":
                 assert abs(_poly(*inp, out)) <= atol
+                if sem.get("find_zero_quirk", False):
+                    # evalplus 0.3.1 `continue`s here without counting the input as checked, so
+                    # HumanEval/32 never passes there, not even with its canonical solution
+                    uncounted += 1
                 continue
             if atol == 0 and _is_floats(exp, np):
                 atol = 1e-6  # evalplus keeps this for the following inputs too
@@ -295,6 +304,9 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
             return {"status": FAIL, "done": i, "failed": i, "reason": str(exc)}
         except BaseException as exc:
             return {"status": FAIL, "done": i, "failed": i, "reason": f"{stage}: {type(exc).__name__}"}
+    if uncounted:
+        return {"status": FAIL, "done": len(inputs) - uncounted, "failed": None,
+                "reason": "find_zero: inputs not counted (evalplus 0.3.1 quirk)"}
     return {"status": PASS, "done": len(inputs), "failed": None, "reason": ""}
 
 

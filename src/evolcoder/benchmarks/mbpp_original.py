@@ -56,7 +56,7 @@ class MbppOriginal(Benchmark):
         return super().solution_from_record(task, rec)
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0) -> Job:
+                 time_factor: float = 1.0, start: int = 0) -> Job:
         limit = settings.timeout_s * time_factor
         return Job(harness.run_asserts,
                    (sample.solution, task.get("test_setup_code", ""), list(task["test_list"]), limit,
