@@ -51,7 +51,7 @@ class Limits:
 
     wall_s: float = 10.0          # wall-clock guard; the process group is killed after it
     cpu_s: float | None = None    # RLIMIT_CPU (default: wall_s + 1)
-    memory_mb: int = 2048         # RLIMIT_AS
+    memory_mb: int = 2048         # RLIMIT_AS on top of the worker's own address space
     nproc: int = 32               # RLIMIT_NPROC (as the sandbox uid when root)
     fsize_mb: int = 64            # RLIMIT_FSIZE: largest file the job may write
     drop_privileges: bool = True  # root only: run as a dedicated unprivileged uid
@@ -79,8 +79,18 @@ class JobResult:
 
 # ----------------------------------------------------------------------------- the child
 
+def _vm_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 def _set_limits(limits: Limits) -> None:
-    mem = int(limits.memory_mb) * 1024 * 1024
+    # memory_mb on top of what the (forked) process already maps: the workers hold the dataset and
+    # expected outputs, which must not eat into the sample's allowance
+    mem = int(limits.memory_mb) * 1024 * 1024 + _vm_bytes()
     cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.wall_s + 1) + 1
     settings = [
         (resource.RLIMIT_AS, mem),

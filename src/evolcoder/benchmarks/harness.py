@@ -261,7 +261,9 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
             finally:
                 timer.stop()
             stage = "check"
-            if strict:
+            # outputs only tested for "is not None" (regex tasks) never reach an __eq__
+            if strict and not (dataset == "mbpp" and entry_point in MBPP_OUTPUT_NOT_NONE_TASKS
+                               and not isinstance(out, bool)):
                 check_trusted(out)
             exp = expected[i]
             exact_match = out == exp
