@@ -163,3 +163,27 @@ def test_official_evalplus_passes_the_always_eq_hack():
     stat, _ = untrusted_check("humaneval", code, task["base_input"], task["entry_point"], expected,
                               task["atol"], times, fast_check=True)
     assert stat == "pass"
+
+
+MBPP_ORIG = DATA / "mbpp" / "mbpp.test.jsonl"
+
+
+def test_mbpp_original_asserts_are_type_aware(tmp_path):
+    """``assert f(x) == y`` is checked with trusted types, so an always-True __eq__ fails there too."""
+    from evolcoder.benchmarks import get_benchmark
+    from evolcoder.benchmarks.harness import rewrite_asserts
+    from evolcoder.score import score_file
+
+    assert rewrite_asserts("assert f(1) == 2") == "assert __ec_eq__(f(1), 2)"
+    tasks = get_benchmark("mbpp-original").load_tasks(str(MBPP_ORIG))[:3]
+    recs = []
+    for t in tasks:
+        fn = t["test_list"][0].split("assert ", 1)[1].split("(", 1)[0].strip()
+        recs.append({"task_id": t["task_id"], "solution": t["code"]})
+        recs.append({"task_id": t["task_id"], "solution": _hostile("/x")["always_eq"].replace("{fn}", fn)})
+        recs.append({"task_id": t["task_id"], "solution": f"import sys\ndef {fn}(*a):\n    sys.exit(0)\n"})
+    pred = tmp_path / "m.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = score_file("mbpp-original", str(pred), str(MBPP_ORIG), {"jobs": 2})
+    for t in tasks:
+        assert res["per_task"][t["task_id"]]["base"] == ["pass", "fail", "fail"]

@@ -196,6 +196,17 @@ def _reap_uid(uid: int) -> None:
                 os.waitpid(int(name), 0)
 
 
+def _uid_has_processes(uid: int) -> bool:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def _kill_uid(uid: int) -> None:
     """Kill every process of ``uid`` (kill(-1) from a helper that runs as that uid), reap them."""
     pid = os.fork()
@@ -254,7 +265,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         _, wstatus = _waitpid(pid)
-        if uid is not None:
+        if uid is not None and _uid_has_processes(uid):
             _kill_uid(uid)
         shutil.rmtree(workdir, ignore_errors=True)
     wall = time.monotonic() - start
@@ -395,6 +406,11 @@ def _worker_run(index: int) -> tuple[int, list[JobResult | None]]:
     return index, run_chain(_POOL_JOBS[index], slot=_POOL_SLOT)
 
 
+def _worker_run_pickled(item: tuple[int, Job]) -> tuple[int, list[JobResult | None]]:
+    index, job = item
+    return index, run_chain(job, slot=_POOL_SLOT)
+
+
 def run_chain(job: Job, slot: int = 0) -> list[JobResult | None]:
     """Run ``job`` and its ``then`` jobs while each passes; None for the jobs not run."""
     out: list[JobResult | None] = []
@@ -446,10 +462,18 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] = (
 
 
 def run_chains(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] = (),
-               isolate_network: bool = False, progress: Callable[[int, int], None] | None = None
-               ) -> list[list[JobResult | None]]:
-    """Like :func:`run_jobs`, with each job's ``then`` chain: one result list per job."""
+               isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
+               transport: str = "fork") -> list[list[JobResult | None]]:
+    """Like :func:`run_jobs`, with each job's ``then`` chain: one result list per job.
+
+    ``transport="fork"``: workers are forked from this process and find the jobs in memory (any
+    callable works). ``"spawn"``: fresh, small worker processes receive each job pickled (module-level
+    functions only); forking a sandbox child from a small worker is much cheaper than from a
+    scoring process that holds a whole dataset and its expected outputs.
+    """
     global _POOL_JOBS
+    if transport == "spawn":
+        return _run_spawned(jobs, workers, preimport, isolate_network, progress)
     results: list = [None] * len(jobs)
     if not jobs:
         return []
@@ -467,6 +491,23 @@ def run_chains(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] =
     finally:
         _POOL_JOBS = ()
     return results  # type: ignore[return-value]
+
+
+def _run_spawned(jobs, workers, preimport, isolate_network, progress) -> list:
+    results: list = [None] * len(jobs)
+    if not jobs:
+        return []
+    workers = max(1, min(int(workers), len(jobs)))
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("i", 0)
+    with ctx.Pool(workers, initializer=_worker_init,
+                  initargs=(counter, tuple(preimport), isolate_network)) as pool:
+        items = ((i, job) for i, job in enumerate(jobs))
+        for done, (i, res) in enumerate(pool.imap_unordered(_worker_run_pickled, items), 1):
+            results[i] = res
+            if progress:
+                progress(done, len(jobs))
+    return results
 
 
 def iter_chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:

@@ -68,6 +68,7 @@ class ScoreSettings:
     reference_repeats: int = 3
     semantics_overrides: dict = field(default_factory=dict)  # e.g. {"find_zero_quirk": false}
     isolate_network: bool = True        # empty network namespace for the workers (root only)
+    transport: str = "spawn"            # fresh small workers get jobs pickled ("fork": inherit memory)
     ds1000_preimport: list[str] = field(default_factory=lambda: [
         "numpy", "pandas", "scipy", "scipy.stats", "sklearn", "matplotlib", "matplotlib.pyplot",
         "seaborn", "torch", "tensorflow"])
@@ -297,7 +298,8 @@ class Benchmark:
                 prev = job
             chains.append(first)
         results = run_chains(chains, workers=settings.jobs, preimport=self.preimport(settings),
-                             isolate_network=settings.isolate_network, progress=progress)
+                             isolate_network=settings.isolate_network, progress=progress,
+                             transport=settings.transport)
         verdicts = []
         for si, chain in enumerate(results):
             for split, r in zip(self.splits(), chain):
@@ -323,8 +325,10 @@ class Benchmark:
             factor *= settings.retry_time_factor
             log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", self.name,
                      len(todo), factor)
-            rres = run_jobs([job_at(i, factor) for i in todo], workers=1,
-                            preimport=self.preimport(settings), isolate_network=settings.isolate_network)
+            rres = [c[0] for c in run_chains([job_at(i, factor) for i in todo], workers=1,
+                                             preimport=self.preimport(settings),
+                                             isolate_network=settings.isolate_network,
+                                             transport=settings.transport)]
             unblocked = []
             for i, r in zip(todo, rres):
                 v = _verdict(r)
@@ -337,8 +341,10 @@ class Benchmark:
                 if v["status"] == PASS and split != splits[-1]:
                     unblocked.append(index[(si, splits[splits.index(split) + 1])])
             if unblocked:
-                ures = run_jobs([job_at(i, 1.0) for i in unblocked], workers=settings.jobs,
-                                preimport=self.preimport(settings), isolate_network=settings.isolate_network)
+                ures = [c[0] for c in run_chains([job_at(i, 1.0) for i in unblocked], workers=settings.jobs,
+                                                 preimport=self.preimport(settings),
+                                                 isolate_network=settings.isolate_network,
+                                                 transport=settings.transport)]
                 for i, r in zip(unblocked, ures):
                     verdicts[i] = _verdict(r)
         return self.aggregate(samples, keys, verdicts, tasks, settings, ctx, retried,
