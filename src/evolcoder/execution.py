@@ -342,6 +342,10 @@ def preload_stdlib() -> int:
     import sys
     import warnings
 
+    import importlib.util
+    import sysconfig
+
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
     n = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -350,6 +354,11 @@ def preload_stdlib() -> int:
             if name in _STDLIB_SKIP or name.startswith(("_test", "__main__")):
                 continue
             try:
+                spec = importlib.util.find_spec(name)
+                origin = getattr(spec, "origin", None) or ""
+                if spec is None or (origin not in ("built-in", "frozen")
+                                    and not os.path.realpath(origin).startswith(stdlib)):
+                    continue  # absent, or shadowed by a file of the same name outside the stdlib
                 mod = importlib.import_module(name)
                 n += 1
             except BaseException:
@@ -493,6 +502,27 @@ def run_chains(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] =
     return results  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Spawned workers must not re-run the caller's script (``__main__`` without a guard would
+    start scoring again in every worker): hide its path while the workers start; they only need
+    evolcoder's own module-level functions."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    spec = saved.get("__spec__")
+    hide = main is not None and "__file__" in saved and (spec is None or not getattr(spec, "name", None)
+                                                         or spec.name == "__main__")
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = saved["__file__"]
+
+
 def _run_spawned(jobs, workers, preimport, isolate_network, progress) -> list:
     results: list = [None] * len(jobs)
     if not jobs:
@@ -500,8 +530,10 @@ def _run_spawned(jobs, workers, preimport, isolate_network, progress) -> list:
     workers = max(1, min(int(workers), len(jobs)))
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("i", 0)
-    with ctx.Pool(workers, initializer=_worker_init,
-                  initargs=(counter, tuple(preimport), isolate_network)) as pool:
+    with _main_hidden():
+        pool = ctx.Pool(workers, initializer=_worker_init,
+                        initargs=(counter, tuple(preimport), isolate_network))
+    with pool:
         items = ((i, job) for i, job in enumerate(jobs))
         for done, (i, res) in enumerate(pool.imap_unordered(_worker_run_pickled, items), 1):
             results[i] = res
