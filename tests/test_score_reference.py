@@ -83,13 +83,15 @@ def test_original_mbpp_reference_code_passes_its_asserts(tmp_path):
     assert res["n_tasks"] == 500 and _fails(res, "base") == set()
 
 
-def test_mbpp_plus_canonical_solutions_pass(tmp_path):
-    """MBPP+ v0.2.0: every canonical solution passes base and plus (regex tasks return re.Match
-    objects, checked only for "not None" as evalplus does, so the type-aware check skips them)."""
+@pytest.mark.parametrize("version,n", [("v0.2.0", 378), ("v0.1.0", 399)])
+def test_mbpp_plus_canonical_solutions_pass(tmp_path, version, n):
+    """MBPP+: every canonical solution passes base and plus (regex tasks return re.Match objects,
+    checked only for "not None" as evalplus does, so the type-aware check skips them)."""
     from evolcoder.benchmarks import get_benchmark
 
-    tasks = get_benchmark("mbpp").load_tasks(str(MBPP2))
-    res = _score(tmp_path, "mbpp", MBPP2,
+    data = DATA / "evalplus" / f"MbppPlus-{version}.jsonl.gz"
+    tasks = get_benchmark("mbpp").load_tasks(str(data))
+    res = _score(tmp_path, "mbpp", data,
                  [{"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]} for t in tasks])
-    assert res["n_tasks"] == 378
+    assert res["n_tasks"] == n and res["dataset"]["version"] == version
     assert _fails(res, "base") == set() and _fails(res, "plus") == set()

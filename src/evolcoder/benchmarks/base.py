@@ -86,6 +86,8 @@ class ScoreSettings:
         if s.semantics not in SEMANTICS:
             raise EvolcoderError(f"score settings: unknown semantics {s.semantics!r} "
                                  f"(one of {', '.join(SEMANTICS)})")
+        if s.transport not in ("spawn", "fork"):
+            raise EvolcoderError(f"score settings: transport must be 'spawn' or 'fork', not {s.transport!r}")
         if s.clock not in ("cpu", "wall"):
             raise EvolcoderError(f"score settings: clock must be 'cpu' or 'wall', not {s.clock!r}")
         return s
