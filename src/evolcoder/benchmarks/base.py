@@ -1,0 +1,436 @@
+"""Common parts of the benchmark adapters: prompts, sanitising, prediction import, scoring loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from evolcoder.errors import DataError, EvolcoderError
+from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, run_chains, run_jobs
+from evolcoder.io import iter_jsonl, sha256_file
+from evolcoder.passk import pass_at_k_table
+
+log = logging.getLogger(__name__)
+
+RESPONSE_MARK = "### Response:"
+
+# Scoring semantics of evalplus releases ("era pinning"). The default is the current release.
+SEMANTICS: dict[str, dict[str, Any]] = {
+    "evalplus-0.3.1": {
+        "min_time_limit": 1.0, "gt_time_limit_factor": 4.0, "task_time_cap": 60.0,
+        "mbpp_set_eq": True, "mbpp_not_none_bool": True, "mbpp_extra_oracles": True,
+        "allclose_type_check": True, "find_zero_quirk": True,
+    },
+    # Current when WizardCoder-33B-V1.1 (Jan 2024) reported 78.9/66.9 on MBPP/MBPP+ (v0.1.0):
+    # 0.2 s time floor, outputs compared as lists, regex tasks only checked for "not None".
+    "evalplus-0.2.0": {
+        "min_time_limit": 0.2, "gt_time_limit_factor": 4.0, "task_time_cap": 60.0,
+        "mbpp_set_eq": False, "mbpp_not_none_bool": False, "mbpp_extra_oracles": False,
+        "allclose_type_check": False, "find_zero_quirk": True,
+    },
+}
+DEFAULT_SEMANTICS = "evalplus-0.3.1"
+
+
+@dataclass
+class Sample:
+    task_id: str
+    sample_idx: int
+    solution: str
+
+
+@dataclass
+class ScoreSettings:
+    """Execution settings of ``evolcoder score`` (``--settings-json``)."""
+
+    jobs: int = 1                       # parallel sandbox workers
+    timeout_s: float = 10.0             # per-program limit (mbpp-original, ds1000)
+    memory_mb: int = 4096
+    nproc: int = 32
+    fsize_mb: int = 64
+    semantics: str = DEFAULT_SEMANTICS  # evalplus-0.3.1 | evalplus-0.2.0
+    clock: str = "cpu"                  # per-test limits on CPU time (load-independent) or "wall"
+    min_time_limit: float | None = None  # override of the semantics' floor
+    gt_time_limit_factor: float | None = None
+    wall_factor: float = 3.0            # wall-clock guard = this x the CPU budget (+2 s)
+    retries: int = 1                    # re-runs of a timed-out sample, alone
+    retry_time_factor: float = 2.0      # each retry multiplies the time limits by this
+    strict_types: bool = True           # type-aware comparison (defeats always-True __eq__)
+    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
+    timings: str | None = None          # reference timings file (read, or written when missing)
+    reference_repeats: int = 3
+    semantics_overrides: dict = field(default_factory=dict)  # e.g. {"find_zero_quirk": false}
+    isolate_network: bool = True        # empty network namespace for the workers (root only)
+    transport: str = "spawn"            # fresh small workers get jobs pickled ("fork": inherit memory)
+    ds1000_preimport: list[str] = field(default_factory=lambda: [
+        "numpy", "pandas", "scipy", "scipy.stats", "sklearn", "matplotlib", "matplotlib.pyplot",
+        "seaborn", "torch", "tensorflow"])
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ScoreSettings":
+        d = dict(d or {})
+        if "workers" in d and "jobs" not in d:
+            d["jobs"] = d.pop("workers")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            log.debug("score settings: ignoring unknown keys %s", unknown)
+        s = cls(**{k: v for k, v in d.items() if k in known})
+        if s.semantics not in SEMANTICS:
+            raise EvolcoderError(f"score settings: unknown semantics {s.semantics!r} "
+                                 f"(one of {', '.join(SEMANTICS)})")
+        if s.transport not in ("spawn", "fork"):
+            raise EvolcoderError(f"score settings: transport must be 'spawn' or 'fork', not {s.transport!r}")
+        if s.clock not in ("cpu", "wall"):
+            raise EvolcoderError(f"score settings: clock must be 'cpu' or 'wall', not {s.clock!r}")
+        return s
+
+    def sem(self) -> dict:
+        sem = dict(SEMANTICS[self.semantics])
+        if self.min_time_limit is not None:
+            sem["min_time_limit"] = float(self.min_time_limit)
+        if self.gt_time_limit_factor is not None:
+            sem["gt_time_limit_factor"] = float(self.gt_time_limit_factor)
+        unknown = set(self.semantics_overrides) - set(sem)
+        if unknown:
+            raise EvolcoderError(f"score settings: unknown semantics_overrides {sorted(unknown)}")
+        sem.update(self.semantics_overrides)
+        sem["clock"] = self.clock
+        sem["strict_types"] = self.strict_types
+        sem["guard"] = True
+        return sem
+
+
+# ----------------------------------------------------------------------------- prompts
+
+def load_template(template: str, benchmark: str) -> str:
+    """A template name (``wizardcoder``, ``plain``) or a path to a text file with ``{problem}``."""
+    if os.sep in template or template.endswith(".txt"):
+        path = Path(template)
+        if not path.exists():
+            raise EvolcoderError(f"prompt template file not found: {template}")
+        return path.read_text(encoding="utf-8")
+    ref = resources.files("evolcoder") / "templates" / "eval" / template / f"{benchmark}.txt"
+    if not ref.is_file():
+        avail = sorted(p.name for p in (resources.files("evolcoder") / "templates" / "eval").iterdir()
+                       if p.is_dir())
+        raise EvolcoderError(f"unknown prompt template {template!r} for {benchmark} "
+                             f"(available: {', '.join(avail)}, or a .txt path)")
+    return ref.read_text(encoding="utf-8")
+
+
+def fill_template(template: str, problem: str) -> str:
+    return template.replace("{problem}", problem)
+
+
+# ----------------------------------------------------------------------------- sanitising
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def strip_response(raw: str) -> str:
+    """The model's answer: text after the last ``### Response:`` when the prompt is included."""
+    if RESPONSE_MARK in raw:
+        raw = raw.rsplit(RESPONSE_MARK, 1)[1]
+    return raw
+
+
+def extract_code(raw: str) -> str:
+    """WizardCoder's post-processing: first python code block, cut at ``__main__``/example usage."""
+    text = raw.replace("\r", "")
+    if "```" in text:
+        m = _FENCE.search(text)
+        if m:
+            text = m.group(1)
+        else:
+            text = text.split("```", 2)[1] if text.count("```") >= 2 else text.replace("```", "")
+    for marker in ('if __name__ == "__main__":', "if __name__ == '__main__':", "# Example usage"):
+        if marker in text:
+            text = text[: text.index(marker)]
+    return text.rstrip() + "\n"
+
+
+def defines(code: str, name: str) -> bool:
+    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M) is not None
+
+
+# ----------------------------------------------------------------------------- the adapter
+
+class Benchmark:
+    """One benchmark: dataset, prompts, post-processing and scorer."""
+
+    name: str = ""
+    has_plus: bool = False
+    stop_sequences: tuple[str, ...] = ("\n### Instruction", "\n### Input:", "\n### Response:")
+    data_key: str = ""   # key under config `data:`
+
+    # --- dataset -------------------------------------------------------------------------
+    def default_path(self) -> str | None:
+        return None
+
+    def resolve_path(self, data_path: str | None) -> str | None:
+        if data_path and Path(data_path).exists():
+            return str(data_path)
+        if data_path:
+            log.warning("%s: %s not found; falling back to the official download", self.name, data_path)
+        return self.default_path()
+
+    def load_tasks(self, data_path: str | None = None) -> list[dict]:
+        raise NotImplementedError
+
+    def dataset_version(self, path: str, tasks: list[dict]) -> str:
+        m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
+        return m.group(0) if m else "unknown"
+
+    def dataset_info(self, data_path: str | None = None, tasks: list[dict] | None = None) -> dict:
+        path = self.resolve_path(data_path)
+        if path is None or not Path(path).exists():
+            raise DataError(f"{self.name}: dataset not found ({data_path})")
+        tasks = tasks if tasks is not None else self.load_tasks(path)
+        return {"name": self.name, "version": self.dataset_version(path, tasks), "path": str(path),
+                "sha256": sha256_file(path), "n_tasks": len(tasks)}
+
+    # --- prompts ---------------------------------------------------------------------------
+    def problem_text(self, task: dict) -> str:
+        return task["prompt"]
+
+    def build_prompt(self, task: dict, template: str = "wizardcoder") -> str:
+        return fill_template(load_template(template, self.name), self.problem_text(task))
+
+    # --- sanitising --------------------------------------------------------------------------
+    def postprocess(self, task: dict, raw: str) -> str:
+        """Raw model output (answer only, or prompt + answer) -> a complete program."""
+        code = extract_code(strip_response(raw))
+        entry = task.get("entry_point")
+        if entry and not defines(code, entry):
+            # a function-body completion (base models, plain prompts): prepend the signature
+            code = task["prompt"] + code
+        return code
+
+    def solution_from_record(self, task: dict, rec: dict) -> str:
+        """Accepted prediction formats, in order: solution, completion (+ prompt), all_code, raw."""
+        if isinstance(rec.get("solution"), str):
+            return rec["solution"]
+        if isinstance(rec.get("completion"), str):
+            return task.get("prompt", "") + rec["completion"]
+        if isinstance(rec.get("all_code"), str):
+            return self.postprocess(task, rec["all_code"])
+        if isinstance(rec.get("raw"), str):
+            return self.postprocess(task, rec["raw"])
+        raise DataError("prediction has none of solution, completion, all_code, raw")
+
+    def load_predictions(self, path: str, tasks: list[dict]) -> list[Sample]:
+        by_id = {str(t["task_id"]): t for t in tasks}
+        alias = {self.short_id(k): k for k in by_id}
+        counter: dict[str, int] = defaultdict(int)
+        samples: list[Sample] = []
+        for lineno, rec in enumerate(iter_jsonl(path), 1):
+            if "task_id" not in rec:
+                raise DataError(f"{path}:{lineno}: prediction without task_id")
+            tid = str(rec["task_id"])
+            tid = tid if tid in by_id else alias.get(self.short_id(tid), tid)
+            if tid not in by_id:
+                raise DataError(f"{path}:{lineno}: task_id {rec['task_id']!r} is not in {self.name}")
+            try:
+                sol = self.solution_from_record(by_id[tid], rec)
+            except DataError as exc:
+                raise DataError(f"{path}:{lineno}: {exc}") from None
+            samples.append(Sample(tid, counter[tid], sol))
+            counter[tid] += 1
+        if not samples:
+            raise DataError(f"{path}: no predictions")
+        return samples
+
+    @staticmethod
+    def short_id(task_id: str) -> str:
+        return str(task_id).rsplit("/", 1)[-1]
+
+    # --- scoring ---------------------------------------------------------------------------
+    def splits(self) -> tuple[str, ...]:
+        return ("base", "plus") if self.has_plus else ("base",)
+
+    def prepare(self, tasks: list[dict], data_path: str | None, settings: ScoreSettings) -> Any:
+        """Per-run context (expected outputs, reference timings); None by default."""
+        return None
+
+    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
+                 time_factor: float = 1.0, start: int = 0) -> Job:
+        """The sandbox job of one sample on one split; ``start``: first test to run (retries)."""
+        raise NotImplementedError
+
+    def preimport(self, settings: ScoreSettings) -> list[str]:
+        return ["numpy"]
+
+    def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
+        return {"name": "evolcoder", "version": _version(), "semantics": settings.semantics,
+                "time_limit_policy": self.time_limit_policy(settings, ctx)}
+
+    def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
+        return (f"{settings.timeout_s:g}s per program ({settings.clock} time); timeouts retried "
+                f"{settings.retries}x alone at x{settings.retry_time_factor:g}")
+
+    def score(self, samples: list[Sample], data_path: str | None, settings: ScoreSettings,
+              progress=None) -> dict:
+        """Run every sample's tests in the sandbox; pass@k, per-task verdicts, retries."""
+        t0 = time.time()
+        all_tasks = self.load_tasks(data_path)
+        by_id = {str(t["task_id"]): t for t in all_tasks}
+        seen = list(dict.fromkeys(s.task_id for s in samples))
+        tasks = [by_id[t] for t in seen]
+        ctx = self.prepare(tasks, data_path, settings)
+        keys: list[tuple[int, str]] = []
+        chains: list[Job] = []
+        for si, s in enumerate(samples):
+            # base, then plus only when base passed (a sample failing base fails plus anyway)
+            first: Job | None = None
+            prev: Job | None = None
+            for split in self.splits():
+                job = self.make_job(by_id[s.task_id], s, split, ctx, settings)
+                if prev is None:
+                    first = job
+                else:
+                    prev.then = job
+                prev = job
+            chains.append(first)
+        results = run_chains(chains, workers=settings.jobs, preimport=self.preimport(settings),
+                             isolate_network=settings.isolate_network, progress=progress,
+                             transport=settings.transport)
+        verdicts = []
+        for si, chain in enumerate(results):
+            for split, r in zip(self.splits(), chain):
+                keys.append((si, split))
+                verdicts.append(_verdict(r) if r is not None
+                                else {"status": FAIL, "reason": "base tests failed", "skipped": True})
+        # timeouts: re-run alone, with a longer budget, before declaring a failure
+        retried: dict[str, list] = {}
+        index = {k: i for i, k in enumerate(keys)}
+        splits = self.splits()
+
+        def job_at(i: int, factor: float) -> Job:
+            si, split = keys[i]
+            start = verdicts[i].get("failed") or 0 if verdicts[i]["status"] == TIMEOUT else 0
+            return self.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
+                                 time_factor=factor, start=start)
+
+        factor = 1.0
+        for attempt in range(settings.retries):
+            todo = [i for i, v in enumerate(verdicts) if v["status"] == TIMEOUT]
+            if not todo:
+                break
+            factor *= settings.retry_time_factor
+            log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", self.name,
+                     len(todo), factor)
+            rres = [c[0] for c in run_chains([job_at(i, factor) for i in todo], workers=1,
+                                             preimport=self.preimport(settings),
+                                             isolate_network=settings.isolate_network,
+                                             transport=settings.transport)]
+            unblocked = []
+            for i, r in zip(todo, rres):
+                v = _verdict(r)
+                si, split = keys[i]
+                retried.setdefault(samples[si].task_id, []).append(
+                    {"sample_idx": samples[si].sample_idx, "split": split, "attempt": attempt + 1,
+                     "status": v["status"]})
+                verdicts[i] = v
+                # a base verdict that turned into a pass unblocks the later splits of the sample
+                if v["status"] == PASS and split != splits[-1]:
+                    unblocked.append(index[(si, splits[splits.index(split) + 1])])
+            if unblocked:
+                ures = [c[0] for c in run_chains([job_at(i, 1.0) for i in unblocked], workers=settings.jobs,
+                                                 preimport=self.preimport(settings),
+                                                 isolate_network=settings.isolate_network,
+                                                 transport=settings.transport)]
+                for i, r in zip(unblocked, ures):
+                    verdicts[i] = _verdict(r)
+        return self.aggregate(samples, keys, verdicts, tasks, settings, ctx, retried,
+                              data_path, time.time() - t0, all_tasks)
+
+    def aggregate(self, samples, keys, verdicts, tasks, settings, ctx, retried, data_path,
+                  elapsed, all_tasks) -> dict:
+        per_sample: dict[tuple[str, int], dict] = {}
+        for (si, split), v in zip(keys, verdicts):
+            s = samples[si]
+            per_sample.setdefault((s.task_id, s.sample_idx), {})[split] = v
+        per_task: dict[str, dict] = {}
+        for (tid, idx), splits in sorted(per_sample.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+            entry = per_task.setdefault(tid, {"n": 0, "base": [], "base_correct": 0})
+            entry["n"] += 1
+            b = splits["base"]["status"]
+            entry["base"].append(b)
+            entry["base_correct"] += b == PASS
+            if "plus" in splits:
+                p = splits["plus"]["status"] if b == PASS else (FAIL if splits["plus"]["status"] == PASS
+                                                                else splits["plus"]["status"])
+                entry.setdefault("plus", []).append(p)
+                entry["plus_correct"] = entry.get("plus_correct", 0) + (b == PASS and p == PASS)
+            reasons = {k: v.get("reason") for k, v in splits.items() if v["status"] != PASS and v.get("reason")}
+            if reasons:
+                entry.setdefault("reasons", {})[str(idx)] = reasons
+        ns = [e["n"] for e in per_task.values()]
+        out: dict[str, Any] = {
+            "benchmark": self.name,
+            "n_samples_per_task": max(ns) if ns else 0,
+            "n_tasks": len(per_task),
+            "complete": len(per_task) == len(all_tasks),
+            "dataset": self.dataset_info(data_path, all_tasks),
+            "evaluator": self.evaluator_info(settings, ctx),
+            "base": pass_at_k_table(ns, [e["base_correct"] for e in per_task.values()], settings.ks),
+        }
+        if self.has_plus:
+            out["plus"] = pass_at_k_table(ns, [e.get("plus_correct", 0) for e in per_task.values()],
+                                          settings.ks)
+        out["status_counts"] = _status_counts(per_task)
+        out["retried"] = sorted(retried, key=_order)
+        out["retries"] = {k: retried[k] for k in out["retried"]}
+        out["elapsed_s"] = round(elapsed, 2)
+        out["per_task"] = per_task
+        return out
+
+
+def _order(task_id: str):
+    tail = str(task_id).rsplit("/", 1)[-1]
+    return (0, int(tail), "") if tail.isdigit() else (1, 0, str(task_id))
+
+
+def _status_counts(per_task: dict) -> dict:
+    counts: dict[str, dict[str, int]] = {}
+    for e in per_task.values():
+        for split in ("base", "plus"):
+            for st in e.get(split, []):
+                counts.setdefault(split, {}).setdefault(st, 0)
+                counts[split][st] += 1
+    return counts
+
+
+def _verdict(r: JobResult) -> dict:
+    if r.status == "ok" and r.result is not None:
+        st = r.result.get("status")
+        if st not in (PASS, FAIL, TIMEOUT):
+            return {"status": FAIL, "reason": "bad harness result"}
+        return {"status": st, "reason": r.result.get("reason", ""), "failed": r.result.get("failed")}
+    if r.status == TIMEOUT:
+        return {"status": TIMEOUT, "reason": r.detail}
+    return {"status": FAIL, "reason": r.detail}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("evolcoder")
+    except Exception:
+        return "0+unknown"
+
+
+def limits_for(settings: ScoreSettings, cpu_budget: float, memory_mb: int | None = None) -> Limits:
+    """Sandbox limits of a job whose tests may use ``cpu_budget`` CPU seconds in total."""
+    return Limits(wall_s=cpu_budget * settings.wall_factor + 2.0, cpu_s=cpu_budget + 1.0,
+                  memory_mb=memory_mb or settings.memory_mb, nproc=settings.nproc,
+                  fsize_mb=settings.fsize_mb)

@@ -1,0 +1,176 @@
+"""HumanEval/HumanEval+ and MBPP+ (base and plus tests), scored with evalplus's data and oracles.
+
+evalplus supplies the datasets (inputs, canonical solutions, special oracles); execution happens in
+our sandbox (:mod:`evolcoder.execution`), with reference timings from :mod:`evolcoder.timings`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from evolcoder.benchmarks import harness
+from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, limits_for
+from evolcoder.errors import DataError
+from evolcoder.execution import Job
+from evolcoder.io import read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_tasks(path: str, kind: str) -> tuple[dict, ...]:
+    rows = read_jsonl(path)
+    if not rows or "plus_input" not in rows[0]:
+        raise DataError(f"{path}: not an evalplus dataset (no plus_input)")
+    if kind == "mbpp":
+        from evalplus.data.mbpp import mbpp_deserialize_inputs
+
+        for r in rows:
+            r["base_input"] = mbpp_deserialize_inputs(r["task_id"], r["base_input"])
+            r["plus_input"] = mbpp_deserialize_inputs(r["task_id"], r["plus_input"])
+    for r in rows:
+        r["atol"] = float(r.get("atol") or 0)
+    return tuple(rows)
+
+
+class EvalPlusBenchmark(Benchmark):
+    has_plus = True
+    dataset = ""  # evalplus's dataset name: humaneval | mbpp
+
+    def load_tasks(self, data_path: str | None = None) -> list[dict]:
+        path = self.resolve_path(data_path)
+        if path is None:
+            raise DataError(f"{self.name}: no dataset path and no evalplus download available")
+        return [dict(t) for t in _read_tasks(str(path), self.dataset)]
+
+    # --- scoring -------------------------------------------------------------------------------
+    def prepare(self, tasks: list[dict], data_path: str | None, settings: ScoreSettings) -> Any:
+        from evolcoder.timings import reference_for
+
+        return reference_for(self, tasks, data_path, settings)
+
+    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
+                 time_factor: float = 1.0, start: int = 0) -> Job:
+        sem = settings.sem()
+        ref = ctx["tasks"][task["task_id"]]
+        floor, factor, cap = sem["min_time_limit"], sem["gt_time_limit_factor"], sem["task_time_cap"]
+        limits = [max(floor, factor * t) * time_factor for t in ref[f"{split}_time"]]
+        budget = min(cap * time_factor, sum(limits[start:])) + 1.0
+        return Job(harness.run_evalplus,
+                   (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"],
+                    ref[split], limits, task["atol"], sem, start),
+                   limits_for(settings, budget))
+
+    def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
+        sem = settings.sem()
+        meta = (ctx or {}).get("meta", {})
+        return (f"per test max({sem['min_time_limit']:g}s, {sem['gt_time_limit_factor']:g} x reference "
+                f"{sem['clock']} time), <= {sem['task_time_cap']:g}s per task; reference timings "
+                f"{meta.get('machine_class', '?')} (min of {meta.get('repeats', '?')}, "
+                f"{Path(meta.get('path', 'computed')).name}); timeouts retried {settings.retries}x alone at "
+                f"x{settings.retry_time_factor:g}")
+
+    def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
+        info = super().evaluator_info(settings, ctx)
+        info["oracles"] = {k: v for k, v in settings.sem().items()
+                           if k.startswith(("mbpp_", "allclose", "strict", "find_zero"))}
+        info["reference_timings"] = (ctx or {}).get("meta", {})
+        return info
+
+
+class HumanEval(EvalPlusBenchmark):
+    name = "humaneval"
+    dataset = "humaneval"
+    data_key = "humaneval_plus"
+    stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__",
+                      "\n# Example usage")
+
+    def default_path(self) -> str | None:
+        from evalplus.data import humaneval as he
+
+        try:
+            return he._ready_human_eval_plus_path()
+        except Exception as exc:  # offline
+            log.warning("evalplus download of HumanEval+ failed: %s", exc)
+            return None
+
+    def dataset_version(self, path: str, tasks: list[dict]) -> str:
+        m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
+        if m:
+            return m.group(0)
+        from evalplus.data.humaneval import HUMANEVAL_PLUS_VERSION
+
+        return HUMANEVAL_PLUS_VERSION
+
+
+class MbppPlus(EvalPlusBenchmark):
+    name = "mbpp"
+    dataset = "mbpp"
+    data_key = "mbpp_plus"
+    stop_sequences = HumanEval.stop_sequences
+
+    def __init__(self, prompts_file: str | None = None, version: str | None = None):
+        self.prompts_file = prompts_file
+        self.version = version
+
+    def default_path(self) -> str | None:
+        from evalplus.data import mbpp
+
+        try:
+            return mbpp._ready_mbpp_plus_path(version=self.version or "default")
+        except Exception as exc:
+            log.warning("evalplus download of MBPP+ failed: %s", exc)
+            return None
+
+    def dataset_version(self, path: str, tasks: list[dict]) -> str:
+        m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
+        if m:
+            return m.group(0)
+        return {399: "v0.1.0", 378: "v0.2.0"}.get(len(tasks), "unknown")
+
+    def _prompts(self, data_path: str | None) -> dict[str, str]:
+        candidates = [self.prompts_file, os.environ.get("EVOLCODER_MBPP_PROMPTS")]
+        if data_path:
+            candidates.append(str(Path(data_path).resolve().parent.parent / "mbpp" /
+                                  "wizardcoder_mbppplus_prompts.json"))
+        for c in candidates:
+            if c and Path(c).exists():
+                return _read_prompts(c)
+        return {}
+
+    def load_tasks(self, data_path: str | None = None) -> list[dict]:
+        tasks = super().load_tasks(data_path)
+        prompts = self._prompts(self.resolve_path(data_path))
+        for t in tasks:
+            t["instruction"] = prompts.get(t["task_id"]) or _instruction_from_prompt(t["prompt"])
+        return tasks
+
+    def problem_text(self, task: dict) -> str:
+        return task.get("instruction") or _instruction_from_prompt(task["prompt"])
+
+
+@functools.lru_cache(maxsize=4)
+def _read_prompts(path: str) -> dict[str, str]:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if isinstance(data, list):
+        data = {str(d["task_id"]): d["prompt"] for d in data}
+    return {str(k): v for k, v in data.items()}
+
+
+def _instruction_from_prompt(prompt: str) -> str:
+    """evalplus MBPP+ prompt (docstring with text + one assert) -> WizardCoder's instruction text."""
+    body = prompt.strip().strip('"').strip()
+    lines = body.splitlines()
+    asserts = [ln for ln in lines if ln.strip().startswith("assert")]
+    text = " ".join(ln.strip() for ln in lines if not ln.strip().startswith("assert")).strip()
+    if not asserts:
+        return text
+    return (f"{text} Your code should satisfy the following assertion:\n```python\n"
+            f"{asserts[0].strip()}\n```")

@@ -1,0 +1,64 @@
+"""The original MBPP test set (500 problems), scored through its ``test_list`` asserts."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from evolcoder.benchmarks import harness
+from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, extract_code, limits_for, strip_response
+from evolcoder.errors import DataError
+from evolcoder.execution import Job
+from evolcoder.io import read_jsonl
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: str) -> tuple[dict, ...]:
+    rows = read_jsonl(path)
+    for r in rows:
+        if "test_list" not in r or "text" not in r:
+            raise DataError(f"{path}: not an MBPP file (task {r.get('task_id')} lacks text/test_list)")
+        r["task_id"] = str(r["task_id"])
+    return tuple(rows)
+
+
+class MbppOriginal(Benchmark):
+    name = "mbpp-original"
+    data_key = "mbpp_original"
+    stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__",
+                      "\n# Example usage")
+
+    def load_tasks(self, data_path: str | None = None) -> list[dict]:
+        path = self.resolve_path(data_path)
+        if path is None:
+            raise DataError("mbpp-original: dataset path required (data.mbpp_original)")
+        return [dict(r) for r in _read(str(path))]
+
+    def dataset_version(self, path: str, tasks: list[dict]) -> str:
+        return f"original-{len(tasks)}"
+
+    def problem_text(self, task: dict) -> str:
+        # WizardCoder mbpp_gen.py: "\n{text}\nTest examples:" + each assert on its own line
+        prompt = f"\n{task['text']}\nTest examples:"
+        if task["task_id"] == "493":
+            prompt += "\ncalculate_polygons(startx, starty, endx, endy, radius)"
+        else:
+            for test in task["test_list"]:
+                prompt += f"\n{test}"
+        return prompt
+
+    def postprocess(self, task: dict, raw: str) -> str:
+        return extract_code(strip_response(raw))
+
+    def solution_from_record(self, task: dict, rec: dict) -> str:
+        if isinstance(rec.get("completion"), str) and not isinstance(rec.get("solution"), str):
+            return rec["completion"]  # no prompt to prepend: the completion is the program
+        return super().solution_from_record(task, rec)
+
+    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
+                 time_factor: float = 1.0, start: int = 0) -> Job:
+        limit = settings.timeout_s * time_factor
+        return Job(harness.run_asserts,
+                   (sample.solution, task.get("test_setup_code", ""), list(task["test_list"]), limit,
+                    settings.sem()),
+                   limits_for(settings, limit))

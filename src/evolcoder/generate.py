@@ -1,0 +1,276 @@
+"""``evolcoder generate`` (benchmark completions) and ``evolcoder gather`` (shards -> sanitised file).
+
+Generation settings (``--settings-json``)::
+
+    limit            first N tasks (null = all)
+    prompt_template  wizardcoder | plain | path/to/template.txt ({problem} placeholder)
+    mode             greedy | sampled
+    n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1)
+    max_new_tokens, batch_size
+    backend          hf (transformers, CPU/GPU) | vllm (GPU, optional extra)
+    seed             sampling seed
+    prompts_file     MBPP+: WizardCoder's prompts JSON
+
+Shards: ``--shard I --num-shards N`` takes the I-th contiguous chunk of the tasks, so a cluster
+spreads generation over GPUs; ``gather`` concatenates shards in task order and sanitises them.
+Progress goes to ``OUT.partial`` (flushed per batch); a rerun resumes from what is there and the
+file is renamed to ``OUT`` when the shard is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from evolcoder.benchmarks import BENCHMARKS, get_benchmark
+from evolcoder.errors import BackendError, DataError, EvolcoderError
+from evolcoder.io import iter_jsonl, parse_json_option, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenSettings:
+    limit: int | None = None
+    prompt_template: str = "wizardcoder"
+    mode: str = "greedy"
+    n: int = 1
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    backend: str = "hf"
+    seed: int = 42
+    prompts_file: str | None = None
+    dtype: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "GenSettings":
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        s = cls(**{k: v for k, v in d.items() if k in known})
+        if s.mode not in ("greedy", "sampled"):
+            raise EvolcoderError(f"generate: mode must be greedy or sampled, not {s.mode!r}")
+        if s.backend not in ("hf", "vllm"):
+            raise EvolcoderError(f"generate: backend must be hf or vllm, not {s.backend!r}")
+        if s.mode == "greedy":
+            s.n = 1
+        if s.n < 1 or s.batch_size < 1 or s.max_new_tokens < 1:
+            raise EvolcoderError("generate: n, batch_size and max_new_tokens must be >= 1")
+        return s
+
+
+def shard_slice(n_items: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous chunk ``shard`` of ``num_shards`` over ``n_items`` (sizes differ by at most 1)."""
+    if not 0 <= shard < num_shards:
+        raise EvolcoderError(f"--shard {shard} out of range for --num-shards {num_shards}")
+    base, extra = divmod(n_items, num_shards)
+    start = shard * base + min(shard, extra)
+    return start, start + base + (1 if shard < extra else 0)
+
+
+def truncate_at_stop(text: str, stops) -> str:
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_shards: int) -> list[dict]:
+    """The (task, sample) items of one shard, with their prompts."""
+    tasks = bench.load_tasks(data_path)
+    if settings.limit:
+        tasks = tasks[: int(settings.limit)]
+    lo, hi = shard_slice(len(tasks), shard, num_shards)
+    items = []
+    for t in tasks[lo:hi]:
+        prompt = bench.build_prompt(t, settings.prompt_template)
+        for k in range(settings.n):
+            items.append({"task_id": str(t["task_id"]), "sample_idx": k, "prompt": prompt})
+    return items
+
+
+# ----------------------------------------------------------------------------- backends
+
+class HFBackend:
+    """transformers, left-padded batches, stop sequences applied while generating."""
+
+    def __init__(self, model_dir: str, settings: GenSettings):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = {"auto": (torch.bfloat16 if self.device == "cuda" else torch.float32),
+                 "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.dtype]
+        try:
+            self.tok = AutoTokenizer.from_pretrained(model_dir)
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
+        except OSError as exc:
+            raise BackendError(f"cannot load model {model_dir}: {exc}") from None
+        self.model.eval()
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.settings = settings
+
+    def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch, tok, s = self.torch, self.tok, self.settings
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        width = enc["input_ids"].shape[1]
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                tails = tok.batch_decode(input_ids[:, width:][:, -64:], skip_special_tokens=True)
+                done = [any(st in t for st in stops) for t in tails]
+                return torch.tensor(done, device=input_ids.device)
+
+        kwargs = dict(max_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id,
+                      stopping_criteria=StoppingCriteriaList([Stop()]) if stops else None)
+        if s.mode == "sampled":
+            torch.manual_seed(seed)
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.no_grad():
+            out = self.model.generate(**enc, **kwargs)
+        texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [truncate_at_stop(t, stops) for t in texts]
+
+
+class VLLMBackend:
+    """vLLM (GPU); imported only when selected."""
+
+    def __init__(self, model_dir: str, settings: GenSettings):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise BackendError("backend vllm: the vllm package is not installed "
+                               "(pip install 'evolcoder[vllm]' on a GPU machine)") from None
+        self.llm = LLM(model=model_dir, seed=settings.seed)
+        self.settings = settings
+
+    def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
+        from vllm import SamplingParams
+
+        s = self.settings
+        params = SamplingParams(
+            temperature=s.temperature if s.mode == "sampled" else 0.0,
+            top_p=s.top_p if s.mode == "sampled" else 1.0, max_tokens=s.max_new_tokens,
+            stop=list(stops), seed=seed)
+        outs = self.llm.generate(prompts, params)
+        return [truncate_at_stop(o.outputs[0].text, stops) for o in outs]
+
+
+def make_backend(model: str, settings: GenSettings):
+    from evolcoder.models import resolve
+
+    model_dir = resolve(model)
+    return (VLLMBackend if settings.backend == "vllm" else HFBackend)(model_dir, settings)
+
+
+def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
+                   data_path: str | None = None, shard: int = 0, num_shards: int = 1,
+                   backend=None) -> int:
+    """Generate the shard's items into ``out`` (resumable); returns the number of records."""
+    bench = get_benchmark(benchmark, **({"prompts_file": settings.prompts_file}
+                                        if benchmark == "mbpp" else {}))
+    items = plan(bench, data_path, settings, shard, num_shards)
+    partial = Path(str(out) + ".partial")
+    done: dict[tuple[str, int], dict] = {}
+    if partial.exists():
+        try:
+            for rec in iter_jsonl(partial):
+                done[(str(rec["task_id"]), int(rec["sample_idx"]))] = rec
+        except (DataError, KeyError):
+            log.warning("%s: unreadable tail, keeping the readable lines", partial)
+    todo = [it for it in items if (it["task_id"], it["sample_idx"]) not in done]
+    log.info("%s shard %d/%d: %d items, %d on disk, %d to generate", benchmark, shard, num_shards,
+             len(items), len(items) - len(todo), len(todo))
+    if todo:
+        backend = backend or make_backend(model, settings)
+        stops = tuple(bench.stop_sequences)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        # rewrite the readable part (drops a torn last line), then append batch by batch
+        write_jsonl(partial, [done[k] for k in ((i["task_id"], i["sample_idx"]) for i in items) if k in done])
+        bs = settings.batch_size
+        with open(partial, "a", encoding="utf-8") as fh:
+            for b in range(0, len(todo), bs):
+                batch = todo[b:b + bs]
+                seed = settings.seed + 7919 * items.index(batch[0])
+                texts = backend.generate([it["prompt"] for it in batch], stops, seed)
+                for it, text in zip(batch, texts):
+                    rec = {**it, "raw": text}
+                    done[(it["task_id"], it["sample_idx"])] = rec
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                log.info("%s: %d/%d generated", benchmark, min(b + bs, len(todo)), len(todo))
+    records = [done[(i["task_id"], i["sample_idx"])] for i in items]
+    write_jsonl(out, records)
+    partial.unlink(missing_ok=True)
+    return len(records)
+
+
+def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = None,
+           prompts_file: str | None = None) -> int:
+    """Concatenate shards in task order and sanitise: ``{task_id, sample_idx, solution, raw}``."""
+    bench = get_benchmark(benchmark, **({"prompts_file": prompts_file} if benchmark == "mbpp" else {}))
+    tasks = bench.load_tasks(data_path)
+    order = {str(t["task_id"]): i for i, t in enumerate(tasks)}
+    by_id = {str(t["task_id"]): t for t in tasks}
+    recs = []
+    for path in shards:
+        for rec in iter_jsonl(path):
+            tid = str(rec.get("task_id"))
+            if tid not in by_id:
+                raise DataError(f"{path}: task_id {tid!r} is not in {benchmark}")
+            recs.append(rec)
+    seen = set()
+    for r in recs:
+        key = (str(r["task_id"]), int(r.get("sample_idx", 0)))
+        if key in seen:
+            raise DataError(f"duplicate prediction {key} across shards")
+        seen.add(key)
+    recs.sort(key=lambda r: (order[str(r["task_id"])], int(r.get("sample_idx", 0))))
+    out_recs = [{"task_id": str(r["task_id"]), "sample_idx": int(r.get("sample_idx", 0)),
+                 "solution": bench.postprocess(by_id[str(r["task_id"])], r.get("raw", "")),
+                 "raw": r.get("raw", "")} for r in recs]
+    return write_jsonl(out, out_recs)
+
+
+@click.command(help="Generate benchmark completions with a model (one shard).")
+@click.option("--model", required=True, help="Model spec (directory, hub id, gguf:…, alias).")
+@click.option("--benchmark", required=True, type=click.Choice(list(BENCHMARKS)))
+@click.option("--out", required=True, help="Raw predictions (JSONL): {task_id, sample_idx, prompt, raw}.")
+@click.option("--settings-json", "settings_json", default=None, help="Generation settings (JSON or file).")
+@click.option("--data", "data_path", default=None, help="Dataset file.")
+@click.option("--shard", type=int, default=0, show_default=True)
+@click.option("--num-shards", type=int, default=1, show_default=True)
+def cli(model: str, benchmark: str, out: str, settings_json: str | None, data_path: str | None,
+        shard: int, num_shards: int) -> None:
+    settings = GenSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    n = run_generation(model, benchmark, out, settings, data_path, shard, num_shards)
+    click.echo(f"{benchmark}: {n} completions -> {out}")
+
+
+@click.command(help="Concatenate generation shards and sanitise them (raw and solution side by side).")
+@click.option("--benchmark", required=True, type=click.Choice(list(BENCHMARKS)))
+@click.option("--out", required=True, help="Sanitised predictions (JSONL).")
+@click.option("--data", "data_path", default=None, help="Dataset file.")
+@click.option("--settings-json", "settings_json", default=None, help="Generation settings (prompts_file).")
+@click.argument("shards", nargs=-1, required=True)
+def gather_cli(benchmark: str, out: str, data_path: str | None, settings_json: str | None,
+               shards: tuple[str, ...]) -> None:
+    settings = parse_json_option(settings_json, "settings-json")
+    n = gather(benchmark, list(shards), out, data_path, settings.get("prompts_file"))
+    click.echo(f"{benchmark}: {n} sanitised predictions -> {out}")

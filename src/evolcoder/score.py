@@ -1,0 +1,88 @@
+"""``evolcoder score``: score a predictions file on a benchmark, without the rest of the DAG.
+
+Accepted predictions (JSONL, several lines per task for n samples):
+- evolcoder / evalplus samples: ``{task_id, solution}`` (a complete program) or
+  ``{task_id, completion}`` (appended to the task prompt, as evalplus does);
+- WizardCoder's released files: ``{task_id, completion, all_code}`` (``completion`` wins);
+- raw model output only: ``{task_id, raw}`` or ``{task_id, all_code}`` (sanitised here).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from evolcoder.benchmarks import BENCHMARKS, get_benchmark
+from evolcoder.benchmarks.base import ScoreSettings
+from evolcoder.io import parse_json_option, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+
+def score_file(benchmark: str, predictions: str, data_path: str | None = None,
+               settings: dict | ScoreSettings | None = None, model_name: str | None = None,
+               prompts_file: str | None = None, progress=None) -> dict:
+    """Score ``predictions``; returns the score record (see docs/ARCHITECTURE.md)."""
+    st = settings if isinstance(settings, ScoreSettings) else ScoreSettings.from_dict(settings)
+    opts = {"prompts_file": prompts_file} if benchmark == "mbpp" else {}
+    bench = get_benchmark(benchmark, **opts)
+    tasks = bench.load_tasks(data_path)
+    samples = bench.load_predictions(predictions, tasks)
+    result = bench.score(samples, data_path, st, progress=progress)
+    head = {"model": model_name or default_model_name(predictions),
+            "predictions": {"path": str(predictions), "sha256": sha256_file(predictions)}}
+    return {**head, **result}
+
+
+def default_model_name(predictions: str) -> str:
+    """File name without .jsonl/.gz/.raw: ``wizardcoder-15b-v1.0_humaneval_greedy``."""
+    name = Path(predictions).name
+    for suffix in (".gz", ".jsonl", ".json", ".raw"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return name
+
+
+def summary_line(res: dict) -> str:
+    def fmt(d: dict) -> str:
+        return ", ".join(f"{k} = {v:.1f}" for k, v in d.items() if k.startswith("pass@"))
+
+    name = {"humaneval": "HumanEval", "mbpp": "MBPP", "mbpp-original": "MBPP (original)",
+            "ds1000": "DS-1000"}.get(res["benchmark"], res["benchmark"])
+    parts = [f"{name}: {fmt(res['base'])}"]
+    if "plus" in res:
+        parts.append(f"{name}+: {fmt(res['plus'])}")
+    skipped = res.get("skipped")
+    extra = f"; {len(skipped)} skipped" if skipped else ""
+    retried = res.get("retried") or []
+    ds = res.get("dataset", {})
+    return (" | ".join(parts) + f"  ({res['n_tasks']} tasks, n={res['n_samples_per_task']}, "
+            f"{ds.get('version', '?')}, {res['evaluator']['semantics']}, "
+            f"{len(retried)} retried{extra})")
+
+
+@click.command(help="Score predictions on a benchmark: pass@k (base and plus), per-task verdicts.")
+@click.option("--benchmark", required=True, type=click.Choice(list(BENCHMARKS)))
+@click.option("--predictions", required=True, type=click.Path(dir_okay=False),
+              help="JSONL: {task_id, solution|completion|all_code|raw}, one line per sample.")
+@click.option("--out", required=True, help="Score file (JSON) to write.")
+@click.option("--data", "data_path", default=None, help="Dataset file (default: evalplus download).")
+@click.option("--settings-json", "settings_json", default=None,
+              help="Execution settings: jobs, timeout_s, memory_mb, semantics, retries, ... (JSON or file).")
+@click.option("--model-name", default=None, help="Model name shown in the results table.")
+@click.option("--timings", default=None, help="Reference timings file (read; written when missing).")
+@click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (overrides settings).")
+@click.option("--prompts-file", default=None, help="MBPP+: WizardCoder's prompts JSON (for raw outputs).")
+def cli(benchmark: str, predictions: str, out: str, data_path: str | None, settings_json: str | None,
+        model_name: str | None, timings: str | None, jobs: int | None, prompts_file: str | None) -> None:
+    settings = parse_json_option(settings_json, "settings-json")
+    if timings:
+        settings["timings"] = timings
+    if jobs:
+        settings["jobs"] = jobs
+    res = score_file(benchmark, predictions, data_path, settings, model_name, prompts_file)
+    write_json(out, res)
+    click.echo(summary_line(res))
+    sys.stdout.flush()

@@ -1,0 +1,185 @@
+"""``evolcoder table``: collect score files into results/scores.{md,csv,json,png}.
+
+One row per (model, benchmark, split, mode): pass@1 (and pass@k where n > 1), the published
+numbers for that model in their own columns, our difference to the published number that the same
+setting should reproduce (marked when it differs beyond rounding), and for every number the
+evaluator semantics, dataset version and time-limit policy that produced it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from evolcoder.errors import DataError
+from evolcoder.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+BENCH_LABEL = {"humaneval": ("HumanEval", "HumanEval+"), "mbpp": ("MBPP (evalplus base)", "MBPP+"),
+               "mbpp-original": ("MBPP", "MBPP"), "ds1000": ("DS-1000", "DS-1000")}
+TOLERANCE = 0.05  # published numbers are rounded to 0.1
+
+
+def load_published(path: str | None = None) -> list[dict]:
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise DataError(f"{path}: published numbers file not found")
+        text = p.read_text(encoding="utf-8")
+    else:
+        text = (resources.files("evolcoder") / "data" / "published.yaml").read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path or 'published.yaml'}: not valid YAML ({exc})") from None
+    entries = data.get("entries", data if isinstance(data, list) else [])
+    for i, e in enumerate(entries):
+        missing = {"model", "benchmark", "split", "value"} - set(e)
+        if missing:
+            raise DataError(f"{path or 'published.yaml'}: entry {i} lacks {', '.join(sorted(missing))}")
+    return entries
+
+
+def _names(e: dict) -> set[str]:
+    return {str(n).lower() for n in [e["model"], *(e.get("aliases") or [])]}
+
+
+def _mode(res: dict, path: str) -> str:
+    stem = Path(path).stem
+    if stem in ("greedy", "sampled"):
+        return stem
+    return res.get("mode") or ("greedy" if res.get("n_samples_per_task", 1) == 1 else "sampled")
+
+
+def build_rows(scores: list[tuple[str, dict]], published: list[dict]) -> list[dict]:
+    rows = []
+    for path, res in scores:
+        model = str(res.get("model") or Path(path).parent.parent.name)
+        bench = res["benchmark"]
+        ev = res.get("evaluator", {})
+        ds = res.get("dataset", {})
+        for split in ("base", "plus"):
+            if split not in res:
+                continue
+            label = BENCH_LABEL.get(bench, (bench, bench + "+"))[split == "plus"]
+            pubs = [e for e in published if e["benchmark"] == bench and e["split"] == split
+                    and model.lower() in _names(e) and e.get("metric", "pass@1") == "pass@1"]
+            ours = res[split].get("pass@1")
+            ref = next((e for e in pubs if e.get("reference")), None)
+            delta = None if (ref is None or ours is None) else round(ours - float(ref["value"]), 1)
+            row: dict[str, Any] = {
+                "model": model, "benchmark": label, "benchmark_id": bench, "split": split,
+                "mode": _mode(res, path), "n": res.get("n_samples_per_task"),
+                "n_tasks": res.get("n_tasks"), "complete": res.get("complete", True),
+                "pass@1": ours,
+            }
+            for k, v in res[split].items():
+                if k.startswith("pass@") and k != "pass@1":
+                    row[k] = v
+            row["published"] = "; ".join(f"{e['value']} ({e.get('setting', '')})" for e in pubs)
+            row["published_reference"] = ref["value"] if ref else None
+            row["delta"] = delta
+            row["differs"] = bool(delta is not None and abs(ours - float(ref["value"])) > TOLERANCE)
+            row["evaluator"] = f"{ev.get('name', '?')} {ev.get('version', '')} ({ev.get('semantics', '?')})"
+            row["dataset"] = f"{ds.get('name', bench)} {ds.get('version', '?')} ({str(ds.get('sha256', ''))[:12]})"
+            row["time_limit_policy"] = ev.get("time_limit_policy", "")
+            row["retried"] = len(res.get("retried") or [])
+            row["skipped"] = len(res.get("skipped") or [])
+            row["sources"] = "; ".join(f"{e['value']}: {e.get('source', '')}" for e in pubs)
+            row["score_file"] = str(path)
+            rows.append(row)
+    rows.sort(key=lambda r: (r["model"], r["benchmark_id"], r["split"] != "base", r["mode"]))
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def to_markdown(rows: list[dict]) -> str:
+    ks = sorted({k for r in rows for k in r if k.startswith("pass@") and k != "pass@1"},
+                key=lambda k: int(k.split("@")[1]))
+    head = ["model", "benchmark", "mode", "n", "tasks", "pass@1", *ks, "published", "Δ vs published",
+            "evaluator", "dataset", "time limits"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
+        tasks = f"{r['n_tasks']}" + ("" if r["complete"] else " (subset)")
+        cells = [r["model"], r["benchmark"], r["mode"], _fmt(r["n"]), tasks, _fmt(r["pass@1"]),
+                 *[_fmt(r.get(k)) for k in ks], r["published"] or "–", delta, r["evaluator"],
+                 r["dataset"], r["time_limit_policy"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    notes = ["", "Δ: our pass@1 minus the published number that the same setting should reproduce; "
+             "⚠ marks a difference beyond rounding (0.05).",
+             "Sources of published numbers:"]
+    seen = set()
+    for r in rows:
+        if r["sources"] and r["sources"] not in seen:
+            seen.add(r["sources"])
+            notes.append(f"- {r['model']} {r['benchmark']}: {r['sources']}")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['model']}\n{r['benchmark']} ({r['mode']})" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4.5))
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], [r["pass@1"] or 0 for r in rows], width=0.4, label="ours (pass@1)")
+    ax.bar([x + 0.2 for x in xs], [r["published_reference"] or 0 for r in rows], width=0.4,
+           label="published", alpha=0.6)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("pass@1 (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_table(score_files: list[str], out_dir: str, published: str | None = None) -> list[dict]:
+    scores = []
+    for f in score_files:
+        res = read_json(f)
+        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
+            raise DataError(f"{f}: not a score file (no benchmark/base)")
+        scores.append((f, res))
+    rows = build_rows(scores, load_published(published))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "scores.md") as tmp:
+        tmp.write_text(to_markdown(rows), encoding="utf-8")
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    write_json(out / "scores.json", {"rows": rows})
+    write_chart(rows, out / "scores.png")
+    return rows
+
+
+@click.command(help="Collect score files into results tables (md/csv/json) and a bar chart.")
+@click.option("--out-dir", required=True, help="Folder for scores.{md,csv,json,png}.")
+@click.option("--published", default=None, help="YAML of published numbers (default: bundled).")
+@click.argument("scores", nargs=-1, required=True)
+def cli(out_dir: str, published: str | None, scores: tuple[str, ...]) -> None:
+    rows = write_table(list(scores), out_dir, published)
+    click.echo(f"{len(rows)} rows -> {out_dir}/scores.md")

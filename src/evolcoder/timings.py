@@ -1,0 +1,154 @@
+"""Reference outputs and timings of the canonical solutions (evalplus benchmarks).
+
+evalplus limits each test to ``max(floor, 4 x the reference solution's time)``, measured on the
+machine at scoring time, so load while the reference runs flips verdicts. Here the reference is
+measured once per (dataset sha256, machine class), as CPU time, the minimum of several repeats,
+and stored in a file (a Snakemake output, ``evolcoder timings``) that later runs reuse.
+
+Without ``--timings`` the file is cached under ``$EVOLCODER_CACHE/timings/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import platform
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evolcoder.errors import DataError, EvolcoderError
+from evolcoder.execution import Job, Limits, run_chains
+from evolcoder.io import atomic_path, parse_json_option
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = os.cpu_count() or 1
+    klass = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu or platform.machine()}-{cores}c").strip("-").lower()
+    return {"machine_class": klass, "cpu": cpu, "cores": cores, "machine": platform.machine(),
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def default_cache_path(benchmark: str, sha256: str, machine_class: str) -> Path:
+    from evolcoder.models import cache_dir
+
+    return cache_dir() / "timings" / f"{benchmark}-{sha256[:16]}-{machine_class}.pkl"
+
+
+def compute(bench, tasks: list[dict], settings) -> dict[str, dict]:
+    """Run every task's canonical solution (trusted) on its base and plus inputs."""
+    from evolcoder.benchmarks import harness
+
+    not_none = set(harness.MBPP_OUTPUT_NOT_NONE_TASKS) if bench.dataset == "mbpp" else set()
+    jobs = [Job(harness.run_reference,
+                (t["prompt"] + t["canonical_solution"], t["entry_point"],
+                 {"base": t["base_input"], "plus": t["plus_input"]}, settings.reference_repeats,
+                 t["entry_point"] in not_none),
+                Limits(wall_s=1800, cpu_s=1800, memory_mb=16384, nproc=256, fsize_mb=64,
+                       drop_privileges=False),
+                trusted=True)
+            for t in tasks]
+    results = [c[0] for c in run_chains(jobs, workers=settings.jobs, preimport=["numpy"], transport="spawn")]
+    out = {}
+    for t, r in zip(tasks, results):
+        if r.status != "ok" or r.result is None:
+            raise EvolcoderError(f"reference solution of {t['task_id']} failed: {r.detail}")
+        out[t["task_id"]] = r.result
+    return out
+
+
+def load(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            data = pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise DataError(f"{path}: not a reference timings file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DataError(f"{path}: not a reference timings file (format)")
+    return data
+
+
+def save(path: str | os.PathLike, data: dict) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> dict:
+    """``{"meta": ..., "tasks": {task_id: {base, base_time, plus, plus_time}}}`` for ``tasks``.
+
+    Reads the timings file (``settings.timings`` or the cache), measures what is missing
+    (only then), and stores the union back.
+    """
+    info = bench.dataset_info(data_path)
+    machine = machine_info()
+    path = Path(settings.timings) if settings.timings else default_cache_path(
+        bench.name, info["sha256"], machine["machine_class"])
+    data: dict[str, Any] | None = None
+    if path.exists():
+        data = load(path)
+        meta = data["meta"]
+        if meta.get("dataset_sha256") != info["sha256"]:
+            raise DataError(f"{path}: reference timings were measured on another dataset "
+                            f"(sha256 {meta.get('dataset_sha256', '?')[:12]}…, this one "
+                            f"{info['sha256'][:12]}…)")
+        if meta.get("machine_class") != machine["machine_class"]:
+            log.warning("%s: reference timings were measured on %s, this machine is %s",
+                        path, meta.get("machine_class"), machine["machine_class"])
+    missing = [t for t in tasks if data is None or t["task_id"] not in data["tasks"]]
+    if missing:
+        log.info("%s: measuring reference solutions of %d task(s) (once; stored in %s)",
+                 bench.name, len(missing), path)
+        measured = compute(bench, missing, settings)
+        if data is None:
+            data = {"format": FORMAT, "meta": {
+                "benchmark": bench.name, "dataset_version": info["version"],
+                "dataset_sha256": info["sha256"], **machine, "clock": "cpu",
+                "repeats": settings.reference_repeats,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                "tasks": {}}
+        data["tasks"].update(measured)
+        save(path, data)
+    meta = dict(data["meta"])
+    meta["path"] = str(path)
+    meta["n_tasks"] = len(data["tasks"])
+    return {"meta": meta, "tasks": data["tasks"]}
+
+
+@click.command(help="Measure the reference solutions' outputs and CPU times once (evalplus benchmarks).")
+@click.option("--benchmark", "benchmark", required=True, type=click.Choice(["humaneval", "mbpp"]))
+@click.option("--data", "data_path", default=None, help="Dataset file (default: evalplus download).")
+@click.option("--out", "out", required=True, help="Timings file to write (pickle).")
+@click.option("--settings-json", "settings_json", default=None, help="Score settings (jobs, reference_repeats).")
+@click.option("--limit", type=int, default=None, help="Only the first N tasks.")
+def cli(benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None) -> None:
+    from evolcoder.benchmarks import get_benchmark
+    from evolcoder.benchmarks.base import ScoreSettings
+
+    settings = ScoreSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    settings.timings = out
+    bench = get_benchmark(benchmark)
+    tasks = bench.load_tasks(data_path)
+    if limit:
+        tasks = tasks[:limit]
+    ref = reference_for(bench, tasks, data_path, settings)
+    meta = ref["meta"]
+    click.echo(f"{benchmark}: reference timings of {meta['n_tasks']} tasks on {meta['machine_class']} "
+               f"-> {out}")

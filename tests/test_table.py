@@ -1,0 +1,52 @@
+"""Results table: published numbers beside ours, differences marked, provenance per number."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from evolcoder.table import load_published, write_table
+
+
+def _score(model, bench, base, plus=None, n=1, semantics="evalplus-0.3.1", version="v0.1.10"):
+    res = {"model": model, "benchmark": bench, "n_samples_per_task": n, "n_tasks": 164, "complete": True,
+           "dataset": {"name": bench, "version": version, "sha256": "ab" * 32},
+           "evaluator": {"name": "evolcoder", "version": "0.1.0", "semantics": semantics,
+                         "time_limit_policy": "per test max(1s, 4 x reference cpu time)"},
+           "base": base, "retried": ["HumanEval/55"]}
+    if plus is not None:
+        res["plus"] = plus
+    return res
+
+
+def test_table_marks_differences_and_states_provenance(tmp_path):
+    a = tmp_path / "a" / "humaneval" / "greedy.json"
+    b = tmp_path / "b" / "mbpp" / "greedy.json"
+    c = tmp_path / "c" / "humaneval" / "sampled.json"
+    for path, res in [
+        (a, _score("wizardcoder-15b-v1.0_humaneval_greedy", "humaneval", {"pass@1": 59.8}, {"pass@1": 53.7})),
+        (b, _score("WizardCoder-33B-V1.1", "mbpp", {"pass@1": 82.0}, {"pass@1": 68.5}, version="v0.2.0")),
+        (c, _score("evolcoder-smollm2", "humaneval", {"pass@1": 1.2, "pass@10": 5.0}, {"pass@1": 1.0}, n=20)),
+    ]:
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(res))
+    rows = write_table([str(a), str(b), str(c)], str(tmp_path / "out"))
+    by = {(r["model"], r["benchmark"]): r for r in rows}
+    he = by[("wizardcoder-15b-v1.0_humaneval_greedy", "HumanEval")]
+    assert he["published_reference"] == 59.8 and he["delta"] == 0.0 and not he["differs"]
+    assert "57.3" in he["published"]
+    mb = by[("WizardCoder-33B-V1.1", "MBPP+")]
+    assert mb["differs"] and mb["delta"] == 1.6 and "v0.2.0" in mb["dataset"]
+    ours = by[("evolcoder-smollm2", "HumanEval")]
+    assert ours["mode"] == "sampled" and ours["pass@10"] == 5.0 and ours["published"] == ""
+    md = (tmp_path / "out" / "scores.md").read_text()
+    assert "**+1.6** ⚠" in md and "evalplus-0.3.1" in md and "max(1s, 4 x reference" in md
+    assert (tmp_path / "out" / "scores.png").stat().st_size > 1000
+    with open(tmp_path / "out" / "scores.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows) == 6
+    assert json.loads((tmp_path / "out" / "scores.json").read_text())["rows"]
+
+
+def test_published_file_has_a_source_for_every_number():
+    for e in load_published():
+        assert e["source"] and e["setting"] and isinstance(e["value"], float)
