@@ -190,10 +190,26 @@ def eval_models():
     return {m["name"]: m["model"] for m in config["evaluation"]["models"]}
 
 
+_WARNED = set()
+
+
+def _warn_once(message):
+    if message not in _WARNED:
+        _WARNED.add(message)
+        sys.stderr.write(f"evolcoder: warning: {message}\n")
+
+
 def external_predictions():
+    """{(name, benchmark, mode): path}; an optional entry whose file is missing is skipped."""
+    for e in config["evaluation"]["external_predictions"]:
+        if e.get("optional") and not Path(e["path"]).exists():
+            _warn_once(
+                f"external predictions {e['name']}: {e['path']} not found, skipped"
+            )
     return {
         (e["name"], e["benchmark"], e.get("mode", "greedy")): e["path"]
         for e in config["evaluation"]["external_predictions"]
+        if not (e.get("optional") and not Path(e["path"]).exists())
     }
 
 
@@ -250,6 +266,17 @@ def get_shards(wildcards):
         f"results/predictions/{wildcards.model}/{wildcards.benchmark}/{wildcards.mode}.shards/{i}.raw.jsonl"
         for i in range(n)
     ]
+
+
+def get_timings(wildcards):
+    """Reference timings (evalplus benchmarks): measured once per dataset and machine, then reused."""
+    if wildcards.benchmark in ("humaneval", "mbpp"):
+        return f"results/timings/{wildcards.benchmark}.pkl"
+    return []
+
+
+def timings_arg(wildcards, input):
+    return f"--timings {input.timings}" if input.timings else ""
 
 
 def get_predictions(wildcards):

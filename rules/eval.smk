@@ -48,9 +48,31 @@ rule gather:
         " > {log} 2>&1"
 
 
+rule timings:
+    output:
+        "results/timings/{benchmark}.pkl",
+    log:
+        "logs/timings/{benchmark}.log",
+    benchmark:
+        "benchmarks/timings/{benchmark}.tsv"
+    conda:
+        "../envs/sandbox.yaml"
+    container:
+        container_for("sandbox")
+    threads: 2
+    params:
+        data=get_data_path,
+        settings=as_json({"jobs": 2, "reference_repeats": 3}),
+        code=code_version("timings.py", "benchmarks/harness.py"),
+    shell:
+        "evolcoder timings --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --settings-json {params.settings} --out {output} > {log} 2>&1"
+
+
 rule score:
     input:
         predictions=get_predictions,
+        timings=get_timings,
     output:
         "results/scores/{model}/{benchmark}/{mode}.json",
     log:
@@ -65,10 +87,11 @@ rule score:
     params:
         data=get_data_path,
         settings=lambda w: as_json(score_settings(w)),
+        timings=timings_arg,
         code=code_version("score.py", "execution.py", "passk.py", "benchmarks"),
     shell:
         "evolcoder score --benchmark {wildcards.benchmark} --predictions {input.predictions:q}"
-        " --data {params.data:q} --model-name {wildcards.model} --settings-json {params.settings}"
+        " --data {params.data:q} --model-name {wildcards.model} --settings-json {params.settings} {params.timings}"
         " --out {output} > {log} 2>&1"
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("evolcoder.generate", "Generate benchmark completions with a model."),
     "gather": ("evolcoder.generate", "Concatenate generation shards and sanitise them."),
     "score": ("evolcoder.score", "Score predictions on a benchmark (pass@k, base and plus)."),
+    "timings": ("evolcoder.timings", "Measure reference outputs and CPU times once per dataset and machine."),
     "table": ("evolcoder.table", "Collect scores into results tables and a chart."),
     "prepare-model": ("evolcoder.models", "Resolve a model spec to a local directory (exports GGUF)."),
 }
