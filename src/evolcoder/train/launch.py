@@ -7,18 +7,18 @@ import json
 import os
 import sys
 
+from evolcoder.launch import visible_gpus as _granted_gpus
 from evolcoder.train.settings import TrainSettings
 
 LAUNCHED_ENV = "LOCAL_RANK"  # set by torchrun / deepspeed in every worker
 
 
 def visible_gpus(env: dict[str, str] | None = None) -> int:
-    """GPUs this job may use: CUDA_VISIBLE_DEVICES (set by SLURM inside an allocation, where
-    SLURM_JOB_GPUS is unset in the plugin's srun step), else what CUDA reports."""
-    env = os.environ if env is None else env
-    cvd = env.get("CUDA_VISIBLE_DEVICES")
-    if cvd is not None:
-        return len([d for d in cvd.split(",") if d.strip() and d.strip() != "-1"])
+    """GPUs this job may use: what the allocation grants (evolcoder.launch.visible_gpus:
+    CUDA_VISIBLE_DEVICES, which SLURM sets even where SLURM_JOB_GPUS is unset), else what CUDA reports."""
+    granted = _granted_gpus(os.environ if env is None else env)
+    if granted is not None:
+        return granted
     try:
         import torch
 
