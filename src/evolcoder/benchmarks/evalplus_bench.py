@@ -39,6 +39,12 @@ def _read_tasks(path: str, kind: str) -> tuple[dict, ...]:
     return tuple(rows)
 
 
+
+def _version_in_name(path: str) -> str | None:
+    """The release version in an evalplus data file's name (HumanEvalPlus-v0.1.10.jsonl.gz -> v0.1.10)."""
+    m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
+    return m.group(0) if m else None
+
 class EvalPlusBenchmark(Benchmark):
     has_plus = True
     dataset = ""  # evalplus's dataset name: humaneval | mbpp
@@ -101,12 +107,9 @@ class HumanEval(EvalPlusBenchmark):
             return None
 
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
-        m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
-        if m:
-            return m.group(0)
         from evalplus.data.humaneval import HUMANEVAL_PLUS_VERSION
 
-        return HUMANEVAL_PLUS_VERSION
+        return _version_in_name(path) or HUMANEVAL_PLUS_VERSION
 
 
 class MbppPlus(EvalPlusBenchmark):
@@ -129,10 +132,7 @@ class MbppPlus(EvalPlusBenchmark):
             return None
 
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
-        m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
-        if m:
-            return m.group(0)
-        return {399: "v0.1.0", 378: "v0.2.0"}.get(len(tasks), "unknown")
+        return _version_in_name(path) or {399: "v0.1.0", 378: "v0.2.0"}.get(len(tasks), "unknown")
 
     def _prompts(self, data_path: str | None) -> dict[str, str]:
         candidates = [self.prompts_file, os.environ.get("EVOLCODER_MBPP_PROMPTS")]
