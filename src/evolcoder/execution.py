@@ -394,10 +394,16 @@ _POOL_SLOT = 0
 
 
 def _worker_init(slot_counter, preimport: Sequence[str], isolate_network: bool) -> None:
-    global _POOL_SLOT
     with slot_counter.get_lock():
-        _POOL_SLOT = slot_counter.value
+        slot = slot_counter.value
         slot_counter.value += 1
+    init_worker(slot, preimport, isolate_network)
+
+
+def init_worker(slot: int, preimport: Sequence[str], isolate_network: bool) -> None:
+    """Set up a worker process: its sandbox slot, thread caps, pre-imports, network namespace."""
+    global _POOL_SLOT
+    _POOL_SLOT = slot
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                 "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
@@ -449,6 +455,51 @@ def preload(modules: Sequence[str]) -> None:
             log.debug("pre-import of %s failed: %s", name, exc)
 
 
+def same_interpreter(python: str) -> bool:
+    """Whether ``python`` names this process's own interpreter (then no foreign workers are needed).
+
+    Paths are compared without resolving links: every virtual environment's ``python`` links to
+    the same base binary, and what tells them apart is the path (its ``pyvenv.cfg``).
+    """
+    import sys
+
+    return os.path.abspath(python) == os.path.abspath(sys.executable)
+
+
+def describe_interpreter(modules: Sequence[str], imported: bool = True) -> dict:
+    """This interpreter and the versions of ``modules`` (top-level names; None when absent).
+
+    ``imported=True`` reads ``__version__`` of modules already imported (a worker after its
+    pre-imports); otherwise only looks them up, without importing anything heavy.
+    """
+    import importlib.util
+    import platform
+    import sys
+
+    versions: dict[str, str | None] = {}
+    for name in dict.fromkeys(m.split(".")[0] for m in modules):
+        mod = sys.modules.get(name)
+        if mod is None and not imported:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            versions[name] = _dist_version(name) if found else None
+            continue
+        versions[name] = getattr(mod, "__version__", None) if mod is not None else None
+    return {"python": platform.python_version(), "executable": sys.executable, "versions": versions}
+
+
+def _dist_version(module: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        dists = metadata.packages_distributions().get(module) or [module]
+        return metadata.version(dists[0])
+    except Exception:
+        return "unknown"
+
+
 def unshare_network() -> bool:
     """Put this process into an empty network namespace (root only); False when impossible."""
     try:
@@ -472,15 +523,26 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] = (
 
 def run_chains(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] = (),
                isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
-               transport: str = "fork") -> list[list[JobResult | None]]:
+               transport: str = "fork", python: str | None = None,
+               env_info: dict | None = None) -> list[list[JobResult | None]]:
     """Like :func:`run_jobs`, with each job's ``then`` chain: one result list per job.
 
     ``transport="fork"``: workers are forked from this process and find the jobs in memory (any
     callable works). ``"spawn"``: fresh, small worker processes receive each job pickled (module-level
     functions only); forking a sandbox child from a small worker is much cheaper than from a
     scoring process that holds a whole dataset and its expected outputs.
+
+    ``python``: run the workers under another interpreter (a pinned execution environment such as
+    DS-1000's, see :mod:`evolcoder.worker`); jobs travel pickled, as with ``"spawn"``. ``env_info``
+    (a dict) receives what the first worker reports of its interpreter and pre-imported libraries.
     """
     global _POOL_JOBS
+    if python is not None and not same_interpreter(python):
+        from evolcoder.worker import run_foreign
+
+        return run_foreign(jobs, python, workers, preimport, isolate_network, progress, env_info)
+    if env_info is not None:
+        env_info.update(describe_interpreter(preimport, imported=False))
     if transport == "spawn":
         return _run_spawned(jobs, workers, preimport, isolate_network, progress)
     results: list = [None] * len(jobs)

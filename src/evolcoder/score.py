@@ -56,6 +56,9 @@ def summary_line(res: dict) -> str:
         parts.append(f"{name}+: {fmt(res['plus'])}")
     skipped = res.get("skipped")
     extra = f"; {len(skipped)} skipped" if skipped else ""
+    causes = res.get("failure_causes") or {}
+    if causes:
+        extra += "; failed for " + ", ".join(f"{c}: {len(ids)}" for c, ids in causes.items())
     retried = res.get("retried") or []
     ds = res.get("dataset", {})
     return (" | ".join(parts) + f"  ({res['n_tasks']} tasks, n={res['n_samples_per_task']}, "
@@ -75,9 +78,14 @@ def summary_line(res: dict) -> str:
 @click.option("--timings", default=None, help="Reference timings file (read; written when missing).")
 @click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (overrides settings).")
 @click.option("--prompts-file", default=None, help="MBPP+: WizardCoder's prompts JSON (for raw outputs).")
+@click.option("--ds1000-python", default=None,
+              help="DS-1000: interpreter of its pinned environment (default $EVOLCODER_DS1000_PYTHON).")
 def cli(benchmark: str, predictions: str, out: str, data_path: str | None, settings_json: str | None,
-        model_name: str | None, timings: str | None, jobs: int | None, prompts_file: str | None) -> None:
+        model_name: str | None, timings: str | None, jobs: int | None, prompts_file: str | None,
+        ds1000_python: str | None) -> None:
     settings = parse_json_option(settings_json, "settings-json")
+    if ds1000_python:
+        settings["ds1000_python"] = ds1000_python
     if timings:
         settings["timings"] = timings
     if jobs:

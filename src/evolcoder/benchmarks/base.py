@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, run_chains, run_jobs
+from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, run_chains
 from evolcoder.io import iter_jsonl, sha256_file
 from evolcoder.passk import pass_at_k_table
 
@@ -72,17 +72,27 @@ class ScoreSettings:
     ds1000_preimport: list[str] = field(default_factory=lambda: [
         "numpy", "pandas", "scipy", "scipy.stats", "sklearn", "matplotlib", "matplotlib.pyplot",
         "seaborn", "torch", "tensorflow"])
+    # DS-1000 programs run under this interpreter (the env of envs/ds1000.txt); default:
+    # $EVOLCODER_DS1000_PYTHON, else the scorer's own (recorded, with a warning on pin mismatch)
+    ds1000_python: str | None = None
+    ds1000_timeout_s: float = 120.0     # per program, as the official harness
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ScoreSettings":
         d = dict(d or {})
+        # the score rule passes the config's `evaluation.execution` block as it is
+        execution = d.pop("execution", None)
+        if isinstance(execution, dict):
+            d = {**execution, **d}
+        d.pop("limit", None)  # a generation setting; scoring covers every predicted task
         if "workers" in d and "jobs" not in d:
             d["jobs"] = d.pop("workers")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
-            log.debug("score settings: ignoring unknown keys %s", unknown)
-        s = cls(**{k: v for k, v in d.items() if k in known})
+            raise EvolcoderError(f"score settings: unknown key(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(known))})")
+        s = cls(**d)
         if s.semantics not in SEMANTICS:
             raise EvolcoderError(f"score settings: unknown semantics {s.semantics!r} "
                                  f"(one of {', '.join(SEMANTICS)})")
@@ -299,9 +309,8 @@ class Benchmark:
                     prev.then = job
                 prev = job
             chains.append(first)
-        results = run_chains(chains, workers=settings.jobs, preimport=self.preimport(settings),
-                             isolate_network=settings.isolate_network, progress=progress,
-                             transport=settings.transport)
+        env_info: dict = {}
+        results = self.run_chains(chains, settings, settings.jobs, progress, env_info)
         verdicts = []
         for si, chain in enumerate(results):
             for split, r in zip(self.splits(), chain):
@@ -327,10 +336,7 @@ class Benchmark:
             factor *= settings.retry_time_factor
             log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", self.name,
                      len(todo), factor)
-            rres = [c[0] for c in run_chains([job_at(i, factor) for i in todo], workers=1,
-                                             preimport=self.preimport(settings),
-                                             isolate_network=settings.isolate_network,
-                                             transport=settings.transport)]
+            rres = [c[0] for c in self.run_chains([job_at(i, factor) for i in todo], settings, 1)]
             unblocked = []
             for i, r in zip(todo, rres):
                 v = _verdict(r)
@@ -343,14 +349,25 @@ class Benchmark:
                 if v["status"] == PASS and split != splits[-1]:
                     unblocked.append(index[(si, splits[splits.index(split) + 1])])
             if unblocked:
-                ures = [c[0] for c in run_chains([job_at(i, 1.0) for i in unblocked], workers=settings.jobs,
-                                                 preimport=self.preimport(settings),
-                                                 isolate_network=settings.isolate_network,
-                                                 transport=settings.transport)]
+                ures = [c[0] for c in self.run_chains([job_at(i, 1.0) for i in unblocked], settings,
+                                                      settings.jobs)]
                 for i, r in zip(unblocked, ures):
                     verdicts[i] = _verdict(r)
-        return self.aggregate(samples, keys, verdicts, tasks, settings, ctx, retried,
-                              data_path, time.time() - t0, all_tasks)
+        out = self.aggregate(samples, keys, verdicts, tasks, settings, ctx, retried,
+                             data_path, time.time() - t0, all_tasks)
+        out["execution_env"] = env_info
+        return out
+
+    def execution_python(self, settings: ScoreSettings) -> str | None:
+        """The interpreter whose workers run the programs; None: this process's own."""
+        return None
+
+    def run_chains(self, chains: list[Job], settings: ScoreSettings, workers: int, progress=None,
+                   env_info: dict | None = None) -> list[list[JobResult | None]]:
+        return run_chains(chains, workers=workers, preimport=self.preimport(settings),
+                          isolate_network=settings.isolate_network, progress=progress,
+                          transport=settings.transport, python=self.execution_python(settings),
+                          env_info=env_info)
 
     def aggregate(self, samples, keys, verdicts, tasks, settings, ctx, retried, data_path,
                   elapsed, all_tasks) -> dict:

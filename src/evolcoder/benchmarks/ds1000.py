@@ -3,21 +3,30 @@
 Each solution runs as the official harness builds the program: ``code_context`` +
 ``code = <solution>`` + ``test_execution(code)`` (+ ``test_string(code)`` where the context defines
 it), in a sandboxed child forked from a worker that has pre-imported the heavy libraries.
-Problems of a library that cannot be imported here (TensorFlow is optional) are reported as
-skipped, never as passed.
+
+The workers run under the interpreter of DS-1000's own environment (the official library pins,
+``envs/ds1000.txt``; ``ds1000_python`` or ``$EVOLCODER_DS1000_PYTHON``), not the scorer's: see
+:mod:`evolcoder.worker`. The score file records that environment's versions and whether they
+match the official pins. Problems of a library that cannot be imported there (TensorFlow is
+optional) are reported as skipped, never as passed; failures with an environmental cause (a
+network fetch in the network-less sandbox, a missing module, a timeout) are listed as such.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
 from typing import Any
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, limits_for
-from evolcoder.errors import DataError
-from evolcoder.execution import Job
+from evolcoder.errors import DataError, EvolcoderError
+from evolcoder.execution import Job, describe_interpreter, same_interpreter
 from evolcoder.io import read_jsonl
 from evolcoder.passk import pass_at_k_table
 
@@ -25,6 +34,64 @@ log = logging.getLogger(__name__)
 
 LIBRARY_MODULE = {"Pandas": "pandas", "Numpy": "numpy", "Matplotlib": "matplotlib", "Sklearn": "sklearn",
                   "Scipy": "scipy", "Pytorch": "torch", "Tensorflow": "tensorflow"}
+
+# The official DS-1000 (2024) execution environment, by module (None: any version; torch: a CPU
+# build). envs/ds1000.txt installs exactly these (tests/test_containers.py checks it).
+OFFICIAL_PINS: dict[str, str | None] = {
+    "numpy": "1.26.4", "pandas": "1.5.3", "scipy": "1.12.0", "sklearn": "1.4.0", "matplotlib": "3.8.4",
+    "seaborn": "0.13.2", "statsmodels": "0.14.1", "xgboost": "2.0.3", "gensim": "4.3.2",
+    "tensorflow": "2.16.1", "torch": None,
+}
+PYTHON_ENV_VAR = "EVOLCODER_DS1000_PYTHON"
+
+_NETWORK = ("URLError", "name resolution", "ConnectionError", "gaierror", "Network is unreachable",
+            "HTTPError", "ConnectionRefusedError", "RemoteDisconnected")
+_MISSING = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
+
+
+def failure_cause(reason: str) -> str | None:
+    """The environmental cause of a failure, if it has one: network, missing-module:<name>, timeout."""
+    if any(k in reason for k in _NETWORK):
+        return "network"
+    m = _MISSING.search(reason)
+    if m:
+        return f"missing-module:{m.group(1).split('.')[0]}"
+    if reason.startswith(("time limit", "wall-clock", "killed by signal")):
+        return "timeout"
+    return None
+
+
+def probe_interpreter(python: str) -> dict:
+    """``python`` and the versions of DS-1000's libraries there, without importing them."""
+    if same_interpreter(python):
+        return describe_interpreter(list(OFFICIAL_PINS), imported=False)
+    from evolcoder.worker import evolcoder_root
+
+    code = ("import json, sys; from evolcoder.execution import describe_interpreter; "
+            f"print(json.dumps(describe_interpreter({list(OFFICIAL_PINS)!r}, imported=False)))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    env["PYTHONPATH"] = evolcoder_root()
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EvolcoderError(f"ds1000: execution interpreter {python} cannot run: {exc}") from None
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        raise EvolcoderError(f"ds1000: execution interpreter {python} failed: {tail}")
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def pin_mismatches(versions: dict[str, str | None]) -> dict[str, dict]:
+    """Modules whose version differs from the official pins: {module: {want, have}}."""
+    out = {}
+    for mod, want in OFFICIAL_PINS.items():
+        have = versions.get(mod)
+        base = have.split("+")[0] if have else None
+        if have is None or (want is not None and base != want):
+            out[mod] = {"want": want or "any", "have": have}
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,15 +151,26 @@ class DS1000(Benchmark):
         return str(task_id).rsplit("/", 1)[-1]
 
     # --- scoring ---------------------------------------------------------------------------
-    def available_libraries(self) -> set[str]:
-        return {lib for lib, mod in LIBRARY_MODULE.items() if importlib.util.find_spec(mod) is not None}
+    def execution_python(self, settings: ScoreSettings) -> str:
+        """The interpreter of DS-1000's execution environment (see the module doc)."""
+        chosen = settings.ds1000_python or os.environ.get(PYTHON_ENV_VAR) or sys.executable
+        path = shutil.which(chosen) or chosen
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise EvolcoderError(f"ds1000: execution interpreter not found: {chosen} (set "
+                                 f"evaluation.execution.ds1000_python or ${PYTHON_ENV_VAR}; "
+                                 "bash scripts/setup_ds1000.sh builds it)")
+        return os.path.abspath(path)
+
+    def available_libraries(self, settings: ScoreSettings | None = None) -> set[str]:
+        versions = probe_interpreter(self.execution_python(settings or ScoreSettings()))["versions"]
+        return {lib for lib, mod in LIBRARY_MODULE.items() if versions.get(mod)}
 
     def preimport(self, settings: ScoreSettings) -> list[str]:
         return list(settings.ds1000_preimport)
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
                  time_factor: float = 1.0, start: int = 0) -> Job:
-        limit = settings.timeout_s * time_factor
+        limit = settings.ds1000_timeout_s * time_factor
         sem = settings.sem()
         sem["clock"] = "wall"  # library code may sleep or spawn threads; the official check is wall time
         lim = limits_for(settings, limit, memory_mb=max(settings.memory_mb, 16384))
@@ -101,18 +179,30 @@ class DS1000(Benchmark):
     def score(self, samples: list[Sample], data_path: str | None, settings: ScoreSettings,
               progress=None) -> dict:
         tasks = {t["task_id"]: t for t in self.load_tasks(data_path)}
-        libs = self.available_libraries()
+        python = self.execution_python(settings)
+        env = probe_interpreter(python)
+        versions = env["versions"]
+        libs = {lib for lib, mod in LIBRARY_MODULE.items() if versions.get(mod)}
+        mismatches = pin_mismatches(versions)
+        if mismatches:
+            log.warning("ds1000: the execution environment (%s) differs from the official pins: %s; "
+                        "verdicts may differ from the official harness (bash scripts/setup_ds1000.sh, "
+                        "then $%s)", python, ", ".join(f"{m} {d['have']} (pin {d['want']})"
+                                                        for m, d in mismatches.items()), PYTHON_ENV_VAR)
         keep = [s for s in samples if tasks[s.task_id]["library"] in libs]
         skipped = sorted({s.task_id for s in samples} - {s.task_id for s in keep}, key=int)
         if skipped:
             log.warning("ds1000: %d problem(s) skipped: library not installed (%s)", len(skipped),
                         ", ".join(sorted({tasks[t]["library"] for t in skipped})))
-        if settings.ds1000_preimport:
-            settings.ds1000_preimport = [m for m in settings.ds1000_preimport
-                                         if importlib.util.find_spec(m.split(".")[0]) is not None]
+        settings.ds1000_preimport = [m for m in settings.ds1000_preimport if versions.get(m.split(".")[0])]
         res = super().score(keep, data_path, settings, progress) if keep else _empty(self, data_path, settings)
+        worker = res.get("execution_env") or {}
+        res["execution_env"] = {**env, "preimported": worker.get("preimported", []),
+                                "official_pins": {m: v or "any" for m, v in OFFICIAL_PINS.items()},
+                                "pins_match": not mismatches, "mismatches": mismatches}
         res["skipped"] = skipped
-        res["skipped_reason"] = "library not importable here" if skipped else ""
+        res["skipped_reason"] = "library not importable in the execution environment" if skipped else ""
+        res["failure_causes"] = _failure_causes(res["per_task"])
         by_lib: dict[str, tuple[list[int], list[int]]] = {}
         for tid, e in res["per_task"].items():
             ns, cs = by_lib.setdefault(tasks[tid]["library"], ([], []))
@@ -120,6 +210,17 @@ class DS1000(Benchmark):
             cs.append(e["base_correct"])
         res["by_library"] = {lib: pass_at_k_table(ns, cs, [1])["pass@1"] for lib, (ns, cs) in sorted(by_lib.items())}
         return res
+
+
+def _failure_causes(per_task: dict) -> dict[str, list[str]]:
+    """Failed problems whose failure has an environmental cause, by cause (the rest are wrong)."""
+    out: dict[str, list[str]] = {}
+    for tid, e in per_task.items():
+        for reasons in (e.get("reasons") or {}).values():
+            cause = failure_cause(reasons.get("base") or "")
+            if cause and tid not in out.get(cause, []):
+                out.setdefault(cause, []).append(tid)
+    return dict(sorted(out.items()))
 
 
 def _empty(bench: DS1000, data_path: str | None, settings: ScoreSettings) -> dict:

@@ -1,0 +1,212 @@
+"""Sandbox workers under another Python interpreter (a pinned execution environment).
+
+DS-1000's programs must run against the benchmark's own library versions (numpy 1.26, pandas 1.5,
+...; ``envs/ds1000.txt``), which cannot share an environment with the rest of evolcoder (numpy 2,
+transformers). The scorer therefore stays in its own environment and starts its workers with the
+execution environment's interpreter::
+
+    <python> -m evolcoder.worker SLOT PREIMPORT_JSON ISOLATE_NETWORK
+
+``PYTHONPATH`` carries only evolcoder's own source (the worker side needs the standard library and
+nothing else), so every third-party import resolves in the execution environment.
+:mod:`multiprocessing` cannot do this: its spawned children inherit the parent's ``sys.path``.
+
+Protocol, over the worker's stdin and a dedicated copy of its stdout (stray prints of libraries
+go to stderr): each message is an 8-byte little-endian length and a pickle. The worker first
+sends a hello (its interpreter and library versions), then answers each ``(index, job)`` with
+``(index, [JobResult | None, ...])``, the results of the job's ``then`` chain. Each job still runs
+in its own sandboxed child (:func:`evolcoder.execution.run_job`); a worker that dies loses only
+the job in flight, which scores as a crash, and is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import selectors
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from evolcoder.errors import EvolcoderError
+
+log = logging.getLogger(__name__)
+
+_HEADER = 8
+
+
+def _write(fh: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    fh.write(len(data).to_bytes(_HEADER, "little") + data)
+    fh.flush()
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        block = os.read(fd, n - len(buf))
+        if not block:
+            return None
+        buf += block
+    return bytes(buf)
+
+
+def _read(fd: int) -> Any:
+    head = _read_exact(fd, _HEADER)
+    if head is None:
+        raise EOFError
+    body = _read_exact(fd, int.from_bytes(head, "little"))
+    if body is None:
+        raise EOFError
+    return pickle.loads(body)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from evolcoder.execution import describe_interpreter, init_worker, run_chain
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    slot, preimport, isolate = int(args[0]), json.loads(args[1]), args[2] == "1"
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # library chatter (TensorFlow, warnings) must not corrupt the protocol
+    init_worker(slot, preimport, isolate)
+    hello = describe_interpreter(preimport)
+    hello["preimported"] = [m for m in preimport if m in sys.modules]
+    _write(out, hello)
+    fd = sys.stdin.fileno()
+    while True:
+        try:
+            index, job = _read(fd)
+        except EOFError:
+            break
+        _write(out, (index, run_chain(job, slot=slot)))
+
+
+# ----------------------------------------------------------------------------- parent side
+
+def evolcoder_root() -> str:
+    """The directory that holds the ``evolcoder`` package (for the workers' PYTHONPATH)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+class _Worker:
+    def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool):
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+        env["PYTHONPATH"] = evolcoder_root()
+        self.slot = slot
+        self.stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-m", "evolcoder.worker", str(slot), json.dumps(list(preimport)),
+                 "1" if isolate_network else "0"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+        except OSError as exc:
+            raise EvolcoderError(f"execution interpreter {python!r} cannot be started: {exc}") from None
+        self.fd = self.proc.stdout.fileno()
+        self.busy: tuple[int, Any] | None = None
+        self.hello: dict | None = None
+
+    def send(self, index: int, job: Any) -> None:
+        self.busy = (index, job)
+        _write(self.proc.stdin, (index, job))
+
+    def stderr_tail(self) -> str:
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else ""
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+def run_foreign(jobs: Sequence[Any], python: str, workers: int = 1, preimport: Sequence[str] = (),
+                isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
+                env_info: dict | None = None) -> list:
+    """:func:`evolcoder.execution.run_chains` with workers running under ``python``."""
+    from evolcoder.execution import JobResult
+
+    if not jobs:
+        return []
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise EvolcoderError(f"execution interpreter not found or not executable: {python}")
+    n = max(1, min(int(workers), len(jobs)))
+    results: list = [None] * len(jobs)
+    todo = list(range(len(jobs)))[::-1]
+    sel = selectors.DefaultSelector()
+    pool: list[_Worker] = []
+    done = 0
+
+    def start(slot: int) -> _Worker:
+        w = _Worker(python, slot, preimport, isolate_network)
+        try:
+            w.hello = _read(w.fd)
+        except (EOFError, pickle.UnpicklingError) as exc:
+            tail = w.stderr_tail()
+            w.close()
+            raise EvolcoderError(f"execution interpreter {python} failed to start a worker"
+                                 f"{': ' + tail if tail else f' ({type(exc).__name__})'}") from None
+        if env_info is not None and not env_info:
+            env_info.update(w.hello)
+        sel.register(w.fd, selectors.EVENT_READ, w)
+        return w
+
+    def feed(w: _Worker) -> None:
+        if todo:
+            i = todo.pop()
+            w.send(i, jobs[i])
+
+    try:
+        for slot in range(n):
+            pool.append(start(slot))
+            feed(pool[-1])
+        while done < len(jobs):
+            for key, _ in sel.select():
+                w: _Worker = key.data
+                try:
+                    index, chain = _read(w.fd)
+                except (EOFError, pickle.UnpicklingError):
+                    # the worker died (OOM killer, a crash outside the sandboxed child): its job
+                    # in flight scores as a crash; a fresh worker takes the slot
+                    index, job = w.busy
+                    length = 1
+                    while getattr(job, "then", None) is not None:
+                        job, length = job.then, length + 1
+                    detail = f"worker died{': ' + w.stderr_tail() if w.stderr_tail() else ''}"
+                    chain = [JobResult("crash", None, detail)] + [None] * (length - 1)
+                    sel.unregister(w.fd)
+                    w.close()
+                    pool[pool.index(w)] = w = start(w.slot)
+                results[index] = chain
+                w.busy = None
+                done += 1
+                if progress:
+                    progress(done, len(jobs))
+                feed(w)
+    finally:
+        for w in pool:
+            try:
+                sel.unregister(w.fd)
+            except (KeyError, ValueError):
+                pass
+            w.close()
+        sel.close()
+    return results
+
+
+if __name__ == "__main__":
+    main()
