@@ -137,3 +137,20 @@ def test_prediction_formats(tmp_path):
     bad.write_text(json.dumps({"task_id": "HumanEval/1"}) + "\n")
     with pytest.raises(DataError, match="none of solution"):
         b.load_predictions(str(bad), tasks)
+
+
+def test_score_settings_take_the_rules_execution_block():
+    """The score rule passes {"execution": <evaluation.execution>, "limit": ..., "ks": ...}: every
+    execution key applies (semantics, retries, DS-1000 env), and an unknown key is an error."""
+    import pytest
+
+    from evolcoder.benchmarks.base import ScoreSettings
+    from evolcoder.errors import EvolcoderError
+
+    s = ScoreSettings.from_dict({"execution": {"jobs": 2, "semantics": "evalplus-0.2.0", "retries": 3,
+                                               "ds1000_python": "/opt/ds/bin/python"},
+                                 "limit": 12, "ks": [1, 10]})
+    assert (s.jobs, s.semantics, s.retries, s.ds1000_python, s.ks) == (2, "evalplus-0.2.0", 3,
+                                                                       "/opt/ds/bin/python", [1, 10])
+    with pytest.raises(EvolcoderError, match="unknown key.*jbos"):
+        ScoreSettings.from_dict({"execution": {"jbos": 2}})

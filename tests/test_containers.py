@@ -212,3 +212,26 @@ def test_gpu_rules_use_the_gpu_image_and_scoring_the_sandbox():
         assert name in rules, name
         assert f'container_for("{family}")' in rules[name] or f'config["containers"]["{family}"]' in rules[name], \
             (name, family)
+
+
+def test_ds1000_env_files_carry_the_official_pins():
+    """envs/ds1000.yaml (conda, the sandbox image) and envs/ds1000.txt (the lock setup_ds1000.sh
+    installs) pin the same versions, and those are the scorer's OFFICIAL_PINS."""
+    from evolcoder.benchmarks.ds1000 import OFFICIAL_PINS
+
+    lock = {}
+    for line in (ENVS / "ds1000.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            m = PIN.match(line.strip())
+            assert m, f"envs/ds1000.txt: not an exact pin: {line}"
+            lock[_norm(m.group(1))] = m.group(2)
+    conda = env_pins("ds1000.yaml")
+    for pkg, ver in conda.items():
+        if pkg in {"python", "pip"}:
+            continue
+        assert lock.get(pkg) == ver.split("+")[0], f"{pkg}: ds1000.yaml {ver}, ds1000.txt {lock.get(pkg)}"
+    dist = {"sklearn": "scikit-learn", "tensorflow": "tensorflow-cpu"}
+    for mod, want in OFFICIAL_PINS.items():
+        have = lock.get(dist.get(mod, mod))
+        assert have and (want is None or have == want), f"{mod}: official {want}, envs/ds1000.txt {have}"
+    assert conda["python"].startswith("3.11")  # pandas 1.5.3: no wheels past 3.11

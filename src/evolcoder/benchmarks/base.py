@@ -85,7 +85,7 @@ class ScoreSettings:
         if isinstance(execution, dict):
             d = {**execution, **d}
         d.pop("limit", None)  # a generation setting; scoring covers every predicted task
-        if "workers" in d and "jobs" not in d:
+        if "workers" in d:  # alias of jobs; explicit, so it wins over a schema-filled jobs
             d["jobs"] = d.pop("workers")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
