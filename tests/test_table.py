@@ -50,3 +50,24 @@ def test_table_marks_differences_and_states_provenance(tmp_path):
 def test_published_file_has_a_source_for_every_number():
     for e in load_published():
         assert e["source"] and e["setting"] and isinstance(e["value"], float)
+
+
+def test_table_states_the_ds1000_execution_environment(tmp_path):
+    """A DS-1000 number says whether it ran against the official library pins, and what was skipped."""
+    pinned = {"pins_match": True, "python": "3.11.7", "mismatches": {}}
+    other = {"pins_match": False, "python": "3.11.7",
+             "mismatches": {"numpy": {"want": "1.26.4", "have": "2.4.6"}, "tensorflow": {"want": "2.16.1", "have": None}}}
+    files = []
+    for name, env, skipped in [("pinned", pinned, []), ("other", other, [str(i) for i in range(955, 1000)])]:
+        res = _score(name, "ds1000", {"pass@1": 98.5}, semantics="ds1000-official", version="2024-1000")
+        res.update(execution_env=env, skipped=skipped, n_tasks=1000 - len(skipped))
+        path = tmp_path / name / "ds1000" / "greedy.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(res))
+        files.append(str(path))
+    rows = {r["model"]: r for r in write_table(files, str(tmp_path / "out"))}
+    assert rows["pinned"]["execution_env"] == "official library pins (python 3.11.7)"
+    assert rows["other"]["execution_env"].startswith("⚠ not the official library pins: numpy 2.4.6 (pin 1.26.4)")
+    assert "tensorflow missing" in rows["other"]["execution_env"]
+    md = (tmp_path / "out" / "scores.md").read_text()
+    assert "955, 45 skipped" in md and "official library pins (python 3.11.7)" in md

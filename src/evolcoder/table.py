@@ -90,6 +90,7 @@ def build_rows(scores: list[tuple[str, dict]], published: list[dict]) -> list[di
             row["evaluator"] = f"{ev.get('name', '?')} {ev.get('version', '')} ({ev.get('semantics', '?')})"
             row["dataset"] = f"{ds.get('name', bench)} {ds.get('version', '?')} ({str(ds.get('sha256', ''))[:12]})"
             row["time_limit_policy"] = ev.get("time_limit_policy", "")
+            row["execution_env"] = _env_summary(res.get("execution_env") or {})
             row["retried"] = len(res.get("retried") or [])
             row["skipped"] = len(res.get("skipped") or [])
             row["sources"] = "; ".join(f"{e['value']}: {e.get('source', '')}" for e in pubs)
@@ -97,6 +98,16 @@ def build_rows(scores: list[tuple[str, dict]], published: list[dict]) -> list[di
             rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["benchmark_id"], r["split"] != "base", r["mode"]))
     return rows
+
+
+def _env_summary(env: dict) -> str:
+    """Where the programs ran, for benchmarks with pinned libraries (DS-1000): pins kept or not."""
+    if "pins_match" not in env:
+        return ""
+    if env["pins_match"]:
+        return f"official library pins (python {env.get('python', '?')})"
+    return "⚠ not the official library pins: " + ", ".join(
+        f"{m} {d.get('have') or 'missing'} (pin {d.get('want')})" for m, d in (env.get("mismatches") or {}).items())
 
 
 def _fmt(v: Any) -> str:
@@ -115,9 +126,11 @@ def to_markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
-        tasks = f"{r['n_tasks']}" + ("" if r["complete"] else " (subset)")
+        tasks = (f"{r['n_tasks']}" + ("" if r["complete"] else " (subset)")
+                 + (f", {r['skipped']} skipped" if r.get("skipped") else ""))
+        evaluator = r["evaluator"] + (f"; {r['execution_env']}" if r.get("execution_env") else "")
         cells = [r["model"], r["benchmark"], r["mode"], _fmt(r["n"]), tasks, _fmt(r["pass@1"]),
-                 *[_fmt(r.get(k)) for k in ks], r["published"] or "–", delta, r["evaluator"],
+                 *[_fmt(r.get(k)) for k in ks], r["published"] or "–", delta, evaluator,
                  r["dataset"], r["time_limit_policy"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     notes = ["", "Δ: our pass@1 minus the published number that the same setting should reproduce; "

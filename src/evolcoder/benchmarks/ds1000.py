@@ -168,6 +168,15 @@ class DS1000(Benchmark):
     def preimport(self, settings: ScoreSettings) -> list[str]:
         return list(settings.ds1000_preimport)
 
+    def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
+        info = super().evaluator_info(settings, ctx)
+        info["semantics"] = "ds1000-official"  # code_context + test_execution (+ test_string)
+        return info
+
+    def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
+        return (f"{settings.ds1000_timeout_s:g}s per program (wall time); timeouts retried "
+                f"{settings.retries}x alone at x{settings.retry_time_factor:g}")
+
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
                  time_factor: float = 1.0, start: int = 0) -> Job:
         limit = settings.ds1000_timeout_s * time_factor
