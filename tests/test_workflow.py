@@ -117,3 +117,34 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     assert proc.returncode != 0 and "evolcoder: error: seed file seed.json: not valid JSON" in proc.stderr
     after = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
     assert before == after
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("EVOLCODER_DS1000_PYTHON"),
+                    reason="DS-1000 environment not built (EVOLCODER_DS1000_PYTHON)")
+def test_execution_config_reaches_the_scorer(tmp_path, shared_data, monkeypatch):
+    """`evaluation.execution` travels from the config through the score rule to the scorer: DS-1000
+    predictions score under the interpreter and time limit the config names (the environment
+    variable is removed, so only the config can point at the pinned env)."""
+    import os
+
+    import yaml
+
+    from evolcoder.io import read_jsonl
+
+    ds_python = os.environ["EVOLCODER_DS1000_PYTHON"]
+    monkeypatch.delenv("EVOLCODER_DS1000_PYTHON")
+    wd = copy_workflow(tmp_path / "wf", shared_data)
+    pred = tmp_path / "ds1000-reference.jsonl"
+    rows = read_jsonl(str(shared_data / "ds1000" / "ds1000.jsonl.gz"))[:3]
+    pred.write_text("".join(json.dumps({"task_id": str(r["metadata"]["problem_id"]),
+                                        "solution": r["reference_code"]}) + "\n" for r in rows))
+    overlay = {"evaluation": {
+        "external_predictions": [{"name": "ds1000-reference", "benchmark": "ds1000", "path": str(pred)}],
+        "execution": {"ds1000_python": ds_python, "ds1000_timeout_s": 90, "jobs": 2}}}
+    (wd / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    target = "results/scores/ds1000-reference/ds1000/greedy.json"
+    snakemake(wd, target, configfiles=("tests/configs/tiny.yaml", "overlay.yaml"))
+    res = json.loads((wd / target).read_text())
+    assert res["execution_env"]["executable"] == ds_python and res["execution_env"]["pins_match"]
+    assert res["evaluator"]["time_limit_policy"].startswith("90s per program")
+    assert res["n_tasks"] == 3 and res["base"]["pass@1"] == 100.0

@@ -41,7 +41,8 @@ def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ("tests/
     cfgs = list(configfiles)
     if (workdir / "data.yaml").exists():
         cfgs.append("data.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *(["--configfile", *cfgs] if cfgs else []), *args]
+    # the caller's arguments first: --configfile takes several values and would swallow a target
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, *(["--configfile", *cfgs] if cfgs else [])]
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
