@@ -161,10 +161,6 @@ class DS1000(Benchmark):
                                  "bash scripts/setup_ds1000.sh builds it)")
         return os.path.abspath(path)
 
-    def available_libraries(self, settings: ScoreSettings | None = None) -> set[str]:
-        versions = probe_interpreter(self.execution_python(settings or ScoreSettings()))["versions"]
-        return {lib for lib, mod in LIBRARY_MODULE.items() if versions.get(mod)}
-
     def preimport(self, settings: ScoreSettings) -> list[str]:
         return list(settings.ds1000_preimport)
 
