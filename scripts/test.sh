@@ -3,16 +3,16 @@
 # for tests/test_slurm.py), then pytest. Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# DS-1000's pinned execution environment (tests/test_score_ds1000.py), built in the background while
+# the main venv and the cluster are set up; EVOLCODER_DS1000=0 skips it (and those tests)
+ds_out=""
+if [ "${EVOLCODER_DS1000:-1}" != "0" ] && [ -z "${EVOLCODER_DS1000_PYTHON:-}" ]; then
+  ds_out=$(mktemp)
+  bash scripts/setup_ds1000.sh > "$ds_out" &
+  ds_pid=$!
+fi
 bash scripts/setup.sh
 . "${EVOLCODER_VENV:-.venv}/bin/activate"
-# DS-1000's pinned execution environment (tests/test_score_ds1000.py); EVOLCODER_DS1000=0 skips it
-if [ "${EVOLCODER_DS1000:-1}" != "0" ] && [ -z "${EVOLCODER_DS1000_PYTHON:-}" ]; then
-  if EVOLCODER_DS1000_PYTHON=$(bash scripts/setup_ds1000.sh); then
-    export EVOLCODER_DS1000_PYTHON
-  else
-    echo "test: DS-1000 environment not built; its full-dataset tests will skip" >&2
-  fi
-fi
 if [ "${EVOLCODER_SLURM:-auto}" != "0" ] && [ -f scripts/slurm/setup_cluster.sh ] \
    && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   if bash scripts/slurm/setup_cluster.sh; then
@@ -20,5 +20,17 @@ if [ "${EVOLCODER_SLURM:-auto}" != "0" ] && [ -f scripts/slurm/setup_cluster.sh 
   else
     echo "test: local SLURM cluster did not start; SLURM tests will skip" >&2
   fi
+fi
+if [ -n "$ds_out" ]; then
+  if wait "$ds_pid"; then
+    EVOLCODER_DS1000_PYTHON=$(tail -n 1 "$ds_out")
+    export EVOLCODER_DS1000_PYTHON
+  elif [ "${CI:-}" = "true" ]; then
+    echo "test: the DS-1000 environment failed to build (scripts/setup_ds1000.sh)" >&2
+    exit 1
+  else
+    echo "test: DS-1000 environment not built; its full-dataset tests will skip" >&2
+  fi
+  rm -f "$ds_out"
 fi
 python -m pytest "$@"

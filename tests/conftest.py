@@ -25,3 +25,18 @@ def shared_data() -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (set EVOLCODER_SHARED_DATA)")
     return path
+
+
+def test_timings(benchmark: str, data: Path) -> str:
+    """Reference timings shared by the scoring tests: measured once per (dataset, machine class)
+    with one repeat and kept across runs, beside (not in) the cache that user runs read."""
+    from evolcoder.io import sha256_file
+    from evolcoder.models import cache_dir
+    from evolcoder.timings import machine_info
+
+    folder = cache_dir() / "test-timings"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{benchmark}-{sha256_file(data)[:16]}-{machine_info()['machine_class']}.pkl")
+
+
+test_timings.__test__ = False  # a helper, not a test

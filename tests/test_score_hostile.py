@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import test_timings
+
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 HE = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
 pytestmark = pytest.mark.skipif(not HE.exists(), reason="shared data not available")
@@ -109,7 +111,7 @@ def hostile_scores(tmp_path_factory):
         recs.append({"task_id": task["task_id"], "solution": task["prompt"] + task["canonical_solution"]})
     pred = tmp / "hostile.jsonl"
     pred.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    settings = {"jobs": 2, "timings": str(tmp / "timings.pkl"), "retries": 1, "reference_repeats": 1}
+    settings = {"jobs": 2, "timings": test_timings("humaneval", HE), "retries": 1, "reference_repeats": 1}
     res = score_file("humaneval", str(pred), str(HE), settings)
     return res, names, canary
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import test_timings
 from evolcoder.score import score_file
 
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -46,7 +47,8 @@ HUMANEVAL_ORIGINAL_PLUS_FAILS = {
 def _score(tmp_path, bench, data, recs, **settings):
     pred = tmp_path / f"{bench}.jsonl"
     pred.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return score_file(bench, str(pred), str(data), {"jobs": 2, **settings})
+    timings = {"timings": test_timings(bench, data), "reference_repeats": 1} if bench in ("humaneval", "mbpp") else {}
+    return score_file(bench, str(pred), str(data), {"jobs": 2, **timings, **settings})
 
 
 def _fails(res, split):
