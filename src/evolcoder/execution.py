@@ -476,7 +476,10 @@ def describe_interpreter(modules: Sequence[str], imported: bool = True) -> dict:
     import platform
     import sys
 
+    from importlib import metadata
+
     versions: dict[str, str | None] = {}
+    dists: dict[str, list[str]] | None = None  # module -> distributions, read once when needed
     for name in dict.fromkeys(m.split(".")[0] for m in modules):
         mod = sys.modules.get(name)
         if mod is None and not imported:
@@ -484,20 +487,18 @@ def describe_interpreter(modules: Sequence[str], imported: bool = True) -> dict:
                 found = importlib.util.find_spec(name) is not None
             except (ImportError, ValueError):
                 found = False
-            versions[name] = _dist_version(name) if found else None
+            if not found:
+                versions[name] = None
+                continue
+            if dists is None:
+                dists = metadata.packages_distributions()
+            try:
+                versions[name] = metadata.version((dists.get(name) or [name])[0])
+            except metadata.PackageNotFoundError:
+                versions[name] = "unknown"
             continue
         versions[name] = getattr(mod, "__version__", None) if mod is not None else None
     return {"python": platform.python_version(), "executable": sys.executable, "versions": versions}
-
-
-def _dist_version(module: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        dists = metadata.packages_distributions().get(module) or [module]
-        return metadata.version(dists[0])
-    except Exception:
-        return "unknown"
 
 
 def unshare_network() -> bool:
@@ -543,6 +544,7 @@ def run_chains(jobs: Sequence[Job], workers: int = 1, preimport: Sequence[str] =
         return run_foreign(jobs, python, workers, preimport, isolate_network, progress, env_info)
     if env_info is not None:
         env_info.update(describe_interpreter(preimport, imported=False))
+        env_info["preimported"] = [m for m in preimport if env_info["versions"].get(m.split(".")[0])]
     if transport == "spawn":
         return _run_spawned(jobs, workers, preimport, isolate_network, progress)
     results: list = [None] * len(jobs)

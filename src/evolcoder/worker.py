@@ -90,15 +90,17 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 # ----------------------------------------------------------------------------- parent side
 
-def evolcoder_root() -> str:
-    """The directory that holds the ``evolcoder`` package (for the workers' PYTHONPATH)."""
-    return str(Path(__file__).resolve().parent.parent)
+def child_env() -> dict[str, str]:
+    """Environment of a process under another interpreter: this one's, with ``PYTHONPATH`` holding
+    only the directory of the ``evolcoder`` package (every other import resolves in its own env)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
 
 
 class _Worker:
     def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool):
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-        env["PYTHONPATH"] = evolcoder_root()
+        env = child_env()
         self.slot = slot
         self.stderr = tempfile.TemporaryFile()
         try:

@@ -15,6 +15,7 @@ network fetch in the network-less sandbox, a missing module, a timeout) are list
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -65,21 +66,18 @@ def probe_interpreter(python: str) -> dict:
     """``python`` and the versions of DS-1000's libraries there, without importing them."""
     if same_interpreter(python):
         return describe_interpreter(list(OFFICIAL_PINS), imported=False)
-    from evolcoder.worker import evolcoder_root
+    from evolcoder.worker import child_env
 
-    code = ("import json, sys; from evolcoder.execution import describe_interpreter; "
+    code = ("import json; from evolcoder.execution import describe_interpreter; "
             f"print(json.dumps(describe_interpreter({list(OFFICIAL_PINS)!r}, imported=False)))")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-    env["PYTHONPATH"] = evolcoder_root()
     try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=child_env(),
+                             timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EvolcoderError(f"ds1000: execution interpreter {python} cannot run: {exc}") from None
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or ["?"])[-1]
         raise EvolcoderError(f"ds1000: execution interpreter {python} failed: {tail}")
-    import json
-
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
