@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 import pytest
 
-from evolcoder.execution import SANDBOX_UID_BASE, Job, Limits, run_job, run_jobs
+from evolcoder.benchmarks import harness
+from evolcoder.execution import Job, Limits, run_job, sandbox_uid
+from evolcoder.worker import run_jobs
 
 FAST = Limits(wall_s=5.0, cpu_s=3.0, memory_mb=512, nproc=16, fsize_mb=1)
 
@@ -83,7 +86,7 @@ def test_fork_bomb_is_contained_and_cleaned_up():
     if os.geteuid() == 0:
         assert res.status == "ok" and res.result["forked"] < 16
         time.sleep(0.2)
-        assert _uid_procs(SANDBOX_UID_BASE) == []
+        assert _uid_procs(sandbox_uid()) == []
     else:  # not root: RLIMIT_NPROC relative to this user's processes
         assert res.status in ("ok", "timeout")
 
@@ -104,7 +107,7 @@ def test_escaped_daemon_is_killed():
     res = run_job(Job(daemon, (), FAST), slot=3)
     assert res.status == "ok"
     time.sleep(0.2)
-    assert _uid_procs(SANDBOX_UID_BASE + 3) == []
+    assert _uid_procs(sandbox_uid()) == []
 
 
 def test_cannot_delete_or_overwrite_files(tmp_path):
@@ -169,12 +172,13 @@ def test_workdir_is_thrown_away():
 
 
 def test_pool_keeps_order_and_isolates_jobs():
-    def spin():
-        while True:
-            pass
-
-    jobs = [Job(lambda i=i: {"i": i}, (), FAST) for i in range(6)]
-    jobs.insert(3, Job(spin, (), Limits(wall_s=1.5, cpu_s=1.0, memory_mb=512)))
+    sem = {"clock": "cpu", "guard": True}
+    jobs = [Job(harness.run_evalplus, (f"def f(x):\n    return x + {i}\n", "f", "humaneval", [[1]], [1.0], sem),
+                FAST) for i in range(6)]
+    jobs.insert(3, Job(harness.run_evalplus, ("def f(x):\n    while True:\n        pass\n", "f", "humaneval",
+                                              [[1]], [0.5], sem), Limits(wall_s=1.5, cpu_s=1.0, memory_mb=512)))
     res = run_jobs(jobs, workers=2)
-    assert [r.status for r in res] == ["ok"] * 3 + ["timeout"] + ["ok"] * 3
-    assert [r.result["i"] for r in res if r.status == "ok"] == list(range(6))
+    assert [r.status for r in res] == ["ok"] * 7
+    assert res[3].result["stop"][0] == "timeout"
+    outs = [pickle.loads(r.result["outputs"][0]) for i, r in enumerate(res) if i != 3]
+    assert outs == [1 + i for i in range(6)]

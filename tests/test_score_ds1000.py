@@ -18,7 +18,8 @@ import pytest
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.ds1000 import OFFICIAL_PINS, failure_cause
 from evolcoder.errors import EvolcoderError
-from evolcoder.execution import Job, Limits, run_chains
+from evolcoder.execution import Job, Limits
+from evolcoder.worker import run_jobs
 from evolcoder.score import score_file
 
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -113,7 +114,7 @@ def test_foreign_workers_run_programs_against_the_pinned_libraries():
     jobs = [Job(harness.run_ds1000, (context, p, 3.0, sem), Limits(wall_s=10, cpu_s=5, memory_mb=4096))
             for p in programs]
     info: dict = {}
-    res = [c[0] for c in run_chains(jobs, workers=2, preimport=["numpy"], python=DS_PYTHON, env_info=info)]
+    res = run_jobs(jobs, workers=2, preimport=["numpy"], python=DS_PYTHON, env_info=info)
     assert info["executable"] == DS_PYTHON and info["versions"]["numpy"] == "1.26.4"
     assert info["preimported"] == ["numpy"]
     verdicts = [r.result["status"] if r.status == "ok" else r.status for r in res]

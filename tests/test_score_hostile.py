@@ -139,7 +139,7 @@ def test_machine_unharmed(hostile_scores):
                 uid = os.stat(f"/proc/{name}").st_uid
             except OSError:
                 continue
-            if 61000 <= uid < 61100:
+            if 61000 <= uid < 62000:
                 left.append(name)
     assert left == []
 
@@ -171,12 +171,16 @@ MBPP_ORIG = DATA / "mbpp" / "mbpp.test.jsonl"
 
 
 def test_mbpp_original_asserts_are_type_aware(tmp_path):
-    """``assert f(x) == y`` is checked with trusted types, so an always-True __eq__ fails there too."""
+    """``assert f(x) == y``: the sandbox computes ``f(x)``, the scorer compares it with ``y`` (plain
+    values only), so an always-True __eq__ fails there too."""
     from evolcoder.benchmarks import get_benchmark
-    from evolcoder.benchmarks.harness import rewrite_asserts
+    from evolcoder.benchmarks.harness import plan_asserts
     from evolcoder.score import score_file
 
-    assert rewrite_asserts("assert f(1) == 2") == "assert __ec_eq__(f(1), 2)"
+    assert plan_asserts(["assert f(1) == 2"]) == [(["f(1)"], "__leaf0__ == 2")]
+    assert plan_asserts(["assert math.isclose(area(2), 12.5, rel_tol=0.01)"]) == [
+        (["area(2)"], "math.isclose(__leaf0__, 12.5, rel_tol=0.01)")]
+    assert plan_asserts(["assert set(f(x)) == set([1, 2])"]) == [(["set(f(x))"], "__leaf0__ == set([1, 2])")]
     tasks = get_benchmark("mbpp-original").load_tasks(str(MBPP_ORIG))[:3]
     recs = []
     for t in tasks:

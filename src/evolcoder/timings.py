@@ -23,7 +23,8 @@ from typing import Any
 import click
 
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.execution import Job, Limits, run_chains
+from evolcoder.execution import Job, Limits
+from evolcoder.worker import run_jobs
 from evolcoder.io import atomic_path, parse_json_option
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def compute(bench, tasks: list[dict], settings) -> dict[str, dict]:
                        drop_privileges=False),
                 trusted=True)
             for t in tasks]
-    results = [c[0] for c in run_chains(jobs, workers=settings.jobs, preimport=["numpy"], transport="spawn")]
+    results = run_jobs(jobs, workers=settings.jobs, preimport=["numpy"])
     out = {}
     for t, r in zip(tasks, results):
         if r.status != "ok" or r.result is None:

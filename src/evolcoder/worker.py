@@ -1,22 +1,25 @@
-"""Sandbox workers under another Python interpreter (a pinned execution environment).
+"""The sandbox's worker processes: fresh interpreters that fork one sandboxed child per job.
 
-DS-1000's programs must run against the benchmark's own library versions (numpy 1.26, pandas 1.5,
-...; ``envs/ds1000.txt``), which cannot share an environment with the rest of evolcoder (numpy 2,
-transformers). The scorer therefore stays in its own environment and starts its workers with the
-execution environment's interpreter::
+Every scoring job runs on a worker started here (``<python> -m evolcoder.worker SLOT PREIMPORT_JSON
+ISOLATE_NETWORK HIDE_JSON``), never on a process forked from the scorer, for two reasons:
 
-    <python> -m evolcoder.worker SLOT PREIMPORT_JSON ISOLATE_NETWORK
-
-``PYTHONPATH`` carries only evolcoder's own source (the worker side needs the standard library and
-nothing else), so every third-party import resolves in the execution environment.
-:mod:`multiprocessing` cannot do this: its spawned children inherit the parent's ``sys.path``.
+- **Nothing to steal.** A worker is a fresh process with an allow-listed environment
+  (:func:`child_env`): the caller's variables (API keys) and the scorer's memory (the expected
+  outputs, which stay in the scoring process, see :mod:`evolcoder.benchmarks.harness`) are not in
+  it, so a sandboxed child forked from it cannot find them, whatever it reads of its own memory.
+- **Another interpreter.** DS-1000's programs must run against the benchmark's own library
+  versions (numpy 1.26, pandas 1.5, ...; ``envs/ds1000.txt``), which cannot share an environment
+  with the rest of evolcoder. ``PYTHONPATH`` carries only evolcoder's own source (the worker side
+  needs the standard library and nothing else), so every third-party import resolves in the
+  execution environment. :mod:`multiprocessing` cannot do this: its spawned children inherit the
+  parent's ``sys.path`` and environment.
 
 Protocol, over the worker's stdin and a dedicated copy of its stdout (stray prints of libraries
 go to stderr): each message is an 8-byte little-endian length and a pickle. The worker first
-sends a hello (its interpreter and library versions), then answers each ``(index, job)`` with
-``(index, [JobResult | None, ...])``, the results of the job's ``then`` chain. Each job still runs
-in its own sandboxed child (:func:`evolcoder.execution.run_job`); a worker that dies loses only
-the job in flight, which scores as a crash, and is replaced.
+sends a hello (its interpreter, library versions and isolation), then answers each
+``(index, job)`` with ``(index, JobResult)``. Each job runs in its own sandboxed child
+(:func:`evolcoder.execution.run_job`), which cannot write to these pipes (its descriptors are
+closed); a worker that dies loses only the job in flight, which scores as a crash, and is replaced.
 """
 
 from __future__ import annotations
@@ -69,15 +72,17 @@ def _read(fd: int) -> Any:
 # ----------------------------------------------------------------------------- worker side
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from evolcoder.execution import describe_interpreter, init_worker, run_chain
+    from evolcoder.execution import describe_interpreter, describe_isolation, init_worker, run_job
 
     args = list(sys.argv[1:] if argv is None else argv)
     slot, preimport, isolate = int(args[0]), json.loads(args[1]), args[2] == "1"
+    hide = json.loads(args[3]) if len(args) > 3 else []
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # library chatter (TensorFlow, warnings) must not corrupt the protocol
-    init_worker(slot, preimport, isolate)
+    iso = init_worker(slot, preimport, isolate, hide)
     hello = describe_interpreter(preimport)
     hello["preimported"] = [m for m in preimport if m in sys.modules]
+    hello["isolation"] = describe_isolation(iso)
     _write(out, hello)
     fd = sys.stdin.fileno()
     while True:
@@ -85,28 +90,41 @@ def main(argv: Sequence[str] | None = None) -> None:
             index, job = _read(fd)
         except EOFError:
             break
-        _write(out, (index, run_chain(job, slot=slot)))
+        _write(out, (index, run_job(job, slot=slot)))
 
 
 # ----------------------------------------------------------------------------- parent side
 
+# variables a worker keeps from the caller's environment; nothing else (API keys, tokens) reaches it
+_WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+               "TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND", "HUMANEVAL_OVERRIDE_PATH", "MBPP_OVERRIDE_PATH")
+
+
 def child_env() -> dict[str, str]:
-    """Environment of a process under another interpreter: this one's, with ``PYTHONPATH`` holding
-    only the directory of the ``evolcoder`` package (every other import resolves in its own env)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    """Environment of a worker (or probe) process: an allow-list of the caller's variables, with
+    ``PYTHONPATH`` holding only the directory of the ``evolcoder`` package (every other import
+    resolves in the interpreter's own environment)."""
+    env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     return env
 
 
+def default_hidden() -> list[str]:
+    """What a sandboxed program must not read: the project tree (the working directory) and $HOME."""
+    return [os.getcwd(), os.path.expanduser("~")]
+
+
 class _Worker:
-    def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool):
+    def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool,
+                 hide: Sequence[str]):
         env = child_env()
         self.slot = slot
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
                 [python, "-m", "evolcoder.worker", str(slot), json.dumps(list(preimport)),
-                 "1" if isolate_network else "0"],
+                 "1" if isolate_network else "0", json.dumps(list(hide))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         except OSError as exc:
             raise EvolcoderError(f"execution interpreter {python!r} cannot be started: {exc}") from None
@@ -136,16 +154,25 @@ class _Worker:
         self.stderr.close()
 
 
-def run_foreign(jobs: Sequence[Any], python: str, workers: int = 1, preimport: Sequence[str] = (),
-                isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
-                env_info: dict | None = None) -> list:
-    """:func:`evolcoder.execution.run_chains` with workers running under ``python``."""
+def run_jobs(jobs: Sequence[Any], python: str | None = None, workers: int = 1, preimport: Sequence[str] = (),
+             isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
+             env_info: dict | None = None, hide: Sequence[str] | None = None) -> list:
+    """Run sandbox jobs on ``workers`` worker processes under ``python`` (default: this interpreter);
+    one :class:`~evolcoder.execution.JobResult` per job, in job order.
+
+    Workers are fresh processes with an allow-listed environment: neither the caller's variables
+    nor the scorer's memory (expected outputs) are in them, so a sandboxed child forked from a
+    worker finds neither. ``env_info`` (a dict) receives the first worker's hello: interpreter,
+    library versions, pre-imports and isolation (see :func:`evolcoder.execution.describe_isolation`).
+    """
     from evolcoder.execution import JobResult
 
     if not jobs:
         return []
+    python = python or sys.executable
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
         raise EvolcoderError(f"execution interpreter not found or not executable: {python}")
+    hide = default_hidden() if hide is None else list(hide)
     n = max(1, min(int(workers), len(jobs)))
     results: list = [None] * len(jobs)
     todo = list(range(len(jobs)))[::-1]
@@ -154,7 +181,7 @@ def run_foreign(jobs: Sequence[Any], python: str, workers: int = 1, preimport: S
     done = 0
 
     def start(slot: int) -> _Worker:
-        w = _Worker(python, slot, preimport, isolate_network)
+        w = _Worker(python, slot, preimport, isolate_network, hide)
         try:
             w.hello = _read(w.fd)
         except (EOFError, pickle.UnpicklingError) as exc:
@@ -180,20 +207,17 @@ def run_foreign(jobs: Sequence[Any], python: str, workers: int = 1, preimport: S
             for key, _ in sel.select():
                 w: _Worker = key.data
                 try:
-                    index, chain = _read(w.fd)
+                    index, res = _read(w.fd)
                 except (EOFError, pickle.UnpicklingError):
                     # the worker died (OOM killer, a crash outside the sandboxed child): its job
                     # in flight scores as a crash; a fresh worker takes the slot
-                    index, job = w.busy
-                    length = 1
-                    while getattr(job, "then", None) is not None:
-                        job, length = job.then, length + 1
-                    detail = f"worker died{': ' + w.stderr_tail() if w.stderr_tail() else ''}"
-                    chain = [JobResult("crash", None, detail)] + [None] * (length - 1)
+                    index, _job = w.busy
+                    tail = w.stderr_tail()
+                    res = JobResult("crash", None, f"worker died{': ' + tail if tail else ''}")
                     sel.unregister(w.fd)
                     w.close()
                     pool[pool.index(w)] = w = start(w.slot)
-                results[index] = chain
+                results[index] = res
                 w.busy = None
                 done += 1
                 if progress:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, run_chains
+from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, set_dumpable
+from evolcoder.worker import run_jobs
 from evolcoder.io import iter_jsonl, sha256_file
 from evolcoder.passk import pass_at_k_table
 
@@ -59,16 +60,15 @@ class ScoreSettings:
     clock: str = "cpu"                  # per-test limits on CPU time (load-independent) or "wall"
     min_time_limit: float | None = None  # override of the semantics' floor
     gt_time_limit_factor: float | None = None
-    wall_factor: float = 3.0            # wall-clock guard = this x the CPU budget (+2 s)
+    wall_factor: float = 3.0            # no-progress guard = this x the CPU budget (+2 s) of wall time
+                                        # spent neither running nor waiting for a CPU
     retries: int = 1                    # re-runs of a timed-out sample, alone
     retry_time_factor: float = 2.0      # each retry multiplies the time limits by this
-    strict_types: bool = True           # type-aware comparison (defeats always-True __eq__)
     ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
     timings: str | None = None          # reference timings file (read, or written when missing)
     reference_repeats: int = 3
     semantics_overrides: dict = field(default_factory=dict)  # e.g. {"find_zero_quirk": false}
     isolate_network: bool = True        # empty network namespace for the workers (root only)
-    transport: str = "spawn"            # fresh small workers get jobs pickled ("fork": inherit memory)
     ds1000_preimport: list[str] = field(default_factory=lambda: [
         "numpy", "pandas", "scipy", "scipy.stats", "sklearn", "matplotlib", "matplotlib.pyplot",
         "seaborn", "torch", "tensorflow"])
@@ -96,8 +96,6 @@ class ScoreSettings:
         if s.semantics not in SEMANTICS:
             raise EvolcoderError(f"score settings: unknown semantics {s.semantics!r} "
                                  f"(one of {', '.join(SEMANTICS)})")
-        if s.transport not in ("spawn", "fork"):
-            raise EvolcoderError(f"score settings: transport must be 'spawn' or 'fork', not {s.transport!r}")
         if s.clock not in ("cpu", "wall"):
             raise EvolcoderError(f"score settings: clock must be 'cpu' or 'wall', not {s.clock!r}")
         return s
@@ -113,7 +111,6 @@ class ScoreSettings:
             raise EvolcoderError(f"score settings: unknown semantics_overrides {sorted(unknown)}")
         sem.update(self.semantics_overrides)
         sem["clock"] = self.clock
-        sem["strict_types"] = self.strict_types
         sem["guard"] = True
         return sem
 
@@ -288,86 +285,77 @@ class Benchmark:
 
     def score(self, samples: list[Sample], data_path: str | None, settings: ScoreSettings,
               progress=None) -> dict:
-        """Run every sample's tests in the sandbox; pass@k, per-task verdicts, retries."""
+        """Run every sample's tests in the sandbox; pass@k, per-task verdicts, retries.
+
+        Split by split (base, then plus for the samples that passed base): each job runs in the
+        sandbox, and :meth:`check` decides its verdict here, in the scoring process. A timed-out
+        job is re-run alone, with longer limits, from the test that timed out, before it counts.
+        """
         t0 = time.time()
+        if os.geteuid() != 0:
+            set_dumpable(False)  # a same-uid sandboxed program cannot read this process's memory or environ
         all_tasks = self.load_tasks(data_path)
         by_id = {str(t["task_id"]): t for t in all_tasks}
         seen = list(dict.fromkeys(s.task_id for s in samples))
         tasks = [by_id[t] for t in seen]
         ctx = self.prepare(tasks, data_path, settings)
-        keys: list[tuple[int, str]] = []
-        chains: list[Job] = []
-        for si, s in enumerate(samples):
-            # base, then plus only when base passed (a sample failing base fails plus anyway)
-            first: Job | None = None
-            prev: Job | None = None
-            for split in self.splits():
-                job = self.make_job(by_id[s.task_id], s, split, ctx, settings)
-                if prev is None:
-                    first = job
-                else:
-                    prev.then = job
-                prev = job
-            chains.append(first)
-        env_info: dict = {}
-        results = self.run_chains(chains, settings, settings.jobs, progress, env_info)
-        verdicts = []
-        for si, chain in enumerate(results):
-            for split, r in zip(self.splits(), chain):
-                keys.append((si, split))
-                verdicts.append(_verdict(r) if r is not None
-                                else {"status": FAIL, "reason": "base tests failed", "skipped": True})
-        # timeouts: re-run alone, with a longer budget, before declaring a failure
-        retried: dict[str, list] = {}
-        index = {k: i for i, k in enumerate(keys)}
         splits = self.splits()
+        verdict: dict[tuple[int, str], dict] = {}
+        retried: dict[str, list] = {}
+        env_info: dict = {}
 
-        def job_at(i: int, factor: float) -> Job:
-            si, split = keys[i]
-            start = verdicts[i].get("failed") or 0 if verdicts[i]["status"] == TIMEOUT else 0
-            return self.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
-                                 time_factor=factor, start=start)
+        def run(items: list[tuple[int, str, int]], factor: float, workers: int, prog=None) -> None:
+            jobs = [self.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
+                                  time_factor=factor, start=start) for si, split, start in items]
+            results = self.run_jobs(jobs, settings, workers, prog, env_info if not env_info else None)
+            for (si, split, start), r in zip(items, results):
+                verdict[(si, split)] = self.check(by_id[samples[si].task_id], samples[si], split, ctx, settings,
+                                                  r, start)
 
-        factor = 1.0
-        for attempt in range(settings.retries):
-            todo = [i for i, v in enumerate(verdicts) if v["status"] == TIMEOUT]
-            if not todo:
-                break
-            factor *= settings.retry_time_factor
-            log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", self.name,
-                     len(todo), factor)
-            rres = [c[0] for c in self.run_chains([job_at(i, factor) for i in todo], settings, 1)]
-            unblocked = []
-            for i, r in zip(todo, rres):
-                v = _verdict(r)
-                si, split = keys[i]
-                retried.setdefault(samples[si].task_id, []).append(
-                    {"sample_idx": samples[si].sample_idx, "split": split, "attempt": attempt + 1,
-                     "status": v["status"]})
-                verdicts[i] = v
-                # a base verdict that turned into a pass unblocks the later splits of the sample
-                if v["status"] == PASS and split != splits[-1]:
-                    unblocked.append(index[(si, splits[splits.index(split) + 1])])
-            if unblocked:
-                ures = [c[0] for c in self.run_chains([job_at(i, 1.0) for i in unblocked], settings,
-                                                      settings.jobs)]
-                for i, r in zip(unblocked, ures):
-                    verdicts[i] = _verdict(r)
+        todo = list(range(len(samples)))
+        for split in splits:
+            run([(si, split, 0) for si in todo], 1.0, settings.jobs, progress)
+            factor = 1.0
+            for attempt in range(settings.retries):
+                late = [si for si in todo if verdict[(si, split)]["status"] == TIMEOUT]
+                if not late:
+                    break
+                factor *= settings.retry_time_factor
+                log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", self.name,
+                         len(late), factor)
+                before = {si: verdict[(si, split)].get("reason", "") for si in late}
+                run([(si, split, verdict[(si, split)].get("failed") or 0) for si in late], factor, 1)
+                for si in late:
+                    s = samples[si]
+                    retried.setdefault(s.task_id, []).append(
+                        {"sample_idx": s.sample_idx, "split": split, "attempt": attempt + 1,
+                         "timed_out": before[si], "status": verdict[(si, split)]["status"]})
+            todo = [si for si in todo if verdict[(si, split)]["status"] == PASS]
+        keys = [(si, split) for si in range(len(samples)) for split in splits]
+        verdicts = [verdict.get(k) or {"status": FAIL, "reason": "base tests failed", "skipped": True}
+                    for k in keys]
         out = self.aggregate(samples, keys, verdicts, tasks, settings, ctx, retried,
                              data_path, time.time() - t0, all_tasks)
+        if env_info.get("isolation", {}).get("missing"):
+            log.warning("sandbox (%s): missing protections: %s", env_info["isolation"]["mode"],
+                        "; ".join(env_info["isolation"]["missing"]))
         out["execution_env"] = env_info
         return out
+
+    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
+              result: JobResult, start: int = 0) -> dict:
+        """The verdict of one job, decided in the scoring process (default: what the harness reported)."""
+        return _verdict(result)
 
     def execution_python(self, settings: ScoreSettings) -> str | None:
         """The interpreter whose workers run the programs; None: this process's own."""
         return None
 
-    def run_chains(self, chains: list[Job], settings: ScoreSettings, workers: int, progress=None,
-                   env_info: dict | None = None) -> list[list[JobResult | None]]:
-        return run_chains(chains, workers=workers, preimport=self.preimport(settings),
-                          isolate_network=settings.isolate_network, progress=progress,
-                          transport=settings.transport, python=self.execution_python(settings),
-                          env_info=env_info)
+    def run_jobs(self, jobs: list[Job], settings: ScoreSettings, workers: int, progress=None,
+                 env_info: dict | None = None) -> list[JobResult]:
+        return run_jobs(jobs, python=self.execution_python(settings), workers=workers,
+                        preimport=self.preimport(settings), isolate_network=settings.isolate_network,
+                        progress=progress, env_info=env_info)
 
     def aggregate(self, samples, keys, verdicts, tasks, settings, ctx, retried, data_path,
                   elapsed, all_tasks) -> dict:
@@ -404,6 +392,13 @@ class Benchmark:
             out["plus"] = pass_at_k_table(ns, [e.get("plus_correct", 0) for e in per_task.values()],
                                           settings.ks)
         out["status_counts"] = _status_counts(per_task)
+        # why each timeout that survived the retries timed out: "cpu" (a CPU limit: the test's or
+        # the job's budget spent) or "stall" (no progress: sleeping, blocked or stopped)
+        causes: dict[str, int] = {}
+        for v in verdicts:
+            if v["status"] == TIMEOUT:
+                causes[v.get("cause", "cpu")] = causes.get(v.get("cause", "cpu"), 0) + 1
+        out["timeout_causes"] = causes
         out["retried"] = sorted(retried, key=_order)
         out["retries"] = {k: retried[k] for k in out["retried"]}
         out["elapsed_s"] = round(elapsed, 2)
@@ -431,9 +426,12 @@ def _verdict(r: JobResult) -> dict:
         st = r.result.get("status")
         if st not in (PASS, FAIL, TIMEOUT):
             return {"status": FAIL, "reason": "bad harness result"}
-        return {"status": st, "reason": r.result.get("reason", ""), "failed": r.result.get("failed")}
+        v = {"status": st, "reason": str(r.result.get("reason", ""))[:300], "failed": r.result.get("failed")}
+        if st == TIMEOUT:
+            v["cause"] = "cpu"
+        return v
     if r.status == TIMEOUT:
-        return {"status": TIMEOUT, "reason": r.detail}
+        return {"status": TIMEOUT, "reason": r.detail, "cause": r.cause or "cpu"}
     return {"status": FAIL, "reason": r.detail}
 
 

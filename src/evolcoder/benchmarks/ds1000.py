@@ -57,7 +57,7 @@ def failure_cause(reason: str) -> str | None:
     m = _MISSING.search(reason)
     if m:
         return f"missing-module:{m.group(1).split('.')[0]}"
-    if reason.startswith(("time limit", "wall-clock", "killed by signal")):
+    if reason.startswith(("time limit", "wall-clock", "killed by signal", "CPU budget", "no progress")):
         return "timeout"
     return None
 

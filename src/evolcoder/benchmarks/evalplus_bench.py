@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, limits_for
+from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, _verdict, limits_for
 from evolcoder.errors import DataError
-from evolcoder.execution import Job
+from evolcoder.execution import Job, JobResult
 from evolcoder.io import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,23 @@ class EvalPlusBenchmark(Benchmark):
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
                  time_factor: float = 1.0, start: int = 0) -> Job:
+        """The sample on the split's inputs; the expected outputs stay here (see :meth:`check`)."""
         sem = settings.sem()
         ref = ctx["tasks"][task["task_id"]]
         floor, factor, cap = sem["min_time_limit"], sem["gt_time_limit_factor"], sem["task_time_cap"]
         limits = [max(floor, factor * t) * time_factor for t in ref[f"{split}_time"]]
         budget = min(cap * time_factor, sum(limits[start:])) + 1.0
         return Job(harness.run_evalplus,
-                   (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"],
-                    ref[split], limits, task["atol"], sem, start),
+                   (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"], limits, sem, start),
                    limits_for(settings, budget))
+
+    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
+              result: JobResult, start: int = 0) -> dict:
+        if result.status != "ok" or result.result is None:
+            return _verdict(result)  # timeout or crash: decided by the sandbox guard, not the sample
+        ref = ctx["tasks"][task["task_id"]]
+        return harness.check_evalplus(result.result, task["entry_point"], self.dataset, task[f"{split}_input"],
+                                      ref[split], task["atol"], settings.sem(), start)
 
     def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
         sem = settings.sem()

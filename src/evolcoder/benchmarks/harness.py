@@ -1,10 +1,19 @@
-"""Test harnesses that run *inside* the sandboxed child (see :mod:`evolcoder.execution`).
+"""Test harnesses: the part that runs *inside* the sandboxed child (see :mod:`evolcoder.execution`)
+and the part that decides the verdict in the scoring process.
 
-Each harness executes untrusted code and returns a small JSON-able dict. Comparisons are
-type-aware: an output is compared only when every object in it is of a trusted plain type
-(builtins, numpy, a few stdlib containers, or a subclass that overrides none of the
-comparison/iteration protocol, e.g. a namedtuple), so an object whose ``__eq__`` always says
-True cannot pass.
+For HumanEval(+)/MBPP(+) (:func:`run_evalplus`) and the original MBPP (:func:`run_assert_leaves`)
+the child only *computes*: it runs the sample and sends back the values it returned, pickled the
+moment they are returned. The expected outputs never enter the child's process; the verdict is
+:func:`check_evalplus` / :func:`check_asserts` in the scoring process, on values rebuilt with
+:func:`evolcoder.execution.safe_loads` (plain builtin, collections, decimal/fractions and numpy
+values only), so neither an object whose ``__eq__`` always says True, nor a patched harness, nor
+a forged message on the result pipe can pass a test: at most the sample can claim outputs, which
+are then checked like any others.
+
+DS-1000 (:func:`run_ds1000`) keeps the official harness's shape: its ``code_context`` computes the
+reference answer and checks the sample's in one program, so that verdict is reported by the child
+(as under the official harness) and a sample written to subvert it could; the other protections
+(separate uid, private tmp, minimal environment, no network) apply to it as to every job.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import faulthandler
 import fractions
 import io
 import math
+import pickle
 import signal
 import sys
 from builtins import abs, bool, dict, id, isinstance, len, set, type  # immune to builtins patching
@@ -225,48 +235,144 @@ def _is_floats(x, np) -> bool:
     return False
 
 
-def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expected: list,
-                 time_limits: list[float], atol: float, sem: dict, start: int = 0) -> dict:
-    """One sample against one input group (base or plus), evalplus's ``unsafe_execute``.
+def to_plain(x: Any, _depth: int = 0) -> Any:
+    """``x`` made of plain values only (raises UntrustedOutput otherwise).
 
-    Returns ``{"status": pass|fail|timeout, "done": n_inputs_checked, "failed": index|None,
-    "reason": str}``. The first failing input stops the run (evalplus's fast check).
+    A subclass that overrides none of the comparison/iteration protocol (a namedtuple, say) is
+    turned into its plain base, so the scorer can rebuild it; anything else that is not a plain
+    builtin, collections, decimal/fractions or numpy value is refused. Returns ``x`` itself when
+    nothing needed converting.
     """
-    import numpy as np
+    t = type(x)
+    if t in _SCALARS:
+        return x
+    if _depth > 200:
+        raise UntrustedOutput("output nested too deeply")
+    np_ok = _numpy_ok(x, t)
+    if np_ok:
+        if t is sys.modules["numpy"].ndarray and x.dtype == object:
+            for item in x.ravel().tolist():
+                if to_plain(item, _depth + 1) is not item:
+                    raise UntrustedOutput("object array of converted values")
+        return x
+    base = _plain_base(t)
+    if base is None:
+        raise UntrustedOutput(f"untrusted output type {t.__qualname__}")
+    if base in _SCALARS:
+        return x if t is base else _SCALAR_COPY[base](x)
+    if base is range:
+        return x if t is base else range(x.start, x.stop, x.step)
+    if base in _MAPPINGS:
+        items = [(to_plain(k, _depth + 1), to_plain(v, _depth + 1)) for k, v in dict.items(x)]
+        if t is base and all(a is k and b is v for (a, b), (k, v) in zip(items, dict.items(x))):
+            return x
+        if base is collections.defaultdict:
+            return collections.defaultdict(None, items)
+        return base(items)
+    src = list(base.__iter__(x))
+    items = [to_plain(i, _depth + 1) for i in src]
+    if t is base and all(a is b for a, b in zip(items, src)):
+        return x
+    if base is collections.deque:
+        return collections.deque(items, x.maxlen)
+    return base(items)
 
-    allclose = np.allclose
-    strict = sem.get("strict_types", True)
+
+_SCALAR_COPY = {int: int.__int__, float: float.__float__, complex: lambda v: complex(v.real, v.imag),
+                str: lambda v: str.__add__("", v), bytes: lambda v: bytes.__add__(b"", v),
+                decimal.Decimal: lambda v: decimal.Decimal(str(decimal.Decimal.__str__(v))),
+                fractions.Fraction: lambda v: fractions.Fraction(int(v.numerator), int(v.denominator))}
+
+
+def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, time_limits: list[float],
+                 sem: dict, start: int = 0) -> dict:
+    """In the sandboxed child: the sample on each input in order (evalplus's ``unsafe_execute``
+    without the comparison, which :func:`check_evalplus` does in the scoring process).
+
+    Returns ``{"outputs": [pickled output, ...], "stop": None | [kind, index, reason]}``: each
+    output is pickled the moment it is returned (later mutation changes nothing); the first
+    exception or per-test timeout stops the run. The expected outputs are not in this process.
+    """
+    dumps, proto = pickle.dumps, pickle.HIGHEST_PROTOCOL
     timer = _Timer(sem.get("clock", "cpu"))
+    not_none = dataset == "mbpp" and entry_point in MBPP_OUTPUT_NOT_NONE_TASKS
     if sem.get("guard", True):
         reliability_guard()
     glb: dict = {}
+    outs: list[bytes] = []
     try:
         with swallow_io():
             exec(code, glb)
             fn = glb[entry_point]
     except BaseException as exc:
-        return {"status": FAIL, "done": 0, "failed": None, "reason": f"load: {type(exc).__name__}"}
-    uncounted = 0
-    if start and atol == 0 and any(_is_floats(e, np) for e in expected[:start]):
-        atol = 1e-6  # as if the skipped inputs had been checked (evalplus keeps the raised atol)
-    for i, inp in enumerate(inputs):
-        if i < start:
-            continue
-        stage = "run"
+        return {"outputs": outs, "stop": ["fail", start, f"load: {type(exc).__name__}"]}
+    for i in range(start, len(inputs)):
         try:
             timer.start(time_limits[i])
             try:
                 with swallow_io():
-                    out = fn(*inp)
+                    out = fn(*inputs[i])
             finally:
                 timer.stop()
-            stage = "check"
-            # outputs only tested for "is not None" (regex tasks) never reach an __eq__
-            if strict and not (dataset == "mbpp" and entry_point in MBPP_OUTPUT_NOT_NONE_TASKS
-                               and not isinstance(out, bool)):
-                check_trusted(out)
-            exp = expected[i]
-            exact_match = out == exp
+            if not_none and not isinstance(out, bool):
+                # regex tasks: only "is not None" is ever checked (never an __eq__ of the match)
+                outs.append(dumps((False, out is not None), proto))
+            else:
+                plain = to_plain(out)
+                outs.append(dumps((True, plain) if not_none else plain, proto))
+        except TimeLimitExceeded:
+            return {"outputs": outs, "stop": ["timeout", i, f"time limit {time_limits[i]:.3g}s "
+                                                           f"({sem.get('clock', 'cpu')} time) at test {i}"]}
+        except UntrustedOutput as exc:
+            return {"outputs": outs, "stop": ["fail", i, str(exc)]}
+        except BaseException as exc:
+            return {"outputs": outs, "stop": ["fail", i, f"run: {type(exc).__name__}"]}
+    return {"outputs": outs, "stop": None}
+
+
+def check_evalplus(result: dict, entry_point: str, dataset: str, inputs: list, expected: list, atol: float,
+                   sem: dict, start: int = 0) -> dict:
+    """In the scoring process: the outputs a sandboxed run sent back against the expected ones
+    (evalplus's checks and special oracles, first failure decides).
+
+    ``result`` is untrusted data (a sample controls what its child sends); only plain values can
+    be rebuilt from it (:func:`evolcoder.execution.safe_loads`), so every comparison below runs
+    builtin or numpy code. Returns ``{"status", "done", "failed", "reason"}``.
+    """
+    import numpy as np
+
+    from evolcoder.execution import UnsafeResult, safe_loads
+
+    outs, stop = result.get("outputs"), result.get("stop")
+    if not isinstance(outs, list) or not (stop is None or (isinstance(stop, list) and len(stop) == 3)):
+        return {"status": FAIL, "done": start, "failed": start, "reason": "malformed result"}
+    allclose = np.allclose
+    not_none = dataset == "mbpp" and entry_point in MBPP_OUTPUT_NOT_NONE_TASKS
+    uncounted = 0
+    if start and atol == 0 and any(_is_floats(e, np) for e in expected[:start]):
+        atol = 1e-6  # as if the skipped inputs had been checked (evalplus keeps the raised atol)
+    for j, blob in enumerate(outs):
+        i = start + j
+        if i >= len(inputs) or not isinstance(blob, bytes):
+            return {"status": FAIL, "done": i, "failed": i, "reason": "malformed result"}
+        try:
+            out = safe_loads(blob)
+        except UnsafeResult as exc:
+            return {"status": FAIL, "done": i, "failed": i, "reason": str(exc)}
+        inp, exp = inputs[i], expected[i]
+        try:
+            if not_none:
+                if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], bool)):
+                    raise UntrustedOutput("malformed result")
+                was_bool, out = out
+                if not was_bool:
+                    exact_match = exp == out  # out is "the sample's output is not None"
+                elif sem.get("mbpp_not_none_bool", True):
+                    exact_match = out == exp
+                else:
+                    exact_match = exp == (out is not None)
+            else:
+                exact_match = out == exp
             if dataset == "mbpp":
                 if entry_point == "are_equivalent":
                     exact_match = True
@@ -278,11 +384,6 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
                     exact_match = exact_match or out == _digit_distance_nums(*inp)
                 elif entry_point in MBPP_OUTPUT_SET_EQ_TASKS and sem.get("mbpp_set_eq", True):
                     exact_match = set(out) == set(exp)
-                elif entry_point in MBPP_OUTPUT_NOT_NONE_TASKS:
-                    if isinstance(out, bool) and sem.get("mbpp_not_none_bool", True):
-                        exact_match = out == exp
-                    else:
-                        exact_match = exp == (out is not None)
             if dataset == "humaneval" and entry_point == "find_zero":
                 assert abs(_poly(*inp, out)) <= atol
                 if sem.get("find_zero_quirk", False):
@@ -300,12 +401,18 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
                 assert allclose(out, exp, rtol=1e-07, atol=atol)
             else:
                 assert exact_match
-        except TimeLimitExceeded:
-            return {"status": TIMEOUT, "done": i, "failed": i, "reason": f"time limit {time_limits[i]:.3g}s"}
         except UntrustedOutput as exc:
             return {"status": FAIL, "done": i, "failed": i, "reason": str(exc)}
         except BaseException as exc:
-            return {"status": FAIL, "done": i, "failed": i, "reason": f"{stage}: {type(exc).__name__}"}
+            return {"status": FAIL, "done": i, "failed": i, "reason": f"check: {type(exc).__name__}"}
+    n = start + len(outs)
+    if stop is not None:
+        kind, reason = stop[0], str(stop[2])[:300]
+        if kind == TIMEOUT:
+            return {"status": TIMEOUT, "done": n, "failed": n, "reason": reason, "cause": "cpu"}
+        return {"status": FAIL, "done": n, "failed": n, "reason": reason}
+    if n < len(inputs):
+        return {"status": FAIL, "done": n, "failed": n, "reason": "incomplete result"}
     if uncounted:
         return {"status": FAIL, "done": len(inputs) - uncounted, "failed": None,
                 "reason": "find_zero: inputs not counted (evalplus 0.3.1 quirk)"}
@@ -314,48 +421,78 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, expect
 
 # ----------------------------------------------------------------------------- MBPP asserts
 
-def _eq(left: Any, right: Any) -> bool:
-    check_trusted(left)
-    check_trusted(right)
-    return left == right
+# Names a test may use that the scoring process provides itself (never taken from the sample).
+_CHECK_MODULES = ("math", "cmath", "re", "collections", "itertools", "heapq", "decimal", "fractions",
+                  "string", "operator", "functools")
+# Calls the checker evaluates itself around values computed by the sample (numeric, no iteration).
+_PASSTHROUGH = {"math.isclose", "cmath.isclose", "abs", "round", "float", "int", "complex", "len", "str", "bool"}
 
 
-def _truth(value: Any) -> bool:
-    check_trusted(value)
-    return bool(value)
+def _check_namespace() -> dict:
+    import importlib
+
+    ns: dict = {"__builtins__": builtins}
+    for name in _CHECK_MODULES:
+        ns[name] = importlib.import_module(name)
+    return ns
 
 
-class _AssertRewriter(ast.NodeTransformer):
-    """``assert a == b`` -> ``assert __ec_eq__(a, b)``; ``assert x`` -> ``assert __ec_truth__(x)``."""
+class _Leaves(ast.NodeTransformer):
+    """Splits an assert's expression: every smallest-enclosing sub-expression that needs the
+    sample's names (a call of its function, say) becomes a leaf ``__leaf<k>__`` that the sandboxed
+    child evaluates; the rest (comparisons, expected values, ``math.isclose`` ...) stays in the
+    expression the scoring process evaluates on the leaves' plain values."""
 
-    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
-        test = node.test
-        if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-            call = ast.Call(ast.Name("__ec_eq__", ast.Load()), [test.left, test.comparators[0]], [])
-        elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-            call = ast.UnaryOp(ast.Not(), ast.Call(ast.Name("__ec_truth__", ast.Load()), [test.operand], []))
-        else:
-            call = ast.Call(ast.Name("__ec_truth__", ast.Load()), [test], [])
-        return ast.copy_location(ast.Assert(call, node.msg), node)
+    def __init__(self, trusted: set[str]):
+        self.trusted = trusted
+        self.leaves: list[str] = []
+
+    def _needs_sample(self, node: ast.AST) -> bool:
+        return any(isinstance(n, ast.Name) and n.id not in self.trusted for n in ast.walk(node))
+
+    def _leaf(self, node: ast.AST) -> ast.AST:
+        self.leaves.append(ast.unparse(node))
+        return ast.copy_location(ast.Name(f"__leaf{len(self.leaves) - 1}__", ast.Load()), node)
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if not isinstance(node, ast.expr) or not self._needs_sample(node):
+            return node
+        if isinstance(node, (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp, ast.Tuple, ast.List)):
+            return self.generic_visit(node)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in _PASSTHROUGH \
+                and not self._needs_sample(node.func):
+            node.args = [self.visit(a) for a in node.args]
+            for kw in node.keywords:
+                kw.value = self.visit(kw.value)
+            return node
+        return self._leaf(node)
 
 
-def rewrite_asserts(source: str) -> str:
-    tree = _AssertRewriter().visit(ast.parse(source))
-    return ast.unparse(ast.fix_missing_locations(tree))
+def plan_asserts(tests: list[str]) -> list[tuple[list[str], str]]:
+    """Each test (``assert <expr>``) as (leaf expressions for the sandbox, check expression)."""
+    trusted = set(dir(builtins)) | set(_CHECK_MODULES)
+    out = []
+    for test in tests:
+        tree = ast.parse(test)
+        if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+            raise ValueError(f"not a single assert statement: {test[:80]!r}")
+        split = _Leaves(trusted)
+        expr = split.visit(tree.body[0].test)
+        out.append((split.leaves, ast.unparse(ast.fix_missing_locations(expr))))
+    return out
 
 
-def run_asserts(code: str, setup: str, tests: list[str], time_limit: float, sem: dict) -> dict:
-    """Original MBPP: the solution, the setup code, then each assert (type-aware ``==``)."""
+def run_assert_leaves(code: str, setup: str, leaves: list[list[str]], time_limit: float, sem: dict) -> dict:
+    """In the sandboxed child (original MBPP): the solution, the setup code, then each test's
+    leaf expressions, their values pickled at once; :func:`check_asserts` compares them."""
+    dumps, proto = pickle.dumps, pickle.HIGHEST_PROTOCOL
     timer = _Timer(sem.get("clock", "cpu"))
-    strict = sem.get("strict_types", True)
-    try:
-        checks = [rewrite_asserts(t) if strict else t for t in tests]
-    except SyntaxError:
-        checks = list(tests)
+    compiled = [[compile(e, "<test>", "eval") for e in test] for test in leaves]
     if sem.get("guard", True):
         reliability_guard()
-    glb: dict = {"__ec_eq__": _eq, "__ec_truth__": _truth, "__name__": "__main__"}
-    i = -1
+    glb: dict = {"__name__": "__main__"}
+    outs: list[list[bytes]] = []
+    t = -1
     try:
         timer.start(time_limit)
         try:
@@ -363,15 +500,56 @@ def run_asserts(code: str, setup: str, tests: list[str], time_limit: float, sem:
                 exec(code, glb)
                 if setup:
                     exec(setup, glb)
-                for i, check in enumerate(checks):
-                    exec(check, glb)
+                for t, test in enumerate(compiled):
+                    outs.append([dumps(to_plain(eval(e, glb)), proto) for e in test])
         finally:
             timer.stop()
     except TimeLimitExceeded:
-        return {"status": TIMEOUT, "done": max(i, 0), "failed": i, "reason": f"time limit {time_limit:.3g}s"}
+        return {"outputs": outs, "stop": ["timeout", max(t, 0), f"time limit {time_limit:.3g}s "
+                                                               f"({sem.get('clock', 'cpu')} time)"]}
+    except UntrustedOutput as exc:
+        return {"outputs": outs, "stop": ["fail", max(t, 0), str(exc)]}
     except BaseException as exc:
-        return {"status": FAIL, "done": max(i, 0), "failed": i, "reason": f"{type(exc).__name__}"}
-    return {"status": PASS, "done": len(checks), "failed": None, "reason": ""}
+        return {"outputs": outs, "stop": ["fail", max(t, 0), f"{type(exc).__name__}"]}
+    return {"outputs": outs, "stop": None}
+
+
+def check_asserts(result: dict, plan: list[tuple[list[str], str]]) -> dict:
+    """In the scoring process: each test's check expression on the leaf values the child sent."""
+    from evolcoder.execution import UnsafeResult, safe_loads
+
+    outs, stop = result.get("outputs"), result.get("stop")
+    if not isinstance(outs, list) or not (stop is None or (isinstance(stop, list) and len(stop) == 3)):
+        return {"status": FAIL, "done": 0, "failed": 0, "reason": "malformed result"}
+    base_ns = _check_namespace()
+    for t, blobs in enumerate(outs):
+        if t >= len(plan) or not isinstance(blobs, list) or len(blobs) != len(plan[t][0]):
+            return {"status": FAIL, "done": t, "failed": t, "reason": "malformed result"}
+        try:
+            ns = dict(base_ns)
+            for k, blob in enumerate(blobs):
+                if not isinstance(blob, bytes):
+                    raise UnsafeResult("malformed result")
+                ns[f"__leaf{k}__"] = safe_loads(blob)
+            ok = eval(plan[t][1], ns)
+            if not isinstance(ok, (bool, int)) and type(ok).__module__ != "numpy":
+                raise UntrustedOutput(f"untrusted check value {type(ok).__qualname__}")
+            passed = bool(ok)
+        except UnsafeResult as exc:
+            return {"status": FAIL, "done": t, "failed": t, "reason": str(exc)}
+        except BaseException as exc:
+            return {"status": FAIL, "done": t, "failed": t, "reason": f"check: {type(exc).__name__}"}
+        if not passed:
+            return {"status": FAIL, "done": t, "failed": t, "reason": "AssertionError"}
+    n = len(outs)
+    if stop is not None:
+        kind, reason = stop[0], str(stop[2])[:300]
+        if kind == TIMEOUT:
+            return {"status": TIMEOUT, "done": n, "failed": n, "reason": reason, "cause": "cpu"}
+        return {"status": FAIL, "done": n, "failed": n, "reason": reason}
+    if n < len(plan):
+        return {"status": FAIL, "done": n, "failed": n, "reason": "incomplete result"}
+    return {"status": PASS, "done": n, "failed": None, "reason": ""}
 
 
 # ----------------------------------------------------------------------------- DS-1000

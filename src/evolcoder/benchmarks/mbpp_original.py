@@ -6,9 +6,10 @@ import functools
 from typing import Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, extract_code, limits_for, strip_response
+from evolcoder.benchmarks.base import (Benchmark, Sample, ScoreSettings, _verdict, extract_code, limits_for,
+                                      strip_response)
 from evolcoder.errors import DataError
-from evolcoder.execution import Job
+from evolcoder.execution import Job, JobResult
 from evolcoder.io import read_jsonl
 
 
@@ -57,8 +58,23 @@ class MbppOriginal(Benchmark):
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
                  time_factor: float = 1.0, start: int = 0) -> Job:
+        """The solution and setup code, then each assert's sample-side values (see :meth:`check`)."""
         limit = settings.timeout_s * time_factor
-        return Job(harness.run_asserts,
-                   (sample.solution, task.get("test_setup_code", ""), list(task["test_list"]), limit,
-                    settings.sem()),
+        leaves = [lv for lv, _ in _plan(tuple(task["test_list"]))]
+        return Job(harness.run_assert_leaves,
+                   (sample.solution, task.get("test_setup_code", ""), leaves, limit, settings.sem()),
                    limits_for(settings, limit))
+
+    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
+              result: JobResult, start: int = 0) -> dict:
+        if result.status != "ok" or result.result is None:
+            return _verdict(result)  # timeout or crash: decided by the sandbox guard, not the sample
+        return harness.check_asserts(result.result, _plan(tuple(task["test_list"])))
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(tests: tuple[str, ...]) -> list:
+    try:
+        return harness.plan_asserts(list(tests))
+    except (SyntaxError, ValueError) as exc:
+        raise DataError(f"mbpp-original: a test cannot be checked: {exc}") from None
