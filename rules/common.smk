@@ -248,6 +248,11 @@ def generation_settings(wildcards):
     }
 
 
+def gather_settings(wildcards):
+    """Post-processing of the raw outputs (WizardCoder's process scripts or evalplus's sanitize)."""
+    return {"postprocess": config["evaluation"]["postprocess"]}
+
+
 def get_data_path(wildcards):
     """Dataset file of a benchmark ('' lets the scorer use evalplus's own download)."""
     key = {
@@ -289,7 +294,7 @@ def get_predictions(wildcards):
 
 def score_settings(wildcards):
     ev = config["evaluation"]
-    out = {"execution": ev["execution"], "limit": ev["limit"]}
+    out = {"execution": ev["execution"], "limit": ev["limit"], "postprocess": ev["postprocess"]}
     if wildcards.mode == "sampled":
         out["ks"] = ev["sampling"]["ks"]
     key = (wildcards.model, wildcards.benchmark, wildcards.mode)

@@ -42,10 +42,11 @@ rule gather:
         container_for("cpu")
     params:
         data=get_data_path,
-        code=code_version("generate.py", "benchmarks"),
+        settings=lambda w: as_json(gather_settings(w)),
+        code=code_version("generate.py", "benchmarks", "templates/eval"),
     shell:
-        "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q} --out {output} {input}"
-        " > {log} 2>&1"
+        "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --settings-json {params.settings} --out {output} {input} > {log} 2>&1"
 
 
 rule timings:
