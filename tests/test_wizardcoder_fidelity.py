@@ -243,7 +243,11 @@ def test_mbpp_raw_outputs_of_the_mbppplus_prompt_family_score_and_extra_ids_are_
     assert len(prompts) == 399 and len(dropped) == 21 and "Mbpp/229" in dropped
     tpl = prompt_template("wizardcoder", "mbpp")
     recs = []
-    for tid in list(tasks)[:30] + dropped:
+    # canonical solutions stand in for the model's code; those that use `assert` themselves (Mbpp/62) would be cut
+    # there too: upstream's cut is at the first "assert" anywhere
+    assert process_mbppplus(tasks["Mbpp/62"]["canonical_solution"]).endswith("def smallest_num(xs):")
+    clean = [tid for tid, t in tasks.items() if "assert" not in t["canonical_solution"]][:30]
+    for tid in clean + dropped:
         t = tasks.get(tid)
         code = t["canonical_solution"] if t else "def f():\n    return 0\n"
         # a model's answer in the tab style of its prompt, with a test of its own that fails
