@@ -248,6 +248,19 @@ def generation_settings(wildcards):
     }
 
 
+def table_options():
+    """`evolcoder table` options: reproductions matched to the published model, comparison block."""
+    ev = config["evaluation"]
+    opts = [
+        f"--match {shlex.quote(m['name'] + '=' + m['reproduces'])}"
+        for m in ev["models"]
+        if m.get("reproduces")
+    ]
+    if ev.get("published_comparison"):
+        opts.append("--comparison")
+    return " ".join(opts)
+
+
 def gather_settings(wildcards):
     """Post-processing of the raw outputs (WizardCoder's process scripts or evalplus's sanitize)."""
     return {"postprocess": config["evaluation"]["postprocess"]}

@@ -118,6 +118,7 @@ rule table:
     container:
         container_for("cpu")
     params:
+        options=table_options(),
         code=code_version("table.py", "data"),
     shell:
-        "evolcoder table --out-dir results {input} > {log} 2>&1"
+        "evolcoder table --out-dir results {params.options} {input} > {log} 2>&1"
