@@ -252,7 +252,7 @@ def table_options():
     """`evolcoder table` options: reproductions matched to the published model, comparison block."""
     ev = config["evaluation"]
     opts = [
-        f"--match {shlex.quote(m['name'] + '=' + m['reproduces'])}"
+        f"--match {shlex.quote(m['name'])}={shlex.quote(m['reproduces'])}"
         for m in ev["models"]
         if m.get("reproduces")
     ]
@@ -307,7 +307,11 @@ def get_predictions(wildcards):
 
 def score_settings(wildcards):
     ev = config["evaluation"]
-    out = {"execution": ev["execution"], "limit": ev["limit"], "postprocess": ev["postprocess"]}
+    out = {
+        "execution": ev["execution"],
+        "limit": ev["limit"],
+        "postprocess": ev["postprocess"],
+    }
     if wildcards.mode == "sampled":
         out["ks"] = ev["sampling"]["ks"]
     key = (wildcards.model, wildcards.benchmark, wildcards.mode)
