@@ -190,6 +190,7 @@ def test_prediction_import_skips_unknown_ids_and_records_uneven_n(tmp_path, capl
         b.load_predictions(str(p), tasks)
 
 
+@needs_data
 def test_non_utf8_predictions_are_a_one_line_error(tmp_path):
     p = tmp_path / "p.jsonl"
     p.write_bytes(b'{"task_id": "HumanEval/0", "solution": "ok"}\n{"task_id": "HumanEval/1", "solution": "\xe9"}\n')
