@@ -248,6 +248,24 @@ def generation_settings(wildcards):
     }
 
 
+def table_options():
+    """`evolcoder table` options: reproductions matched to the published model, comparison block."""
+    ev = config["evaluation"]
+    opts = [
+        f"--match {shlex.quote(m['name'])}={shlex.quote(m['reproduces'])}"
+        for m in ev["models"]
+        if m.get("reproduces")
+    ]
+    if ev.get("published_comparison"):
+        opts.append("--comparison")
+    return " ".join(opts)
+
+
+def gather_settings(wildcards):
+    """Post-processing of the raw outputs (WizardCoder's process scripts or evalplus's sanitize)."""
+    return {"postprocess": config["evaluation"]["postprocess"]}
+
+
 def get_data_path(wildcards):
     """Dataset file of a benchmark ('' lets the scorer use evalplus's own download)."""
     key = {
@@ -289,7 +307,11 @@ def get_predictions(wildcards):
 
 def score_settings(wildcards):
     ev = config["evaluation"]
-    out = {"execution": ev["execution"], "limit": ev["limit"]}
+    out = {
+        "execution": ev["execution"],
+        "limit": ev["limit"],
+        "postprocess": ev["postprocess"],
+    }
     if wildcards.mode == "sampled":
         out["ks"] = ev["sampling"]["ks"]
     key = (wildcards.model, wildcards.benchmark, wildcards.mode)

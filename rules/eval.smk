@@ -42,10 +42,11 @@ rule gather:
         container_for("cpu")
     params:
         data=get_data_path,
-        code=code_version("generate.py", "benchmarks"),
+        settings=lambda w: as_json(gather_settings(w)),
+        code=code_version("generate.py", "benchmarks", "templates/eval"),
     shell:
-        "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q} --out {output} {input}"
-        " > {log} 2>&1"
+        "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q}"
+        " --settings-json {params.settings} --out {output} {input} > {log} 2>&1"
 
 
 rule timings:
@@ -117,6 +118,7 @@ rule table:
     container:
         container_for("cpu")
     params:
+        options=table_options(),
         code=code_version("table.py", "data"),
     shell:
-        "evolcoder table --out-dir results {input} > {log} 2>&1"
+        "evolcoder table --out-dir results {params.options} {input} > {log} 2>&1"

@@ -76,8 +76,10 @@ def test_generate_shards_with_smollm_and_gather(tmp_path):
     recs = [json.loads(l) for s in shards for l in Path(s).read_text().splitlines()]
     assert [r["task_id"] for r in recs] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert all(r["prompt"].startswith("Below is an instruction") and isinstance(r["raw"], str) for r in recs)
+    assert all("\t" in r["prompt"] and r["tabs"] is True for r in recs)  # WizardCoder's tab substitution
     final = tmp_path / "greedy.jsonl"
     assert gather("humaneval", shards[::-1], str(final), str(HE)) == 3
     got = [json.loads(l) for l in final.read_text().splitlines()]
     assert [g["task_id"] for g in got] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
-    assert all(set(g) == {"task_id", "sample_idx", "solution", "raw"} for g in got)
+    assert all(set(g) == {"task_id", "sample_idx", "solution", "raw", "tabs", "postprocess"} for g in got)
+    assert all(g["tabs"] is True and g["postprocess"] == "wizardcoder" for g in got)

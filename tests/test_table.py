@@ -71,3 +71,44 @@ def test_table_states_the_ds1000_execution_environment(tmp_path):
     assert "tensorflow missing" in rows["other"]["execution_env"]
     md = (tmp_path / "out" / "scores.md").read_text()
     assert "955, 45 skipped" in md and "official library pins (python 3.11.7)" in md
+
+
+def test_15b_humaneval_plus_has_its_published_52_4_and_the_difference_is_explained_or_not(tmp_path):
+    a = tmp_path / "WizardCoder-15B-V1.0" / "humaneval" / "greedy.json"
+    a.parent.mkdir(parents=True)
+    a.write_text(json.dumps(_score("WizardCoder-15B-V1.0", "humaneval", {"pass@1": 59.8}, {"pass@1": 53.7})))
+    rows = {r["benchmark"]: r for r in write_table([str(a)], str(tmp_path / "out"))}
+    plus = rows["HumanEval+"]
+    assert plus["published_reference"] == 52.4 and plus["delta"] == 1.3 and plus["differs"]
+    assert "HumanEval+ v0.1.10" in plus["difference_note"] and "unexplained" in plus["difference_note"]
+    assert rows["HumanEval"]["published_reference"] == 59.8 and not rows["HumanEval"]["differs"]  # greedy, not 57.3
+    md = (tmp_path / "out" / "scores.md").read_text()
+    assert "| HumanEval+ | greedy |" in md and "**+1.3** ⚠" in md
+    assert "- WizardCoder-15B-V1.0 HumanEval+ (greedy): published 52.4 = 86/164" in md
+
+
+def test_reproduction_rows_are_matched_to_the_papers_numbers_and_comparison_rows_are_a_separate_block(tmp_path):
+    files = []
+    for mode, n, base in [("greedy", 1, {"pass@1": 55.0}), ("sampled", 20, {"pass@1": 57.3, "pass@10": 70.0})]:
+        path = tmp_path / "wizardcoder-15b-repro" / "humaneval" / f"{mode}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        res = _score("wizardcoder-15b-repro", "humaneval", base, {"pass@1": 50.0}, n=n)
+        res["not_in_dataset"] = {"count": 2, "lines": 2, "task_ids": ["HumanEval/998", "HumanEval/999"]}
+        path.write_text(json.dumps(res))
+        files.append(str(path))
+    rows = write_table(files, str(tmp_path / "out"), matches={"wizardcoder-15b-repro": "WizardCoder-15B-V1.0"},
+                       comparison=True)
+    by = {(r["benchmark"], r["mode"]): r for r in rows}
+    assert by[("HumanEval", "greedy")]["published_reference"] == 59.8 and by[("HumanEval", "greedy")]["delta"] == -4.8
+    assert by[("HumanEval", "sampled")]["published_reference"] == 57.3 and by[("HumanEval", "sampled")]["delta"] == 0.0
+    assert by[("HumanEval+", "greedy")]["published_reference"] == 52.4
+    assert by[("HumanEval+", "sampled")]["published_reference"] is None  # nothing published for that setting
+    md = (tmp_path / "out" / "scores.md").read_text()
+    assert "wizardcoder-15b-repro (reproduces WizardCoder-15B-V1.0)" in md
+    assert "2 ids not in dataset skipped" in md and "HumanEval/998 HumanEval/999" in md
+    block = md.split("### Published comparison rows", 1)[1]
+    assert "| StarCoder-15B | HumanEval | 33.6 |" in block and "| GPT-4-Turbo (Nov 2023) | HumanEval+ | 81.7 |" in block
+    assert "StarCoder" not in md.split("### Published comparison rows", 1)[0]
+    # without --comparison there is no such block
+    write_table(files, str(tmp_path / "out2"))
+    assert "Published comparison rows" not in (tmp_path / "out2" / "scores.md").read_text()

@@ -3,7 +3,10 @@
 Generation settings (``--settings-json``)::
 
     limit            first N tasks (null = all)
-    prompt_template  wizardcoder | plain | path/to/template.txt ({problem} placeholder)
+    prompt_template  wizardcoder (15B-V1.0 scripts) | wizardcoder-v1.1 (33B-V1.1) | plain |
+                     path/to/template.txt ({problem} placeholder); the WizardCoder templates replace
+                     each 4 spaces of the problem with a tab, and the raw record says so ("tabs": true)
+    postprocess      gather: wizardcoder (WizardCoder's process scripts) | evalplus (evalplus's sanitize)
     mode             greedy | sampled
     n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1)
     max_new_tokens, batch_size
@@ -28,6 +31,7 @@ from pathlib import Path
 import click
 
 from evolcoder.benchmarks import BENCHMARKS, get_benchmark
+from evolcoder.benchmarks.base import POSTPROCESS_METHODS
 from evolcoder.errors import BackendError, DataError, EvolcoderError
 from evolcoder.io import iter_jsonl, parse_json_option, write_jsonl
 
@@ -48,6 +52,7 @@ class GenSettings:
     seed: int = 42
     prompts_file: str | None = None
     dtype: str = "auto"
+    postprocess: str = "wizardcoder"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "GenSettings":
@@ -84,16 +89,20 @@ def truncate_at_stop(text: str, stops) -> str:
 
 
 def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_shards: int) -> list[dict]:
-    """The (task, sample) items of one shard, with their prompts."""
+    """The (task, sample) items of one shard, with their prompts (as sent: tabs included) and whether
+    the template's tab substitution has to be undone on the output."""
+    from evolcoder.benchmarks.base import prompt_template
+
     tasks = bench.load_tasks(data_path)
     if settings.limit:
         tasks = tasks[: int(settings.limit)]
+    tabs = prompt_template(settings.prompt_template, bench.name).tabs
     lo, hi = shard_slice(len(tasks), shard, num_shards)
     items = []
     for t in tasks[lo:hi]:
         prompt = bench.build_prompt(t, settings.prompt_template)
         for k in range(settings.n):
-            items.append({"task_id": str(t["task_id"]), "sample_idx": k, "prompt": prompt})
+            items.append({"task_id": str(t["task_id"]), "sample_idx": k, "prompt": prompt, "tabs": tabs})
     return items
 
 
@@ -222,8 +231,9 @@ def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
 
 
 def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = None,
-           prompts_file: str | None = None) -> int:
-    """Concatenate shards in task order and sanitise: ``{task_id, sample_idx, solution, raw}``."""
+           prompts_file: str | None = None, postprocess: str = "wizardcoder") -> int:
+    """Concatenate shards in task order and post-process: ``{task_id, sample_idx, solution, raw}``
+    (``raw`` as the model wrote it; ``solution`` from it with the template's tabs undone)."""
     bench = get_benchmark(benchmark, **({"prompts_file": prompts_file} if benchmark == "mbpp" else {}))
     tasks = bench.load_tasks(data_path)
     order = {str(t["task_id"]): i for i, t in enumerate(tasks)}
@@ -243,8 +253,11 @@ def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = 
         seen.add(key)
     recs.sort(key=lambda r: (order[str(r["task_id"])], int(r.get("sample_idx", 0))))
     out_recs = [{"task_id": str(r["task_id"]), "sample_idx": int(r.get("sample_idx", 0)),
-                 "solution": bench.postprocess(by_id[str(r["task_id"])], r.get("raw", "")),
-                 "raw": r.get("raw", "")} for r in recs]
+                 "solution": bench.solution_from_record(by_id[str(r["task_id"])],
+                                                        {"raw": r.get("raw", ""), "tabs": r.get("tabs", False)},
+                                                        postprocess),
+                 "raw": r.get("raw", ""), "tabs": bool(r.get("tabs", False)), "postprocess": postprocess}
+                for r in recs]
     return write_jsonl(out, out_recs)
 
 
@@ -267,10 +280,14 @@ def cli(model: str, benchmark: str, out: str, settings_json: str | None, data_pa
 @click.option("--benchmark", required=True, type=click.Choice(list(BENCHMARKS)))
 @click.option("--out", required=True, help="Sanitised predictions (JSONL).")
 @click.option("--data", "data_path", default=None, help="Dataset file.")
-@click.option("--settings-json", "settings_json", default=None, help="Generation settings (prompts_file).")
+@click.option("--settings-json", "settings_json", default=None,
+              help="Generation settings (prompts_file, postprocess: wizardcoder | evalplus).")
 @click.argument("shards", nargs=-1, required=True)
 def gather_cli(benchmark: str, out: str, data_path: str | None, settings_json: str | None,
                shards: tuple[str, ...]) -> None:
     settings = parse_json_option(settings_json, "settings-json")
-    n = gather(benchmark, list(shards), out, data_path, settings.get("prompts_file"))
+    method = settings.get("postprocess") or "wizardcoder"
+    if method not in POSTPROCESS_METHODS:
+        raise EvolcoderError(f"gather: postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {method!r}")
+    n = gather(benchmark, list(shards), out, data_path, settings.get("prompts_file"), method)
     click.echo(f"{benchmark}: {n} sanitised predictions -> {out}")

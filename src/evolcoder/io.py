@@ -35,8 +35,24 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
+    # bytes decoded line by line: a non-UTF-8 byte is reported with its own line number
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        lines = iter(fh)
+        lineno = 0
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError) as exc:  # a corrupt or truncated .gz
+                raise DataError(f"{path}:{lineno + 1}: unreadable ({exc})") from None
+            lineno += 1
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1}); re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

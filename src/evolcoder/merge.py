@@ -89,7 +89,9 @@ def merge(seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict
         records, decon_report = decontaminate_records(records, decon, data or {})
     records = shuffle(records, int(settings.get("shuffle_seed", 42)))
     stats = merge_stats(records)
-    stats.update({"input_records": n_in, "duplicates_dropped": len(dropped_dups),
+    # whether this run used the two improvements over the paper (docs/DEVIATIONS.md)
+    stats.update({"dedup": bool(settings.get("dedup", True)), "decontaminated": bool(decon_report.get("enabled")),
+                  "input_records": n_in, "duplicates_dropped": len(dropped_dups),
                   "contaminated_dropped": decon_report.get("n_dropped", 0),
                   "decontamination_skipped": sorted(decon_report.get("skipped", {}))})
     return records, stats, decon_report

@@ -2,8 +2,13 @@
 
 One row per (model, benchmark, split, mode): pass@1 (and pass@k where n > 1), the published
 numbers for that model in their own columns, our difference to the published number that the same
-setting should reproduce (marked when it differs beyond rounding), and for every number the
+setting (and decoding mode) should reproduce (marked when it differs beyond rounding, with a line on
+what differs between the two settings, or that it is not explained), and for every number the
 evaluator semantics, dataset version and time-limit policy that produced it.
+
+A reproduction (``--match ours=PUBLISHED``, from ``evaluation.models[].reproduces``) is compared with
+the published model's numbers. ``--comparison`` adds the papers' rows of other models as a separate,
+labelled block (never evaluated here).
 """
 
 from __future__ import annotations
@@ -58,32 +63,39 @@ def _mode(res: dict, path: str) -> str:
     return res.get("mode") or ("greedy" if res.get("n_samples_per_task", 1) == 1 else "sampled")
 
 
-def build_rows(scores: list[tuple[str, dict]], published: list[dict]) -> list[dict]:
+def build_rows(scores: list[tuple[str, dict]], published: list[dict],
+               matches: dict[str, str] | None = None) -> list[dict]:
+    """``matches``: our model name -> the published model it reproduces (its numbers are our reference)."""
+    matches = {k.lower(): v for k, v in (matches or {}).items()}
     rows = []
     for path, res in scores:
         model = str(res.get("model") or Path(path).parent.parent.name)
+        reproduces = matches.get(model.lower())
+        wanted = {model.lower()} | ({reproduces.lower()} if reproduces else set())
         bench = res["benchmark"]
         ev = res.get("evaluator", {})
         ds = res.get("dataset", {})
+        mode = _mode(res, path)
         for split in ("base", "plus"):
             if split not in res:
                 continue
             label = BENCH_LABEL.get(bench, (bench, bench + "+"))[split == "plus"]
             pubs = [e for e in published if e["benchmark"] == bench and e["split"] == split
-                    and model.lower() in _names(e) and e.get("metric", "pass@1") == "pass@1"]
+                    and wanted & _names(e) and e.get("metric", "pass@1") == "pass@1"]
             ours = res[split].get("pass@1")
-            ref = next((e for e in pubs if e.get("reference")), None)
+            ref = next((e for e in pubs if e.get("reference") and e.get("mode", mode) == mode), None)
             delta = None if (ref is None or ours is None) else round(ours - float(ref["value"]), 1)
             row: dict[str, Any] = {
-                "model": model, "benchmark": label, "benchmark_id": bench, "split": split,
-                "mode": _mode(res, path), "n": res.get("n_samples_per_task"),
+                "model": model, "reproduces": reproduces, "benchmark": label, "benchmark_id": bench,
+                "split": split, "mode": mode, "n": res.get("n_samples_per_task"),
                 "n_tasks": res.get("n_tasks"), "complete": res.get("complete", True),
                 "pass@1": ours,
             }
             for k, v in res[split].items():
                 if k.startswith("pass@") and k != "pass@1":
                     row[k] = v
-            row["published"] = "; ".join(f"{e['value']} ({e.get('setting', '')})" for e in pubs)
+            row["published"] = "; ".join(
+                f"{e['value']} ({e.get('mode', '?')}: {e.get('setting', '')})" for e in pubs)
             row["published_reference"] = ref["value"] if ref else None
             row["delta"] = delta
             row["differs"] = bool(delta is not None and abs(ours - float(ref["value"])) > TOLERANCE)
@@ -93,11 +105,25 @@ def build_rows(scores: list[tuple[str, dict]], published: list[dict]) -> list[di
             row["execution_env"] = _env_summary(res.get("execution_env") or {})
             row["retried"] = len(res.get("retried") or [])
             row["skipped"] = len(res.get("skipped") or [])
+            missing = res.get("not_in_dataset") or {}
+            row["not_in_dataset"] = missing.get("count", 0)
+            row["not_in_dataset_ids"] = " ".join(missing.get("task_ids", []))
+            row["uneven_samples"] = bool(res.get("uneven_samples"))
+            row["postprocess"] = (res.get("predictions") or {}).get("postprocess", "")
             row["sources"] = "; ".join(f"{e['value']}: {e.get('source', '')}" for e in pubs)
+            row["difference_note"] = _difference_note(row, ref) if row["differs"] else ""
             row["score_file"] = str(path)
             rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["benchmark_id"], r["split"] != "base", r["mode"]))
     return rows
+
+
+def _difference_note(row: dict, ref: dict) -> str:
+    """One line on what differs between the published setting and ours, or that it is not explained."""
+    ours = f"ours: {row['dataset']}, {row['evaluator']}"
+    if ref.get("note"):
+        return f"{ref['note']} ({ours})"
+    return f"not explained: published {ref['value']} ({ref.get('setting', '?')}); {ours}"
 
 
 def _env_summary(env: dict) -> str:
@@ -118,7 +144,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
     ks = sorted({k for r in rows for k in r if k.startswith("pass@") and k != "pass@1"},
                 key=lambda k: int(k.split("@")[1]))
     head = ["model", "benchmark", "mode", "n", "tasks", "pass@1", *ks, "published", "Δ vs published",
@@ -127,20 +153,39 @@ def to_markdown(rows: list[dict]) -> str:
     for r in rows:
         delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
         tasks = (f"{r['n_tasks']}" + ("" if r["complete"] else " (subset)")
-                 + (f", {r['skipped']} skipped" if r.get("skipped") else ""))
+                 + (f", {r['skipped']} skipped" if r.get("skipped") else "")
+                 + (f", {r['not_in_dataset']} ids not in dataset skipped" if r.get("not_in_dataset") else "")
+                 + (", uneven n" if r.get("uneven_samples") else ""))
         evaluator = r["evaluator"] + (f"; {r['execution_env']}" if r.get("execution_env") else "")
-        cells = [r["model"], r["benchmark"], r["mode"], _fmt(r["n"]), tasks, _fmt(r["pass@1"]),
+        model = r["model"] + (f" (reproduces {r['reproduces']})" if r.get("reproduces") else "")
+        cells = [model, r["benchmark"], r["mode"], _fmt(r["n"]), tasks, _fmt(r["pass@1"]),
                  *[_fmt(r.get(k)) for k in ks], r["published"] or "–", delta, evaluator,
                  r["dataset"], r["time_limit_policy"]]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    notes = ["", "Δ: our pass@1 minus the published number that the same setting should reproduce; "
-             "⚠ marks a difference beyond rounding (0.05).",
-             "Sources of published numbers:"]
+    notes = ["", "Δ: our pass@1 minus the published number that the same setting (and decoding mode) should "
+             "reproduce; ⚠ marks a difference beyond rounding (0.05)."]
+    diffs = [r for r in rows if r.get("difference_note")]
+    if diffs:
+        notes.append("What differs where Δ is marked:")
+        notes += [f"- {r['model']} {r['benchmark']} ({r['mode']}): {r['difference_note']}" for r in diffs]
+    skipped = [r for r in rows if r.get("not_in_dataset") and r["split"] == "base"]
+    for r in skipped:
+        notes.append(f"- {r['model']} {BENCH_LABEL.get(r['benchmark_id'], (r['benchmark_id'],))[0]}: "
+                     f"{r['not_in_dataset']} predicted task id(s) not in the dataset, skipped: {r['not_in_dataset_ids']}")
+    notes.append("Sources of published numbers:")
     seen = set()
     for r in rows:
         if r["sources"] and r["sources"] not in seen:
             seen.add(r["sources"])
             notes.append(f"- {r['model']} {r['benchmark']}: {r['sources']}")
+    if comparison:
+        notes += ["", "### Published comparison rows (other models, as printed in the papers; not evaluated here)", "",
+                  "| model | benchmark | pass@1 | mode | setting | source |", "|---|---|---|---|---|---|"]
+        for e in comparison:
+            label = BENCH_LABEL.get(e["benchmark"], (e["benchmark"], e["benchmark"] + "+"))[e["split"] == "plus"]
+            cells = [e["model"], label, _fmt(float(e["value"])), e.get("mode", "?"), e.get("setting", ""),
+                     e.get("source", "")]
+            notes.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines + notes) + "\n"
 
 
@@ -167,24 +212,27 @@ def write_chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_table(score_files: list[str], out_dir: str, published: str | None = None) -> list[dict]:
+def write_table(score_files: list[str], out_dir: str, published: str | None = None,
+                matches: dict[str, str] | None = None, comparison: bool = False) -> list[dict]:
     scores = []
     for f in score_files:
         res = read_json(f)
         if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
             raise DataError(f"{f}: not a score file (no benchmark/base)")
         scores.append((f, res))
-    rows = build_rows(scores, load_published(published))
+    entries = load_published(published)
+    rows = build_rows(scores, entries, matches)
+    comp = [e for e in entries if e.get("comparison")] if comparison else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "scores.md") as tmp:
-        tmp.write_text(to_markdown(rows), encoding="utf-8")
+        tmp.write_text(to_markdown(rows, comp), encoding="utf-8")
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    write_json(out / "scores.json", {"rows": rows})
+    write_json(out / "scores.json", {"rows": rows, "published_comparison": comp})
     write_chart(rows, out / "scores.png")
     return rows
 
@@ -192,7 +240,18 @@ def write_table(score_files: list[str], out_dir: str, published: str | None = No
 @click.command(help="Collect score files into results tables (md/csv/json) and a bar chart.")
 @click.option("--out-dir", required=True, help="Folder for scores.{md,csv,json,png}.")
 @click.option("--published", default=None, help="YAML of published numbers (default: bundled).")
+@click.option("--match", "match", multiple=True, metavar="OURS=PUBLISHED",
+              help="Our model OURS reproduces the published model PUBLISHED: compare with its numbers (repeatable).")
+@click.option("--comparison/--no-comparison", default=False, show_default=True,
+              help="Add the papers' rows of other models as a separate block.")
 @click.argument("scores", nargs=-1, required=True)
-def cli(out_dir: str, published: str | None, scores: tuple[str, ...]) -> None:
-    rows = write_table(list(scores), out_dir, published)
+def cli(out_dir: str, published: str | None, match: tuple[str, ...], comparison: bool,
+        scores: tuple[str, ...]) -> None:
+    matches = {}
+    for m in match:
+        if "=" not in m:
+            raise DataError(f"--match {m!r}: expected OURS=PUBLISHED")
+        ours, pub = m.split("=", 1)
+        matches[ours.strip()] = pub.strip()
+    rows = write_table(list(scores), out_dir, published, matches, comparison)
     click.echo(f"{len(rows)} rows -> {out_dir}/scores.md")

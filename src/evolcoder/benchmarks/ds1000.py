@@ -128,7 +128,8 @@ class DS1000(Benchmark):
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
         return f"2024-{len(tasks)}"
 
-    def postprocess(self, task: dict, raw: str) -> str:
+    def postprocess(self, task: dict, raw: str, method: str = "wizardcoder") -> str:
+        """DS-1000's own post-processing, whatever ``method`` (no WizardCoder script, no evalplus task)."""
         from evolcoder.benchmarks.base import strip_response
 
         text = strip_response(raw).replace("\r", "")
@@ -138,11 +139,11 @@ class DS1000(Benchmark):
             text = after
         return ds1000_postprocess(text)
 
-    def solution_from_record(self, task: dict, rec: dict) -> str:
+    def solution_from_record(self, task: dict, rec: dict, method: str = "wizardcoder") -> str:
         for key in ("solution", "completion", "code"):
             if isinstance(rec.get(key), str):
                 return ds1000_postprocess(rec[key])
-        return super().solution_from_record(task, rec)
+        return super().solution_from_record(task, rec, method)
 
     @staticmethod
     def short_id(task_id: str) -> str:

