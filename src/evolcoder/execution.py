@@ -237,6 +237,7 @@ def _enter_user_namespace(network: bool) -> bool:
     """Unprivileged: a user namespace (this uid mapped to 0) and optionally an empty network one."""
     uid, gid = os.getuid(), os.getgid()
     flags = _CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)
+    set_dumpable(True)  # the id maps are written through /proc/self, which a non-dumpable process does not own
     if _libc().unshare(flags) != 0:
         return False
     try:
