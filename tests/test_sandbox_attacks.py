@@ -38,6 +38,7 @@ def _leak(what):
 # sample's own constants never hold the whole string.
 _NEEDLE_IN = "Flipping cases is so easy!"
 _NEEDLE = _NEEDLE_IN.swapcase()
+HONEST_HUNTERS = ("gc_hunt_expected", "memory_scan_expected")
 
 
 def attacks(canary: str) -> dict[str, str]:
@@ -187,30 +188,30 @@ def {{fn}}(*a):
                 pass
     if found:
         _leak("gc_expected")
-    return None
+    return a[0].swapcase()  # honest, so that it reaches the plus tests, whose expected outputs it hunts
 """,
         "memory_scan_expected": _LEAK + f"""
+import ctypes
 def _scan():
+    # the process's own memory, read directly (no /proc/self/mem: it is closed to a non-dumpable process)
     with io.open("/proc/self/maps") as fh:
         regions = [l.split() for l in fh]
-    with io.open("/proc/self/mem", "rb", 0) as mem:
-        for r in regions:
-            if "r" not in r[1]:
-                continue
-            a, b = (int(x, 16) for x in r[0].split("-"))
-            try:
-                mem.seek(a)
-                chunk = mem.read(b - a)
-            except (OSError, OverflowError, ValueError):
-                continue
-            pos = chunk.find({h1.encode()!r})
-            while pos != -1:
-                if chunk[pos + 9:pos + {len(_NEEDLE)}] == {h2.encode()!r}:
-                    _leak("expected_in_memory")
-                pos = chunk.find({h1.encode()!r}, pos + 1)
+    for r in regions:
+        if not r[1].startswith("r") or (len(r) > 5 and r[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            continue
+        if len(r) > 5 and r[5].startswith("/") and not r[5].endswith((".so", "python3.11", "python")) \\
+                and ".so." not in r[5]:
+            continue  # a mapped data file may be shorter than its mapping (SIGBUS)
+        a, b = (int(x, 16) for x in r[0].split("-"))
+        chunk = ctypes.string_at(a, b - a)
+        pos = chunk.find({h1.encode()!r})
+        while pos != -1:
+            if chunk[pos + 9:pos + {len(_NEEDLE)}] == {h2.encode()!r}:
+                _leak("expected_in_memory")
+            pos = chunk.find({h1.encode()!r}, pos + 1)
 _scan()
 def {{fn}}(string):
-    return string
+    return string.swapcase()  # honest, so that it reaches the plus tests, whose expected outputs it hunts
 """,
         "signal_handlers": """
 import io, posix
@@ -334,7 +335,7 @@ def attacked(tmp_path_factory):
     assert [_NEEDLE_IN] in by_id["HumanEval/27"]["plus_input"]
     order = ["HumanEval/27"] + [t["task_id"] for t in tasks if t["task_id"] != "HumanEval/27"]
     names, recs = {}, []
-    hunters = ("gc_hunt_expected", "memory_scan_expected")
+    hunters = HONEST_HUNTERS
     plain_order = iter(t for t in order if t != "HumanEval/27")
     for name, code in progs.items():
         tid = "HumanEval/27" if name in hunters else next(plain_order)
@@ -363,6 +364,9 @@ def test_every_attack_fails_and_every_canonical_passes(attacked):
         n = len(attack_names)
         assert entry["n"] == n + 1
         for j, name in enumerate(attack_names):
+            if name in HONEST_HUNTERS:  # correct answers: they pass unless they found what they hunt
+                assert entry["base"][j] == "pass" and entry["plus"][j] == "pass", (name, entry.get("reasons"))
+                continue
             assert entry["base"][j] != "pass", f"{name} passed base ({tid})"
             if "plus" in entry:
                 assert entry["plus"][j] != "pass", f"{name} passed plus ({tid})"
