@@ -32,6 +32,14 @@ from pathlib import Path
 BUSY = "while True: pass"
 
 
+def busy(n: int) -> list[subprocess.Popen]:
+    """n CPU-bound processes, each in its own session: with the kernel's autogroup scheduling
+    (``/proc/sys/kernel/sched_autogroup_enabled``) a session shares one CPU slot, so busy processes
+    in the caller's session would only compete with each other, not with the sandbox's jobs (which
+    start sessions of their own). Other users' jobs on a shared node are in other sessions too."""
+    return [subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True) for _ in range(n)]
+
+
 def verdicts(res: dict) -> dict:
     return {t: (tuple(e["base"]), tuple(e.get("plus", ()))) for t, e in res["per_task"].items()}
 
@@ -76,7 +84,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     n_busy = max(1, round(args.load * cores))
     if args.hold:
-        load = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n_busy)]
+        load = busy(n_busy)
         print(f"holding {n_busy} busy processes ({args.load:g} per core) for {args.hold:g}s", flush=True)
         try:
             time.sleep(args.hold)
@@ -100,7 +108,7 @@ def main() -> None:
     t = time.time()
     quiet = score_file(args.benchmark, pred, args.data, settings)  # also measures reference timings once
     print(f"quiet: {summary(quiet)} in {time.time() - t:.0f}s", flush=True)
-    load = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n_busy)]
+    load = busy(n_busy)
     runs = []
     try:
         for r in range(args.runs):

@@ -51,9 +51,65 @@ def test_infinite_loop_times_out_quickly():
     assert time.monotonic() - t0 < 6
 
 
-def test_sleeping_code_hits_the_wall_clock_guard():
-    res = run_job(Job(lambda: time.sleep(60) or {}, (), Limits(wall_s=1.0, memory_mb=512)))
-    assert res.status == "timeout"
+def test_sleeping_code_hits_the_no_progress_guard():
+    t0 = time.monotonic()
+    res = run_job(Job(lambda: time.sleep(10**6) or {}, (), Limits(wall_s=1.0, memory_mb=512)))
+    assert res.status == "timeout" and res.cause == "stall" and "no progress" in res.detail
+    assert time.monotonic() - t0 < 5
+
+
+def test_code_blocked_on_a_pipe_hits_the_no_progress_guard():
+    def block():
+        r, _w = os.pipe()
+        os.read(r, 1)
+        return {}
+
+    res = run_job(Job(block, (), Limits(wall_s=1.0, memory_mb=512)))
+    assert res.status == "timeout" and res.cause == "stall"
+
+
+def test_a_starved_cpu_bound_program_is_not_killed_by_the_wall_clock():
+    """2 s of CPU work under a 1 s no-progress guard, with 3 busy processes per core beside it: it
+    takes several seconds of wall time, all of them running or waiting for a CPU, and finishes."""
+    import subprocess
+    import sys
+
+    def work():
+        t = time.process_time()
+        while time.process_time() - t < 2.0:
+            pass
+        return {"done": True}
+
+    # each in its own session: under autogroup scheduling a session shares one CPU slot
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(3 * (os.cpu_count() or 1))]
+    try:
+        t0 = time.monotonic()
+        res = run_job(Job(work, (), Limits(wall_s=1.0, cpu_s=6.0, memory_mb=512)))
+        wall = time.monotonic() - t0
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert res.status == "ok" and res.result == {"done": True}, res
+    assert wall > 2.5  # it really was starved
+
+
+def test_forks_share_one_cpu_budget():
+    def burn():
+        import posix
+
+        for _ in range(6):
+            if posix.fork() == 0:
+                while True:
+                    pass
+        while True:
+            pass
+
+    t0 = time.monotonic()
+    res = run_job(Job(burn, (), Limits(wall_s=30.0, cpu_s=2.0, memory_mb=512, nproc=16)))
+    assert res.status == "timeout" and res.cause == "cpu"
+    assert time.monotonic() - t0 < 10
 
 
 def test_memory_eater_fails():

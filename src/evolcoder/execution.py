@@ -59,8 +59,9 @@ TIMEOUT = "timeout"
 # own from SANDBOX_UID_BASE .. SANDBOX_UID_BASE + SANDBOX_UIDS - 1 (see sandbox_uid).
 SANDBOX_UID_BASE = 61000
 SANDBOX_UIDS = 1000
-# Largest result a child may send (bytes); more scores as a crash.
-MAX_RESULT_BYTES = 512 * 1024 * 1024
+# Largest result a child may send: its memory allowance (it holds the pickle before sending it,
+# so a larger claim is malformed); at least this many bytes.
+MIN_RESULT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -582,6 +583,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
     cpu_budget = (job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1) + 1
     progress = None
     over_cpu = False
+    max_bytes = max(MIN_RESULT_BYTES, int(job.limits.memory_mb) * 1024 * 1024)
     try:
         # a length-prefixed message: grandchildren holding the pipe open cannot stall us
         while need is None or len(buf) < need + 8:
@@ -606,7 +608,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
             buf += block
             if need is None and len(buf) >= 8:
                 need = int.from_bytes(buf[:8], "little")
-                if need > MAX_RESULT_BYTES:
+                if need > max_bytes:
                     too_big = True
                     break
     finally:
@@ -624,7 +626,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
     wall = time.monotonic() - start
     complete = need is not None and not too_big and len(buf) >= need + 8
     if too_big:
-        return JobResult("crash", None, f"result larger than {MAX_RESULT_BYTES >> 20} MiB", wall)
+        return JobResult("crash", None, f"result larger than its memory limit ({max_bytes >> 20} MiB)", wall)
     if over_cpu and not complete:
         return JobResult(TIMEOUT, None, f"CPU budget spent ({cpu_budget:.1f}s CPU by the job's processes together)",
                          wall, cause="cpu")

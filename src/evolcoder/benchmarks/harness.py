@@ -468,9 +468,17 @@ class _Leaves(ast.NodeTransformer):
         return self._leaf(node)
 
 
-def plan_asserts(tests: list[str]) -> list[tuple[list[str], str]]:
-    """Each test (``assert <expr>``) as (leaf expressions for the sandbox, check expression)."""
-    trusted = set(dir(builtins)) | set(_CHECK_MODULES)
+def _trusted_names() -> frozenset[str]:
+    return frozenset(dir(builtins)) | frozenset(_CHECK_MODULES)
+
+
+def plan_asserts(tests: list[str], shadowed: tuple[str, ...] | list[str] = ()) -> list[tuple[list[str], str]]:
+    """Each test (``assert <expr>``) as (leaf expressions for the sandbox, check expression).
+
+    ``shadowed``: builtin (or checker-module) names the sample's program defines itself (MBPP/126's
+    solution is a function called ``sum``); in a test they name the sample's objects, as when the
+    test runs in the program's globals, so they are evaluated in the sandbox like its other names."""
+    trusted = _trusted_names() - set(shadowed)
     out = []
     for test in tests:
         tree = ast.parse(test)
@@ -482,16 +490,25 @@ def plan_asserts(tests: list[str]) -> list[tuple[list[str], str]]:
     return out
 
 
-def run_assert_leaves(code: str, setup: str, leaves: list[list[str]], time_limit: float, sem: dict) -> dict:
+def shadowed_names(glb: dict) -> list[str]:
+    """The builtin and checker-module names a program's globals rebind (a module imported under its
+    own name is not a rebinding)."""
+    modules = sys.modules
+    return sorted(n for n in _trusted_names() if n in glb and not n.startswith("__")
+                  and not (n in _CHECK_MODULES and glb[n] is modules.get(n)))
+
+
+def run_assert_leaves(code: str, setup: str, tests: list[str], time_limit: float, sem: dict) -> dict:
     """In the sandboxed child (original MBPP): the solution, the setup code, then each test's
-    leaf expressions, their values pickled at once; :func:`check_asserts` compares them."""
+    leaf expressions (:func:`plan_asserts`, with the builtin names the program rebinds), their values
+    pickled at once; :func:`check_asserts` compares them. Returns ``{"outputs", "stop", "shadowed"}``."""
     dumps, proto = pickle.dumps, pickle.HIGHEST_PROTOCOL
     timer = _Timer(sem.get("clock", "cpu"))
-    compiled = [[compile(e, "<test>", "eval") for e in test] for test in leaves]
     if sem.get("guard", True):
         reliability_guard()
     glb: dict = {"__name__": "__main__"}
     outs: list[list[bytes]] = []
+    shadowed: list[str] = []
     t = -1
     try:
         timer.start(time_limit)
@@ -500,27 +517,36 @@ def run_assert_leaves(code: str, setup: str, leaves: list[list[str]], time_limit
                 exec(code, glb)
                 if setup:
                     exec(setup, glb)
-                for t, test in enumerate(compiled):
-                    outs.append([dumps(to_plain(eval(e, glb)), proto) for e in test])
+                shadowed = shadowed_names(glb)
+                plan = plan_asserts(tests, shadowed)
+                for t, (leaves, _check) in enumerate(plan):
+                    outs.append([dumps(to_plain(eval(compile(e, "<test>", "eval"), glb)), proto) for e in leaves])
         finally:
             timer.stop()
     except TimeLimitExceeded:
         return {"outputs": outs, "stop": ["timeout", max(t, 0), f"time limit {time_limit:.3g}s "
-                                                               f"({sem.get('clock', 'cpu')} time)"]}
+                                                               f"({sem.get('clock', 'cpu')} time)"],
+                "shadowed": shadowed}
     except UntrustedOutput as exc:
-        return {"outputs": outs, "stop": ["fail", max(t, 0), str(exc)]}
+        return {"outputs": outs, "stop": ["fail", max(t, 0), str(exc)], "shadowed": shadowed}
     except BaseException as exc:
-        return {"outputs": outs, "stop": ["fail", max(t, 0), f"{type(exc).__name__}"]}
-    return {"outputs": outs, "stop": None}
+        return {"outputs": outs, "stop": ["fail", max(t, 0), f"{type(exc).__name__}"], "shadowed": shadowed}
+    return {"outputs": outs, "stop": None, "shadowed": shadowed}
 
 
-def check_asserts(result: dict, plan: list[tuple[list[str], str]]) -> dict:
-    """In the scoring process: each test's check expression on the leaf values the child sent."""
+def check_asserts(result: dict, tests: list[str] | tuple[str, ...], plan_of=None) -> dict:
+    """In the scoring process: each test's check expression on the leaf values the child sent.
+
+    The plan is rebuilt here from the tests and the names the child says its program rebinds (a
+    claim that only moves more of each expression into the sandbox: the comparison stays here)."""
     from evolcoder.execution import UnsafeResult, safe_loads
 
-    outs, stop = result.get("outputs"), result.get("stop")
-    if not isinstance(outs, list) or not (stop is None or (isinstance(stop, list) and len(stop) == 3)):
+    outs, stop, shadowed = result.get("outputs"), result.get("stop"), result.get("shadowed", [])
+    names = _trusted_names()
+    if (not isinstance(outs, list) or not (stop is None or (isinstance(stop, list) and len(stop) == 3))
+            or not isinstance(shadowed, list) or not all(type(n) is str and n in names for n in shadowed)):
         return {"status": FAIL, "done": 0, "failed": 0, "reason": "malformed result"}
+    plan = (plan_of or plan_asserts)(tuple(tests), tuple(sorted(set(shadowed))))
     base_ns = _check_namespace()
     for t, blobs in enumerate(outs):
         if t >= len(plan) or not isinstance(blobs, list) or len(blobs) != len(plan[t][0]):

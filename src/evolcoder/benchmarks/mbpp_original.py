@@ -61,21 +61,22 @@ class MbppOriginal(Benchmark):
                  time_factor: float = 1.0, start: int = 0) -> Job:
         """The solution and setup code, then each assert's sample-side values (see :meth:`check`)."""
         limit = settings.timeout_s * time_factor
-        leaves = [lv for lv, _ in _plan(tuple(task["test_list"]))]
+        tests = tuple(task["test_list"])
+        _plan(tests)  # a test the checker cannot split is a data error, raised here
         return Job(harness.run_assert_leaves,
-                   (sample.solution, task.get("test_setup_code", ""), leaves, limit, settings.sem()),
+                   (sample.solution, task.get("test_setup_code", ""), list(tests), limit, settings.sem()),
                    limits_for(settings, limit))
 
     def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
               result: JobResult, start: int = 0) -> dict:
         if result.status != "ok" or result.result is None:
             return _verdict(result)  # timeout or crash: decided by the sandbox guard, not the sample
-        return harness.check_asserts(result.result, _plan(tuple(task["test_list"])))
+        return harness.check_asserts(result.result, task["test_list"], plan_of=_plan)
 
 
-@functools.lru_cache(maxsize=1024)
-def _plan(tests: tuple[str, ...]) -> list:
+@functools.lru_cache(maxsize=4096)
+def _plan(tests: tuple[str, ...], shadowed: tuple[str, ...] = ()) -> list:
     try:
-        return harness.plan_asserts(list(tests))
+        return harness.plan_asserts(list(tests), shadowed)
     except (SyntaxError, ValueError) as exc:
         raise DataError(f"mbpp-original: a test cannot be checked: {exc}") from None
