@@ -2,6 +2,8 @@
 #   seed -> evolve_round (1..K) -> merge -> tokenize -> train -> generate (shards) -> gather -> score -> table
 # Logic lives in the `evolcoder` package (src/evolcoder); every rule is a thin call of its CLI.
 
+import re
+
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -19,7 +21,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     k=r"\d+",
     model=r"[A-Za-z0-9._-]+",
-    benchmark=r"humaneval|mbpp|mbpp-original|ds1000",
+    benchmark="|".join(re.escape(b) for b in BENCHMARK_INFO),
     mode=r"greedy|sampled",
     shard=r"\d+",
 

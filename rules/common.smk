@@ -1,7 +1,6 @@
 # Helpers shared by all rule files -- config validation, input functions, small utilities.
 # Rules stay thin: they call `evolcoder <stage>` with paths and the stage's config slice.
 
-import hashlib
 import json
 import shlex
 import sys
@@ -10,18 +9,37 @@ from pathlib import Path
 import jsonschema
 from snakemake.utils import validate
 
+# The package of this tree (not another installed copy): the benchmark registry and the schema come
+# from it. Only light modules are imported here (standard library and yaml; no torch, no evalplus).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from evolcoder import benchmarks as _registry
+from evolcoder import config as _schema
+
+BENCHMARK_INFO = (
+    _registry.describe()
+)  # {name: {labels, data_key, data_options, needs_timings, ...}}
+
+
 ##### config validation: one line naming the offending key #####
 
 
-def _validate_config(cfg, schema_path):
+def _validate_config(cfg):
+    """Validate against the schema with the registry's benchmarks, filling in the defaults."""
+    import os
+    import tempfile
+
+    import yaml
+
+    schema = _schema.schema(list(BENCHMARK_INFO))
+    fd, path = tempfile.mkstemp(suffix=".schema.yaml")
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(schema, fh)
     try:
-        validate(cfg, schema=schema_path, set_default=True)
+        validate(cfg, schema=path, set_default=True)
     except (
         Exception
     ) as exc:  # snakemake's WorkflowError wraps jsonschema's ValidationError
-        import yaml
-
-        schema = yaml.safe_load(open(schema_path))
         err = jsonschema.exceptions.best_match(
             jsonschema.Draft202012Validator(schema).iter_errors(cfg)
         )
@@ -30,9 +48,27 @@ def _validate_config(cfg, schema_path):
         where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
         sys.stderr.write(f"evolcoder: config error at '{where}': {err.message}\n")
         sys.exit(1)
+    finally:
+        os.unlink(path)
 
 
-_validate_config(config, workflow.source_path("../workflow/schemas/config.schema.yaml"))
+_validate_config(config)
+
+
+def _check_data_keys(cfg):
+    """`data:` keys beyond the schema's must be named by a registered adapter (a typo is an error)."""
+    known = set(_schema.section("data")["properties"])
+    for info in BENCHMARK_INFO.values():
+        known |= {info["data_key"], *info["data_options"].values()}
+    for key in sorted(set(cfg["data"]) - known):
+        sys.stderr.write(
+            f"evolcoder: config error at 'data.{key}': no registered benchmark reads it "
+            f"(known: {', '.join(sorted(known))})\n"
+        )
+        sys.exit(1)
+
+
+_check_data_keys(config)
 
 
 def _check_seed_source(cfg):
@@ -44,7 +80,9 @@ def _check_seed_source(cfg):
     try:
         from evolcoder.errors import EvolcoderError
         from evolcoder.seed import build_seed
-    except ImportError:  # the package lives only in the rules' containers
+    except (
+        ImportError
+    ):  # a dependency of the seed stage lives only in the rules' containers
         return
     try:
         build_seed(src, cfg["limit"], cfg["sample_seed"], cfg["fallback_builtin"])
@@ -64,28 +102,32 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-def code_version(*parts):
-    """Hash of the package files behind a stage, so editing a stage's code marks its outputs stale.
+def _load_codehash():
+    """evolcoder.codehash, loaded by path (standard library only: no package import needed here)."""
+    import importlib.util
 
-    Used as a param: Snakemake's params trigger compares it with the value stored at the last run.
+    path = Path(workflow.basedir) / "src" / "evolcoder" / "codehash.py"
+    spec = importlib.util.spec_from_file_location("_evolcoder_codehash", path)
+    codehash = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codehash)
+    return codehash
+
+
+_CODEHASH = _load_codehash()
+_CODE_VERSIONS = {}
+
+
+def code_version(command):
+    """Hash of the code behind `evolcoder <command>`: the command's module, every evolcoder module it
+    imports (transitively) and the package data it reads, derived from the source (evolcoder.codehash).
+
+    Used as a param: Snakemake's params trigger compares it with the value stored at the last run, so
+    editing any of that code marks the stage's outputs stale, and nothing else does.
     """
-    root = Path(workflow.basedir) / "src" / "evolcoder"
-    h = hashlib.sha256()
-    for part in parts:
-        path = root / part
-        if not path.exists():
-            continue
-        files = (
-            sorted(p for p in path.rglob("*") if p.is_file())
-            if path.is_dir()
-            else [path]
-        )
-        for f in files:
-            if f.suffix == ".pyc" or "__pycache__" in f.parts:
-                continue
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    if command not in _CODE_VERSIONS:
+        root = Path(workflow.basedir) / "src" / "evolcoder"
+        _CODE_VERSIONS[command] = _CODEHASH.stage_hash(root, command)
+    return _CODE_VERSIONS[command]
 
 
 def container_for(family):
@@ -93,6 +135,18 @@ def container_for(family):
 
 
 ##### seed and evolution #####
+
+
+def get_seed_file(wildcards):
+    """A local seed file is an input: editing it in place makes the seed (and all after it) stale.
+    `builtin` and `hf:` sources have no file here (the builtin seed is part of the seed stage's code).
+    """
+    src = config["seed"]["source"]
+    if src == "builtin" or src.startswith("hf:"):
+        return []
+    if not Path(src).exists() and config["seed"]["fallback_builtin"]:
+        return []
+    return src
 
 
 def n_rounds():
@@ -267,15 +321,23 @@ def gather_settings(wildcards):
 
 
 def get_data_path(wildcards):
-    """Dataset file of a benchmark ('' lets the scorer use evalplus's own download)."""
-    key = {
-        "humaneval": "humaneval_plus",
-        "mbpp": "mbpp_plus",
-        "mbpp-original": "mbpp_original",
-        "ds1000": "ds1000",
-    }[wildcards.benchmark]
+    """Dataset file of a benchmark (its adapter's data_key; '' lets the adapter use its library's
+    own download, e.g. evalplus's)."""
+    key = BENCHMARK_INFO[wildcards.benchmark]["data_key"]
     path = config["data"].get(key)
     return path if path and Path(path).exists() else ""
+
+
+def benchmark_options(wildcards):
+    """`--option NAME=PATH` for each file the benchmark's adapter takes (its data_options), where the
+    config's `data:` section names one that exists (e.g. mbpp: WizardCoder's MBPP+ prompts).
+    """
+    opts = []
+    for name, key in BENCHMARK_INFO[wildcards.benchmark]["data_options"].items():
+        path = config["data"].get(key)
+        if path and Path(path).exists():
+            opts.append(f"--option {shlex.quote(f'{name}={path}')}")
+    return " ".join(opts)
 
 
 def get_shards(wildcards):
@@ -288,9 +350,20 @@ def get_shards(wildcards):
 
 def get_timings(wildcards):
     """Reference timings (evalplus benchmarks): measured once per dataset and machine, then reused."""
-    if wildcards.benchmark in ("humaneval", "mbpp"):
+    if BENCHMARK_INFO[wildcards.benchmark]["needs_timings"]:
         return f"results/timings/{wildcards.benchmark}.pkl"
     return []
+
+
+def timings_settings():
+    """What the reference measurement depends on: the repeats it takes the minimum over (the number of
+    parallel workers, `threads`, changes no number: times are CPU times)."""
+    return {"reference_repeats": config["evaluation"]["execution"]["reference_repeats"]}
+
+
+def sandbox_jobs(wildcards):
+    """Parallel sandbox workers of the timings and score rules (their `threads`)."""
+    return config["evaluation"]["execution"]["jobs"]
 
 
 def timings_arg(wildcards, input):
@@ -307,8 +380,9 @@ def get_predictions(wildcards):
 
 def score_settings(wildcards):
     ev = config["evaluation"]
+    # jobs is the rule's `threads` (--jobs): how many workers run the sandbox changes no verdict
     out = {
-        "execution": ev["execution"],
+        "execution": {k: v for k, v in ev["execution"].items() if k != "jobs"},
         "limit": ev["limit"],
         "postprocess": ev["postprocess"],
     }

@@ -20,12 +20,13 @@ rule generate:
     params:
         model=get_model_spec,
         data=get_data_path,
+        options=benchmark_options,
         settings=lambda w: as_json(generation_settings(w)),
         num_shards=config["evaluation"]["num_shards"],
-        code=code_version("generate.py", "benchmarks", "templates/eval"),
+        code=code_version("generate"),
     shell:
         "evolcoder generate --model {params.model:q} --benchmark {wildcards.benchmark}"
-        " --data {params.data:q} --shard {wildcards.shard} --num-shards {params.num_shards}"
+        " --data {params.data:q} {params.options} --shard {wildcards.shard} --num-shards {params.num_shards}"
         " --settings-json {params.settings} --out {output} > {log} 2>&1"
 
 
@@ -42,10 +43,11 @@ rule gather:
         container_for("cpu")
     params:
         data=get_data_path,
+        options=benchmark_options,
         settings=lambda w: as_json(gather_settings(w)),
-        code=code_version("generate.py", "benchmarks", "templates/eval"),
+        code=code_version("gather"),
     shell:
-        "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q}"
+        "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q} {params.options}"
         " --settings-json {params.settings} --out {output} {input} > {log} 2>&1"
 
 
@@ -60,14 +62,14 @@ rule timings:
         "../envs/sandbox.yaml"
     container:
         container_for("sandbox")
-    threads: 2
+    threads: sandbox_jobs
     params:
         data=get_data_path,
-        settings=as_json({"jobs": 2, "reference_repeats": 3}),
-        code=code_version("timings.py", "benchmarks/harness.py"),
+        settings=lambda w: as_json(timings_settings()),
+        code=code_version("timings"),
     shell:
         "evolcoder timings --benchmark {wildcards.benchmark} --data {params.data:q}"
-        " --settings-json {params.settings} --out {output} > {log} 2>&1"
+        " --settings-json {params.settings} --jobs {threads} --out {output} > {log} 2>&1"
 
 
 rule score:
@@ -84,15 +86,17 @@ rule score:
         "../envs/sandbox.yaml"
     container:
         container_for("sandbox")
-    threads: 2
+    threads: sandbox_jobs
     params:
         data=get_data_path,
+        options=benchmark_options,
         settings=lambda w: as_json(score_settings(w)),
         timings=timings_arg,
-        code=code_version("score.py", "execution.py", "passk.py", "benchmarks"),
+        code=code_version("score"),
     shell:
         "evolcoder score --benchmark {wildcards.benchmark} --predictions {input.predictions:q}"
-        " --data {params.data:q} --model-name {wildcards.model} --settings-json {params.settings} {params.timings}"
+        " --data {params.data:q} {params.options} --model-name {wildcards.model} --settings-json {params.settings} {params.timings}"
+        " --jobs {threads}"
         " --out {output} > {log} 2>&1"
 
 
@@ -119,6 +123,6 @@ rule table:
         container_for("cpu")
     params:
         options=table_options(),
-        code=code_version("table.py", "data"),
+        code=code_version("table"),
     shell:
         "evolcoder table --out-dir results {params.options} {input} > {log} 2>&1"

@@ -2,6 +2,8 @@
 
 
 rule seed:
+    input:
+        get_seed_file,
     output:
         "results/seed/seed.jsonl",
     log:
@@ -19,7 +21,7 @@ rule seed:
         ),
         fallback="--fallback-builtin" if config["seed"]["fallback_builtin"] else "",
         sample_seed=config["seed"]["sample_seed"],
-        code=code_version("seed.py", "data/builtin_seed.json"),
+        code=code_version("seed"),
     shell:
         "evolcoder seed --source {params.source:q} {params.limit} --sample-seed {params.sample_seed}"
         " {params.fallback} --out {output} > {log} 2>&1"
@@ -49,7 +51,7 @@ rule evolve_round:
             {k: v for k, v in config["evolution"].items() if k != "rounds"}
         ),
         out_dir=subpath(output.evolved, parent=True),
-        code=code_version("evolve", "templates/evol", "models.py"),
+        code=code_version("evolve"),
     shell:
         "evolcoder evolve --pool {input.pool} --round {wildcards.k} --out-dir {params.out_dir}"
         " --settings-json {params.settings} --cache-dir results/cache/llm > {log} 2>&1"
@@ -71,9 +73,10 @@ rule evolution_stats_plot:
         "../envs/cpu.yaml"
     container:
         container_for("cpu")
+    params:
+        code=code_version("plot-evolution"),
     shell:
-        "python -c 'import sys; from evolcoder.evolve import plot_stats; plot_stats(sys.argv[2:], sys.argv[1])'"
-        " {output} {input} > {log} 2>&1"
+        "evolcoder plot-evolution --out {output} {input} > {log} 2>&1"
 
 
 rule merge:
@@ -98,7 +101,7 @@ rule merge:
         rounds=merge_round_args,
         settings=as_json(config["merge"]),
         data=as_json(config["data"]),
-        code=code_version("merge.py", "decontaminate.py"),
+        code=code_version("merge"),
     shell:
         "evolcoder merge --seed {input.seed} {params.rounds} --out-dir results/merged"
         " --settings-json {params.settings} --data-json {params.data} > {log} 2>&1"

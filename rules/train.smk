@@ -16,7 +16,7 @@ rule tokenize:
         base_model=config["train"]["base_model"],
         # only what changes the tokens: a learning-rate change does not re-tokenise
         settings=as_json(tokenize_settings()),
-        code=code_version("train", "templates/train"),
+        code=code_version("tokenize"),
     shell:
         "evolcoder tokenize --data {input.data} --base-model {params.base_model:q} --out {output}"
         " --settings-json {params.settings} > {log} 2>&1"
@@ -44,10 +44,10 @@ rule train:
         base_model=config["train"]["base_model"],
         settings=as_json(train_settings()),
         out_dir=subpath(output.history, parent=True),
-        code=code_version("train", "templates/train", "ds_configs"),
+        code=code_version("train"),
     shell:
-        # one process per allocated GPU: torchrun when several, the plain stage when one
-        "python -m evolcoder.launch train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
+        # one process per allocated GPU: `evolcoder train` re-executes itself under torchrun when several
+        "evolcoder train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
         " --out-dir {params.out_dir} --settings-json {params.settings} > {log} 2>&1"
 
 
@@ -68,6 +68,7 @@ rule training_plot:
         "../envs/cpu.yaml"
     container:
         container_for("cpu")
+    params:
+        code=code_version("plot-training"),
     shell:
-        "python -c 'import sys; from evolcoder.train import plot_training; plot_training(sys.argv[1], sys.argv[2])'"
-        " {input} {output} > {log} 2>&1"
+        "evolcoder plot-training --history {input} --out {output} > {log} 2>&1"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evolution throughput against an OpenAI-compatible endpoint with a fixed per-request latency.
 
-Starts ``evolcoder.evolve.fakeserver`` (plain asyncio HTTP, fixed latency) in its own process, runs
+Starts ``tests/fakeserver.py`` (plain asyncio HTTP, fixed latency) in its own process, runs
 full evolution rounds (method choice, evolve request, elimination, answer request, cache append with
 fsync, ledger) through the real ``openai`` client at several concurrency levels, and prints achieved
 vs. ideal request throughput. Ideal = concurrency / latency requests per second (the endpoint is the
@@ -64,7 +64,8 @@ async def raw_client_run(base_url: str, concurrency: int, n_requests: int) -> fl
 
 def bench_latency(latency: float, concurrencies: list[int], waves: int, raw: bool) -> list[dict]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "evolcoder.evolve.fakeserver", "--port", str(port),
+    fake = Path(__file__).resolve().parents[1] / "tests" / "fakeserver.py"
+    server = subprocess.Popen([sys.executable, str(fake), "--port", str(port),
                                "--latency", str(latency)],
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,10 @@ def busy(n: int) -> list[subprocess.Popen]:
     (``/proc/sys/kernel/sched_autogroup_enabled``) a session shares one CPU slot, so busy processes
     in the caller's session would only compete with each other, not with the sandbox's jobs (which
     start sessions of their own). Other users' jobs on a shared node are in other sessions too."""
+    # in their own sessions they outlive a killed parent: SIGTERM/SIGHUP end this script through its
+    # `finally` blocks, which stop them
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(143))
     return [subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True) for _ in range(n)]
 
 

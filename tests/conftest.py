@@ -31,8 +31,8 @@ def test_timings(benchmark: str, data: Path) -> str:
     """Reference timings shared by the scoring tests: measured once per (dataset, machine class)
     with one repeat and kept across runs, beside (not in) the cache that user runs read."""
     from evolcoder.io import sha256_file
-    from evolcoder.models import cache_dir
-    from evolcoder.timings import machine_info
+    from evolcoder.io import cache_dir
+    from evolcoder.benchmarks.timings import machine_info
 
     folder = cache_dir() / "test-timings"
     folder.mkdir(parents=True, exist_ok=True)

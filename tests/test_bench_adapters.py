@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evolcoder.benchmarks import BENCHMARKS, get_benchmark
-from evolcoder.benchmarks.base import extract_code
+from evolcoder.benchmarks.postprocess import extract_code
 from evolcoder.errors import DataError, EvolcoderError
 from evolcoder.passk import pass_at_k, pass_at_k_table
 
@@ -46,7 +46,7 @@ def test_pass_at_k_unbiased_estimator():
 def test_humaneval_prompt_is_exactly_wizardcoders():
     """The released generations carry the prompt WizardCoder sent (all_code, tabs turned back into
     spaces): ours, after the same round trip, is identical (all 164: tests/test_wizardcoder_fidelity.py)."""
-    from evolcoder.benchmarks.base import prompt_template
+    from evolcoder.benchmarks.prompts import prompt_template
 
     b = get_benchmark("humaneval")
     tasks = {t["task_id"]: t for t in b.load_tasks(str(HE))}
@@ -149,7 +149,7 @@ def test_score_settings_take_the_rules_execution_block():
     execution key applies (semantics, retries, DS-1000 env), and an unknown key is an error."""
     import pytest
 
-    from evolcoder.benchmarks.base import ScoreSettings
+    from evolcoder.benchmarks.scoring import ScoreSettings
     from evolcoder.errors import EvolcoderError
 
     s = ScoreSettings.from_dict({"execution": {"jobs": 2, "semantics": "evalplus-0.2.0", "retries": 3,

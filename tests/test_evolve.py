@@ -1,7 +1,7 @@
 """Evolution engine: methods, seeded choices, cache, retries, elimination in a round, CLI outputs.
 
 Uses a scripted in-process backend (pure logic) and the fixed-latency fake OpenAI endpoint of
-``evolcoder.evolve.fakeserver`` (a real HTTP server on 127.0.0.1, driven by the real ``openai`` client).
+``tests/fakeserver.py`` (a real HTTP server on 127.0.0.1, driven by the real ``openai`` client).
 The tests against a real ``transformers serve`` are in ``test_evolve_serve.py``.
 """
 
@@ -24,7 +24,7 @@ from evolcoder.evolve import methods as M
 from evolcoder.evolve.backends import Completion, backoff_delay, retry_after_s
 from evolcoder.evolve.cache import ResponseCache, iter_cache_lines, request_key
 from evolcoder.evolve.engine import EvolutionSettings, run_round
-from evolcoder.evolve.fakeserver import FakeOpenAIServer
+from fakeserver import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -351,7 +351,7 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 
 def test_plot_stats(tmp_path):
-    from evolcoder.evolve import plot_stats
+    from evolcoder.evolve.stats import plot_stats
 
     paths = []
     pool = seed_records(6, {2: "SORRYME"})

@@ -193,7 +193,7 @@ def test_two_rounds_through_transformers_serve(serve, tmp_path):
         assert manifest["stage"] == "evolve" and manifest["round"] == k
         prev_pool, pool = next_pool, out / "pool.jsonl"
 
-    from evolcoder.evolve import plot_stats
+    from evolcoder.evolve.stats import plot_stats
 
     png = plot_stats([tmp_path / "round_1" / "stats.json", tmp_path / "round_2" / "stats.json"],
                      tmp_path / "difficulty.png")

@@ -127,3 +127,84 @@ def test_more_rounds_add_only_the_new_round(built):
 def test_where_it_runs_makes_nothing_stale(built, overlay):
     """Resources and (undeployed) container images say where a stage runs, not what it computes."""
     assert _plan_with(built, overlay) == {}
+
+
+def _edited(wd: Path, rel: str):
+    """Context: ``rel`` (under the copy's src/evolcoder) with a comment appended, restored after."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        path = wd / "src" / "evolcoder" / rel
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        try:
+            yield
+        finally:
+            path.write_text(original)
+
+    return cm()
+
+
+def test_editing_a_sandbox_module_reruns_exactly_score_and_table(built):
+    """No hand-written file list: the score rule's code hash covers every module `evolcoder score`
+    imports (here the sandbox's child, which no other stage imports)."""
+    with _edited(built, "sandbox/child.py"):
+        jobs = planned_jobs(built)
+    assert set(jobs) == {"score", "table", "all"}, jobs
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("sandbox/pool.py", {"score", "table", "all"}),
+    # the scorer: generation and merge import it through the adapters but never run it (CODE_HASH_EXCLUDES)
+    ("benchmarks/harness.py", {"timings", "score", "table", "all"}),
+    ("passk.py", {"timings", "score", "table", "all"}),
+    # the adapters' base class: generation, timings, scoring, and merge (decontamination texts) run it
+    ("benchmarks/base.py", {"timings", "merge", "tokenize"} | TRAIN_ONWARD),
+    ("evolve/eliminate.py", FROM_ROUND_1),
+    ("train/run.py", TRAIN_ONWARD | {"tokenize"}),
+    ("data/published.yaml", {"table", "all"}),
+    ("templates/eval/wizardcoder/humaneval.txt", EVAL_CHAIN),
+])
+def test_each_module_marks_exactly_the_stages_that_import_it(built, rel, expected):
+    with _edited(built, rel):
+        jobs = planned_jobs(built)
+    assert set(jobs) == expected, (rel, jobs)
+
+
+def test_reference_repeats_reach_the_timings_rule(built):
+    jobs = _plan_with(built, "evaluation:\n  execution:\n    reference_repeats: 5\n")
+    assert set(jobs) == {"timings", "score", "table", "all"}, jobs
+
+
+def test_sandbox_workers_make_nothing_stale(built):
+    """How many workers run the sandbox (the rules' threads) changes no verdict."""
+    assert _plan_with(built, "evaluation:\n  execution:\n    jobs: 1\n") == {}
+
+
+def test_a_local_seed_file_edited_in_place_is_stale(tmp_path):
+    import json
+
+    wd = copy_workflow(tmp_path, None)
+    seed = [{"instruction": f"Write a function that returns {i}.", "input": "", "output": f"def f():\n    return {i}"}
+            for i in range(6)]
+    (wd / "seed.json").write_text(json.dumps(seed))
+    (wd / "seed.yaml").write_text("seed:\n  source: seed.json\n  limit: null\n")
+    cfgs = (*TINY, "seed.yaml")
+    proc = snakemake(wd, "--summary", configfiles=cfgs)
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0].startswith("results/"):
+            p = wd / parts[0]
+            if not Path(parts[0]).suffix:
+                p.mkdir(parents=True, exist_ok=True)
+                (p / "config.json").write_text("{}")
+            else:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text("")
+    snakemake(wd, "--touch", "--forceall", configfiles=cfgs)
+    assert planned_jobs(wd, configfiles=cfgs) == {}
+    seed.append({"instruction": "Reverse a string.", "input": "", "output": "def r(s):\n    return s[::-1]"})
+    (wd / "seed.json").write_text(json.dumps(seed))
+    jobs = planned_jobs(wd, configfiles=cfgs)
+    assert "seed" in jobs and jobs.get("evolve_round") == 2, jobs

@@ -9,8 +9,10 @@ import time
 import pytest
 
 from evolcoder.benchmarks import harness
-from evolcoder.execution import Job, Limits, run_job, sandbox_uid
-from evolcoder.worker import run_jobs
+from evolcoder.sandbox.child import run_job
+from evolcoder.sandbox.jobs import Job, Limits
+from evolcoder.sandbox.pool import run_jobs
+from evolcoder.sandbox.isolation import sandbox_uid
 
 FAST = Limits(wall_s=5.0, cpu_s=3.0, memory_mb=512, nproc=16, fsize_mb=1)
 
@@ -45,10 +47,9 @@ def test_infinite_loop_times_out_quickly():
         while True:
             pass
 
-    t0 = time.monotonic()
     res = run_job(Job(spin, (), Limits(wall_s=2.0, cpu_s=1.0, memory_mb=512)))
-    assert res.status == "timeout"
-    assert time.monotonic() - t0 < 6
+    # stopped by its CPU budget (however long a crowded machine makes that in wall time)
+    assert res.status == "timeout" and res.cause == "cpu", res
 
 
 def test_sleeping_code_hits_the_no_progress_guard():
@@ -106,10 +107,9 @@ def test_forks_share_one_cpu_budget():
         while True:
             pass
 
-    t0 = time.monotonic()
     res = run_job(Job(burn, (), Limits(wall_s=30.0, cpu_s=2.0, memory_mb=512, nproc=16)))
-    assert res.status == "timeout" and res.cause == "cpu"
-    assert time.monotonic() - t0 < 10
+    # the guard summed the CPU time of all 7 processes (each alone stays under its RLIMIT_CPU)
+    assert res.status == "timeout" and res.cause == "cpu" and "processes together" in res.detail, res
 
 
 def test_memory_eater_fails():

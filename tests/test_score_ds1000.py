@@ -18,8 +18,8 @@ import pytest
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.ds1000 import OFFICIAL_PINS, failure_cause
 from evolcoder.errors import EvolcoderError
-from evolcoder.execution import Job, Limits
-from evolcoder.worker import run_jobs
+from evolcoder.sandbox.jobs import Job, Limits
+from evolcoder.sandbox.pool import run_jobs
 from evolcoder.score import score_file
 
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -168,7 +168,7 @@ def test_multi_gpu_launch_inside_the_allocation(cluster, tmp_path):
         "rule distcheck:\n"
         "    output: 'dist.json'\n"
         "    resources: gpu=2, cpus_per_gpu=1, mem_mb=3000, runtime=10\n"
-        "    shell: 'python -m evolcoder.launch --module evolcoder.distcheck --out {output} > dist.log 2>&1'\n")
+        "    shell: 'python -m evolcoder.launch --module evolcoder.train.gpucheck --out {output} > dist.log 2>&1'\n")
     env = _env(tmp_path / "xdg")
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     time.sleep(1)

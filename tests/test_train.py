@@ -21,7 +21,7 @@ import pytest
 
 from evolcoder.errors import EvolcoderError
 from evolcoder.train import data as D
-from evolcoder.train.settings import parse_settings, template, tokenize_key
+from evolcoder.train.settings import parse_settings, template, tokenize_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EVOLCODER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -53,10 +53,10 @@ def tiny_model(tmp_path_factory) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evolcoder.models import resolve
-    from evolcoder.train.run import _clean_config
+    from evolcoder.models import model_config
 
     src = resolve("smollm2-135m-instruct")
-    cfg = _clean_config(src)
+    cfg = model_config(src)
     cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
                     num_key_value_heads=2, head_dim=16))
     torch.manual_seed(0)
@@ -96,6 +96,13 @@ def _env(**extra: str) -> dict:
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     env.update(extra)
+    return env
+
+
+def _kill_env(spec: str) -> dict:
+    """The fault injector of tests/train_faults.py, through the trainer's callback extension point."""
+    env = _env(EVOLCODER_TRAIN_CALLBACKS="train_faults:kill_after_step", EVOLCODER_TEST_KILL_AFTER_STEP=spec)
+    env["PYTHONPATH"] = str(REPO / "tests") + os.pathsep + env["PYTHONPATH"]
     return env
 
 
@@ -174,9 +181,9 @@ def test_settings_validation_and_grad_accumulation():
         parse_settings({**BASE, "deepspeed": "zero4"})
     s = parse_settings({**BASE, "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}})
     assert s.lora.r == 4
-    # the cache key follows tokenizer spec, template and length, not trainer hyper-parameters
-    assert tokenize_key(BASE) == tokenize_key({**BASE, "learning_rate": 1.0, "global_batch_size": 8})
-    assert tokenize_key(BASE) != tokenize_key({**BASE, "model_max_length": 65})
+    # the tokenised cache follows tokenizer spec, template and length, not trainer hyper-parameters
+    assert tokenize_settings(BASE) == tokenize_settings({**BASE, "learning_rate": 1.0, "global_batch_size": 8})
+    assert tokenize_settings(BASE) != tokenize_settings({**BASE, "model_max_length": 65})
 
 
 def test_ds_configs_are_shipped_with_auto_values():
@@ -190,18 +197,18 @@ def test_ds_configs_are_shipped_with_auto_values():
     assert "offload_optimizer" in json.loads(deepspeed_config_path("zero3_offload").read_text())["zero_optimization"]
 
 
-def test_launcher_command_counts_slurm_gpus():
-    from evolcoder.train.launch import launch_command, needs_launch, num_processes
+def test_the_one_launcher_counts_slurm_gpus_and_builds_torchrun_and_deepspeed_commands():
+    from evolcoder.launch import command, launched, process_count
 
-    s = parse_settings({**BASE, "launcher": "torchrun"})
     env = {"CUDA_VISIBLE_DEVICES": "2,3,5"}
-    assert num_processes(s, env) == 3 and needs_launch(s, env)
-    assert not needs_launch(s, {**env, "LOCAL_RANK": "0"})  # already a worker
-    argv, _ = launch_command(s, ["--data", "x"], env)
-    assert "--nproc_per_node=3" in argv and argv[-3:] == ["train", "--data", "x"]
-    s = parse_settings({**BASE, "launcher": "deepspeed", "num_gpus": 2})
-    argv, new_env = launch_command(s, ["--data", "x"], {**env, "MASTER_PORT": "29511"})
+    assert process_count(env) == 3 and not launched(env) and launched({**env, "LOCAL_RANK": "0"})
+    assert process_count(env, requested=2) == 2  # train.num_gpus
+    argv, _ = command(["train", "--data", "x"], 3, env=env)
+    assert "--nproc-per-node" in argv and argv[argv.index("--nproc-per-node") + 1] == "3"
+    assert argv[-3:] == ["train", "--data", "x"]
+    argv, new_env = command(["train", "--data", "x"], 2, launcher="deepspeed", env={**env, "MASTER_PORT": "29511"})
     assert new_env["CUDA_VISIBLE_DEVICES"] == "2,3" and "--module" in argv and "--no_local_rank" in argv
+    assert argv[argv.index("--master_port") + 1] == "29511"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +347,7 @@ def test_deepspeed_zero_matches_plain_trainer(preset, steps, plain_run, tiny_mod
 def test_killed_run_resumes_from_last_complete_checkpoint(plain_run, tiny_model, train_file, tmp_path):
     out = tmp_path / "preempted"
     # SIGKILL at the end of step 3: checkpoint-2 is complete, step 3 is lost
-    proc = _train(train_file, tiny_model, out, BASE, env=_env(EVOLCODER_TRAIN_KILL_AFTER_STEP="3"))
+    proc = _train(train_file, tiny_model, out, BASE, env=_kill_env("3"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     ckpts = out / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-2"]
@@ -369,7 +376,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(plain_run, tiny_model
     final model; the rerun resumes there and ends like the uninterrupted run."""
     out = tmp_path / "sigterm"
     settings = {**BASE, "max_steps": 4, "save_steps": 100}  # no periodic checkpoint before the end
-    proc = _train(train_file, tiny_model, out, settings, env=_env(EVOLCODER_TRAIN_KILL_AFTER_STEP="1:TERM"))
+    proc = _train(train_file, tiny_model, out, settings, env=_kill_env("1:TERM"))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "training stopped at step" in proc.stderr.strip().splitlines()[-1]
     assert not (out / "model").exists()

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import test_timings
 from evolcoder.benchmarks import get_benchmark
-from evolcoder.benchmarks.base import (PromptTemplate, process_humaneval, process_mbpp, process_mbppplus,
-                                       prompt_template, template_names)
+from evolcoder.benchmarks.postprocess import process_humaneval, process_mbpp, process_mbppplus
+from evolcoder.benchmarks.prompts import PromptTemplate, prompt_template, template_names
 from evolcoder.errors import DataError
 
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -264,7 +264,7 @@ def test_mbpp_raw_outputs_of_the_mbppplus_prompt_family_score_and_extra_ids_are_
     env = dict(os.environ, PYTHONPATH=str(SRC))
     settings = json.dumps({"timings": test_timings("mbpp", MBPP2), "reference_repeats": 1})
     proc = subprocess.run([sys.executable, "-m", "evolcoder.cli", "score", "--benchmark", "mbpp", "--predictions",
-                           str(pred), "--data", str(MBPP2), "--prompts-file", str(PROMPTS), "--out", str(out),
+                           str(pred), "--data", str(MBPP2), "--option", f"prompts_file={PROMPTS}", "--out", str(out),
                            "--jobs", "2", "--settings-json", settings],
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 import sys
-from pathlib import Path
+
 
 import pytest
+import yaml
 
 from workflow_utils import REPO, copy_workflow, planned_jobs, snakemake
 
@@ -69,7 +72,20 @@ def test_malformed_seed_stops_before_any_job(tmp_path):
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     wd = copy_workflow(tmp_path, shared_data)
-    snakemake(wd)
+    # an API key in the environment (as the README tells a user to export) and a hostile external
+    # prediction that hunts for it: no file of the run or in the temp dirs may hold it afterwards
+    key = f"sk-test-SECRET-{secrets.token_hex(8)}"
+    hostile = wd / "hostile.jsonl"
+    hostile.write_text("".join(json.dumps(r) + "\n" for r in _hostile_predictions()))
+    data = yaml.safe_load((wd / "data.yaml").read_text())
+    data["evaluation"] = {"external_predictions": [{"name": "hostile", "benchmark": "humaneval",
+                                                    "path": str(hostile)}]}
+    (wd / "data.yaml").write_text(yaml.safe_dump(data))
+    snakemake(wd, env={"OPENAI_API_KEY": key})
+    leaks = _files_containing(key, [wd, "/tmp", "/var/tmp", "/dev/shm"])
+    assert leaks == [], leaks
+    hostile_score = json.loads((wd / "results/scores/hostile/humaneval/greedy.json").read_text())
+    assert hostile_score["per_task"]["HumanEval/0"]["base"] == ["fail", "pass"], hostile_score["per_task"]
 
     # every stage really ran
     seed = (wd / "results/seed/seed.jsonl").read_text().splitlines()
@@ -117,6 +133,58 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     assert proc.returncode != 0 and "evolcoder: error: seed file seed.json: not valid JSON" in proc.stderr
     after = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
     assert before == after
+
+
+def _hostile_predictions() -> list[dict]:
+    """HumanEval/0: a sample that spreads $OPENAI_API_KEY over every writable place it finds and
+    raises an exception named after it (a score file keeps exception names), then the canonical one."""
+    from evolcoder.benchmarks import get_benchmark
+
+    from conftest import shared_data_dir
+
+    task = get_benchmark("humaneval").load_tasks(
+        str(shared_data_dir() / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"))[0]
+    spread = """
+import io, os, posix
+def _key():
+    k = os.environ.get("OPENAI_API_KEY", "")
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            env = io.open(f"/proc/{pid}/environ", "rb").read()
+        except OSError:
+            continue
+        if b"sk-test-SECRET" in env:
+            k = k or env[env.find(b"sk-test-SECRET"):].split(b"\\0")[0].decode()
+    return k
+KEY = _key()
+for d in ("/tmp", "/var/tmp", "/dev/shm", posix.getcwd(), os.path.expanduser("~"), os.environ.get("TMPDIR", "/tmp")):
+    try:
+        with io.open(os.path.join(d, "evolcoder-leak.txt"), "w") as fh:
+            fh.write(KEY)
+    except OSError:
+        pass
+def has_close_elements(numbers, threshold):
+    raise type("KEY_" + "".join(c if c.isalnum() else "_" for c in KEY), (Exception,), {})()
+"""
+    return [{"task_id": task["task_id"], "solution": spread},
+            {"task_id": task["task_id"], "solution": task["prompt"] + task["canonical_solution"]}]
+
+
+def _files_containing(needle: str, roots: list) -> list[str]:
+    raw, hits = needle.encode(), []
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for f in files:
+                p = os.path.join(dirpath, f)
+                try:
+                    if os.path.islink(p) or not os.path.isfile(p) or os.path.getsize(p) > 256 << 20:
+                        continue
+                    with open(p, "rb") as fh:
+                        if raw in fh.read():
+                            hits.append(p)
+                except OSError:
+                    continue
+    return hits
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("EVOLCODER_DS1000_PYTHON"),

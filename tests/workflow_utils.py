@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config.yaml", "config", "profiles", "report", "envs", "src",
+WORKFLOW_PARTS = ("Snakefile", "rules", "config.yaml", "config", "profiles", "report", "envs", "src",
                   "tests/configs")
 
 
@@ -37,13 +37,13 @@ def copy_workflow(dest: Path, shared_data: Path | None) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ("tests/configs/tiny.yaml",),
-              check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+              check: bool = True, timeout: int = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
     cfgs = list(configfiles)
     if (workdir / "data.yaml").exists():
         cfgs.append("data.yaml")
     # the caller's arguments first: --configfile takes several values and would swallow a target
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, *(["--configfile", *cfgs] if cfgs else [])]
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:

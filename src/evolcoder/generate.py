@@ -12,7 +12,9 @@ Generation settings (``--settings-json``)::
     max_new_tokens, batch_size
     backend          hf (transformers, CPU/GPU) | vllm (GPU, optional extra)
     seed             sampling seed
-    prompts_file     MBPP+: WizardCoder's prompts JSON
+
+Files a benchmark's adapter takes (its ``data_options``, e.g. MBPP+'s WizardCoder prompts) are
+``--option NAME=PATH`` arguments of both commands.
 
 Shards: ``--shard I --num-shards N`` takes the I-th contiguous chunk of the tasks, so a cluster
 spreads generation over GPUs; ``gather`` concatenates shards in task order and sanitises them.
@@ -26,48 +28,57 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import click
 
-from evolcoder.benchmarks import BENCHMARKS, get_benchmark
-from evolcoder.benchmarks.base import POSTPROCESS_METHODS
+from evolcoder.benchmarks import BENCHMARKS, get_benchmark, parse_options
+from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, DataError, EvolcoderError
 from evolcoder.io import iter_jsonl, parse_json_option, write_jsonl
 
 log = logging.getLogger(__name__)
 
+# Imported through the benchmark adapters, never run here: generation and gathering run no scoring
+# code, so editing the scorer does not regenerate (evolcoder.codehash; checked by the test suite).
+CODE_HASH_EXCLUDES = ("evolcoder.benchmarks.harness", "evolcoder.benchmarks.scoring", "evolcoder.benchmarks.timings",
+                      "evolcoder.sandbox", "evolcoder.passk")
+
+
+_EV, _SAMPLING = "evaluation", "evaluation.sampling"
+
 
 @dataclass
-class GenSettings:
-    limit: int | None = None
-    prompt_template: str = "wizardcoder"
-    mode: str = "greedy"
-    n: int = 1
-    temperature: float = 0.2
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-    batch_size: int = 8
-    backend: str = "hf"
-    seed: int = 42
-    prompts_file: str | None = None
-    dtype: str = "auto"
-    postprocess: str = "wizardcoder"
+class GenSettings(Settings):
+    """Generation settings: the mode's section of ``evaluation`` (greedy or sampling) with the
+    evaluation-wide keys (defaults: the schema's)."""
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "GenSettings":
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        s = cls(**{k: v for k, v in d.items() if k in known})
-        if s.mode not in ("greedy", "sampled"):
-            raise EvolcoderError(f"generate: mode must be greedy or sampled, not {s.mode!r}")
-        if s.backend not in ("hf", "vllm"):
-            raise EvolcoderError(f"generate: backend must be hf or vllm, not {s.backend!r}")
-        if s.mode == "greedy":
-            s.n = 1
-        if s.n < 1 or s.batch_size < 1 or s.max_new_tokens < 1:
+    WHERE: ClassVar[str] = "generate settings"
+
+    limit: int | None = _default(_EV, "limit")
+    prompt_template: str = _default(_EV, "prompt_template")
+    backend: str = _default(_EV, "backend")
+    mode: str = "greedy"                                     # greedy | sampled
+    n: int = 1                                               # samples per task (greedy: 1)
+    temperature: float = _default(_SAMPLING, "temperature")  # sampled mode
+    top_p: float = _default(_SAMPLING, "top_p")
+    max_new_tokens: int = _default(_SAMPLING, "max_new_tokens")
+    batch_size: int = _default(_SAMPLING, "batch_size")
+    seed: int = 42
+    dtype: str = "auto"                                      # auto | fp32 | fp16 | bf16
+
+    def check(self) -> None:
+        if self.mode not in ("greedy", "sampled"):
+            raise EvolcoderError(f"generate: mode must be greedy or sampled, not {self.mode!r}")
+        if self.backend not in ("hf", "vllm"):
+            raise EvolcoderError(f"generate: backend must be hf or vllm, not {self.backend!r}")
+        if self.mode == "greedy":
+            self.n = 1
+        if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise EvolcoderError("generate: n, batch_size and max_new_tokens must be >= 1")
-        return s
 
 
 def shard_slice(n_items: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -91,7 +102,7 @@ def truncate_at_stop(text: str, stops) -> str:
 def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_shards: int) -> list[dict]:
     """The (task, sample) items of one shard, with their prompts (as sent: tabs included) and whether
     the template's tab substitution has to be undone on the output."""
-    from evolcoder.benchmarks.base import prompt_template
+    from evolcoder.benchmarks.prompts import prompt_template
 
     tasks = bench.load_tasks(data_path)
     if settings.limit:
@@ -111,23 +122,13 @@ def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_sh
 class HFBackend:
     """transformers, left-padded batches, stop sequences applied while generating."""
 
-    def __init__(self, model_dir: str, settings: GenSettings):
+    def __init__(self, model: str, settings: GenSettings):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from evolcoder.models import load_for_generation
 
         self.torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = {"auto": (torch.bfloat16 if self.device == "cuda" else torch.float32),
-                 "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.dtype]
-        try:
-            self.tok = AutoTokenizer.from_pretrained(model_dir)
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device)
-        except OSError as exc:
-            raise BackendError(f"cannot load model {model_dir}: {exc}") from None
-        self.model.eval()
-        self.tok.padding_side = "left"
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
+        self.tok, self.model, self.device = load_for_generation(model, settings.dtype)
         self.settings = settings
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
@@ -159,13 +160,15 @@ class HFBackend:
 class VLLMBackend:
     """vLLM (GPU); imported only when selected."""
 
-    def __init__(self, model_dir: str, settings: GenSettings):
+    def __init__(self, model: str, settings: GenSettings):
         try:
             from vllm import LLM
         except ImportError:
             raise BackendError("backend vllm: the vllm package is not installed "
                                "(pip install 'evolcoder[vllm]' on a GPU machine)") from None
-        self.llm = LLM(model=model_dir, seed=settings.seed)
+        from evolcoder.models import resolve
+
+        self.llm = LLM(model=resolve(model), seed=settings.seed)
         self.settings = settings
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
@@ -180,19 +183,17 @@ class VLLMBackend:
         return [truncate_at_stop(o.outputs[0].text, stops) for o in outs]
 
 
-def make_backend(model: str, settings: GenSettings):
-    from evolcoder.models import resolve
-
-    model_dir = resolve(model)
-    return (VLLMBackend if settings.backend == "vllm" else HFBackend)(model_dir, settings)
+def generation_backend(model: str, settings: GenSettings):
+    """The backend of ``settings.backend``: hf (transformers, set up by
+    :func:`evolcoder.models.load_for_generation`, as evolution's local backend) or vllm."""
+    return (VLLMBackend if settings.backend == "vllm" else HFBackend)(model, settings)
 
 
 def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
                    data_path: str | None = None, shard: int = 0, num_shards: int = 1,
-                   backend=None) -> int:
+                   backend=None, options: dict | None = None) -> int:
     """Generate the shard's items into ``out`` (resumable); returns the number of records."""
-    bench = get_benchmark(benchmark, **({"prompts_file": settings.prompts_file}
-                                        if benchmark == "mbpp" else {}))
+    bench = get_benchmark(benchmark, **(options or {}))
     items = plan(bench, data_path, settings, shard, num_shards)
     partial = Path(str(out) + ".partial")
     done: dict[tuple[str, int], dict] = {}
@@ -206,7 +207,7 @@ def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
     log.info("%s shard %d/%d: %d items, %d on disk, %d to generate", benchmark, shard, num_shards,
              len(items), len(items) - len(todo), len(todo))
     if todo:
-        backend = backend or make_backend(model, settings)
+        backend = backend or generation_backend(model, settings)
         stops = tuple(bench.stop_sequences)
         partial.parent.mkdir(parents=True, exist_ok=True)
         # rewrite the readable part (drops a torn last line), then append batch by batch
@@ -231,10 +232,10 @@ def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
 
 
 def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = None,
-           prompts_file: str | None = None, postprocess: str = "wizardcoder") -> int:
+           options: dict | None = None, postprocess: str = "wizardcoder") -> int:
     """Concatenate shards in task order and post-process: ``{task_id, sample_idx, solution, raw}``
     (``raw`` as the model wrote it; ``solution`` from it with the template's tabs undone)."""
-    bench = get_benchmark(benchmark, **({"prompts_file": prompts_file} if benchmark == "mbpp" else {}))
+    bench = get_benchmark(benchmark, **(options or {}))
     tasks = bench.load_tasks(data_path)
     order = {str(t["task_id"]): i for i, t in enumerate(tasks)}
     by_id = {str(t["task_id"]): t for t in tasks}
@@ -267,12 +268,14 @@ def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = 
 @click.option("--out", required=True, help="Raw predictions (JSONL): {task_id, sample_idx, prompt, raw}.")
 @click.option("--settings-json", "settings_json", default=None, help="Generation settings (JSON or file).")
 @click.option("--data", "data_path", default=None, help="Dataset file.")
+@click.option("--option", "options", multiple=True, help="A file the benchmark takes: NAME=PATH (repeatable).")
 @click.option("--shard", type=int, default=0, show_default=True)
 @click.option("--num-shards", type=int, default=1, show_default=True)
 def cli(model: str, benchmark: str, out: str, settings_json: str | None, data_path: str | None,
-        shard: int, num_shards: int) -> None:
+        options: tuple[str, ...], shard: int, num_shards: int) -> None:
     settings = GenSettings.from_dict(parse_json_option(settings_json, "settings-json"))
-    n = run_generation(model, benchmark, out, settings, data_path, shard, num_shards)
+    n = run_generation(model, benchmark, out, settings, data_path, shard, num_shards,
+                       options=parse_options(options))
     click.echo(f"{benchmark}: {n} completions -> {out}")
 
 
@@ -281,13 +284,14 @@ def cli(model: str, benchmark: str, out: str, settings_json: str | None, data_pa
 @click.option("--out", required=True, help="Sanitised predictions (JSONL).")
 @click.option("--data", "data_path", default=None, help="Dataset file.")
 @click.option("--settings-json", "settings_json", default=None,
-              help="Generation settings (prompts_file, postprocess: wizardcoder | evalplus).")
+              help="Post-processing settings: {postprocess: wizardcoder | evalplus}.")
+@click.option("--option", "options", multiple=True, help="A file the benchmark takes: NAME=PATH (repeatable).")
 @click.argument("shards", nargs=-1, required=True)
 def gather_cli(benchmark: str, out: str, data_path: str | None, settings_json: str | None,
-               shards: tuple[str, ...]) -> None:
+               options: tuple[str, ...], shards: tuple[str, ...]) -> None:
     settings = parse_json_option(settings_json, "settings-json")
     method = settings.get("postprocess") or "wizardcoder"
     if method not in POSTPROCESS_METHODS:
         raise EvolcoderError(f"gather: postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {method!r}")
-    n = gather(benchmark, list(shards), out, data_path, settings.get("prompts_file"), method)
+    n = gather(benchmark, list(shards), out, data_path, parse_options(options), method)
     click.echo(f"{benchmark}: {n} sanitised predictions -> {out}")

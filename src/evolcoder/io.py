@@ -20,6 +20,11 @@ from typing import Any
 from evolcoder.errors import DataError
 
 
+def cache_dir() -> Path:
+    """evolcoder's cache (exported models, reference timings): ``$EVOLCODER_CACHE``, else ~/.cache/evolcoder."""
+    return Path(os.environ.get("EVOLCODER_CACHE", Path.home() / ".cache" / "evolcoder"))
+
+
 def _open_text(path: Path, mode: str = "rt"):
     if str(path).endswith(".gz"):
         return gzip.open(path, mode, encoding="utf-8")

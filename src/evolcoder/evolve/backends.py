@@ -23,9 +23,11 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, EvolcoderError
 from evolcoder.evolve.cache import ResponseCache, request_key
 
@@ -61,37 +63,36 @@ class RequestRejected(Exception):
     """A non-retryable, item-specific failure (HTTP 400/413/422): the item is rejected, the round goes on."""
 
 
-@dataclass
-class BackendSettings:
-    kind: str = "local"
-    model: str = "smollm2-135m-instruct"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 16
-    max_retries: int = 6
-    timeout_s: float = 120.0
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    retry_after_max_s: float = 600.0
-    cost_per_1m_prompt_tokens: float = 0.0
-    cost_per_1m_completion_tokens: float = 0.0
+_BE = "evolution.backend"
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> BackendSettings:
-        d = dict(d or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EvolcoderError(f"evolution.backend: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        s = cls(**d)
-        if s.kind not in ("openai", "local"):
-            raise EvolcoderError(f"evolution.backend.kind: {s.kind!r} is not one of openai, local")
-        if int(s.concurrency) < 1:
+
+@dataclass
+class BackendSettings(Settings):
+    """The evolver LLM (``evolution.backend``; defaults and documentation: the schema)."""
+
+    SECTION: ClassVar[str] = _BE
+
+    kind: str = "local"                      # required in the config
+    model: str = "smollm2-135m-instruct"     # required in the config
+    base_url: str | None = None
+    api_key_env: str = _default(_BE, "api_key_env")
+    concurrency: int = _default(_BE, "concurrency")
+    max_retries: int = _default(_BE, "max_retries")
+    timeout_s: float = _default(_BE, "timeout_s")
+    backoff_base_s: float = _default(_BE, "backoff_base_s")
+    backoff_max_s: float = _default(_BE, "backoff_max_s")
+    retry_after_max_s: float = _default(_BE, "retry_after_max_s")
+    cost_per_1m_prompt_tokens: float = _default(_BE, "cost_per_1m_prompt_tokens")
+    cost_per_1m_completion_tokens: float = _default(_BE, "cost_per_1m_completion_tokens")
+
+    def check(self) -> None:
+        if self.kind not in ("openai", "local"):
+            raise EvolcoderError(f"evolution.backend.kind: {self.kind!r} is not one of openai, local")
+        if int(self.concurrency) < 1:
             raise EvolcoderError("evolution.backend.concurrency must be >= 1")
-        if int(s.max_retries) < 0:
+        if int(self.max_retries) < 0:
             raise EvolcoderError("evolution.backend.max_retries must be >= 0")
-        s.concurrency, s.max_retries = int(s.concurrency), int(s.max_retries)
-        return s
+        self.concurrency, self.max_retries = int(self.concurrency), int(self.max_retries)
 
     def public(self) -> dict:
         """Settings safe to record (the key's env var name, never its value)."""
@@ -330,20 +331,13 @@ class LocalBackend:
 
     def __init__(self, s: BackendSettings):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from evolcoder.models import resolve
+        from evolcoder.models import load_for_generation
 
         self.s = s
         self.model = s.model
-        path = resolve(s.model)
         self.torch = torch
-        self.tok = AutoTokenizer.from_pretrained(path)
-        self.tok.padding_side = "left"
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(path)
-        self.lm.eval()
+        self.tok, self.lm, self.device = load_for_generation(s.model)
         self._queue: list[tuple[Request, str, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
 
@@ -391,7 +385,7 @@ class LocalBackend:
         torch = self.torch
         p = reqs[0].params
         texts = [self.tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in reqs]
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         temperature = float(p.get("temperature", 0.0) or 0.0)
         gen: dict[str, Any] = {"max_new_tokens": int(p.get("max_tokens", 256)),
                                "pad_token_id": self.tok.pad_token_id}

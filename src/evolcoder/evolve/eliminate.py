@@ -8,9 +8,11 @@ failed evolution); response rules run on the answer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
-from evolcoder.errors import EvolcoderError
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 
 # Reasons (stable strings: stats and rejects files use them)
 EMPTY_INSTRUCTION = "empty_instruction"
@@ -60,24 +62,21 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", (text or "").strip().lower())
 
 
-@dataclass
-class EliminationSettings:
-    sorry_max_words: int = 80              # "sorry" in a response shorter than this -> rejected
-    max_instruction_tokens: int = 2048     # over-length evolved instruction
-    max_response_tokens: int = 8192        # over-length response
-    min_instruction_tokens: int = 3        # shorter counts as empty
-    reject_truncated: bool = False         # reject answers cut by max_tokens (finish_reason == "length")
-    copy_phrases_extra: list[str] = field(default_factory=list)
+_EL = "evolution.elimination"
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> EliminationSettings:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EvolcoderError(f"evolution.elimination: unknown key(s) {', '.join(unknown)}; "
-                                 f"known: {', '.join(sorted(known))}")
-        return cls(**d)
+
+@dataclass
+class EliminationSettings(Settings):
+    """Thresholds of the elimination rules (``evolution.elimination``; defaults: the schema)."""
+
+    SECTION: ClassVar[str] = _EL
+
+    sorry_max_words: int = _default(_EL, "sorry_max_words")        # "sorry" in a shorter response -> rejected
+    max_instruction_tokens: int = _default(_EL, "max_instruction_tokens")  # over-length evolved instruction
+    max_response_tokens: int = _default(_EL, "max_response_tokens")        # over-length response
+    min_instruction_tokens: int = _default(_EL, "min_instruction_tokens")  # shorter counts as empty
+    reject_truncated: bool = _default(_EL, "reject_truncated")     # reject answers cut by max_tokens
+    copy_phrases_extra: list[str] = _default(_EL, "copy_phrases_extra")
 
 
 # ---------------------------------------------------------------- instruction rules

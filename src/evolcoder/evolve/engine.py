@@ -8,12 +8,13 @@ only on (settings, seed, round, pool), never on timing: reruns and resumed runs 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import sys
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, DataError, EvolcoderError
 from evolcoder.evolve import eliminate as el
 from evolcoder.evolve.backends import BackendSettings, Completion, Ledger, Request, Runner, make_backend
@@ -28,53 +29,51 @@ _PARAM_KEYS = {"temperature", "top_p", "max_tokens", "seed", "stop", "presence_p
                "logit_bias", "extra_body"}
 
 
+_J, _E = "evolution.judge", "evolution"
+
+
 @dataclass
-class JudgeSettings:
-    enabled: bool = False
+class JudgeSettings(Settings):
+    """WizardLM's information-gain judge (``evolution.judge``)."""
+
+    SECTION: ClassVar[str] = _J
+
+    enabled: bool = _default(_J, "enabled")
     params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 8})
 
 
 @dataclass
-class EvolutionSettings:
-    rounds: int = 4
-    seed: int = 42
+class EvolutionSettings(Settings):
+    """One round's settings: the config's ``evolution`` section (defaults and documentation: the schema)."""
+
+    SECTION: ClassVar[str] = _E
+    NESTED: ClassVar[dict] = {"backend": BackendSettings, "elimination": el.EliminationSettings,
+                              "judge": JudgeSettings}
+
+    rounds: int = 4                    # the workflow's; one call runs one round
+    seed: int = _default(_E, "seed")
     methods: Any = "code"
-    retry_eliminated: bool = True
+    retry_eliminated: bool = _default(_E, "retry_eliminated")
     backend: BackendSettings = field(default_factory=BackendSettings)
     evolve_params: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.95, "max_tokens": 96})
     answer_params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 160})
-    request_seed: bool = True          # send a per-request `seed` derived from (seed, round, parent, purpose)
-    answer_system_prompt: str | None = None
+    request_seed: bool = _default(_E, "request_seed")  # per-request `seed` from (seed, round, parent, purpose)
+    answer_system_prompt: str | None = _default(_E, "answer_system_prompt")
     elimination: el.EliminationSettings = field(default_factory=el.EliminationSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
-    progress: bool = True
+    progress: bool = _default(_E, "progress")
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> EvolutionSettings:
-        d = copy.deepcopy(dict(d or {}))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EvolcoderError(f"evolution: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        d["backend"] = BackendSettings.from_dict(d.get("backend"))
-        d["elimination"] = el.EliminationSettings.from_dict(d.get("elimination"))
-        j = dict(d.get("judge") or {})
-        bad = sorted(set(j) - {"enabled", "params"})
-        if bad:
-            raise EvolcoderError(f"evolution.judge: unknown key(s) {', '.join(bad)}; known: enabled, params")
-        d["judge"] = JudgeSettings(**j)
-        s = cls(**d)
+    def check(self) -> None:
         for name in ("evolve_params", "answer_params"):
-            p = getattr(s, name)
+            p = getattr(self, name)
             if not isinstance(p, dict):
                 raise EvolcoderError(f"evolution.{name}: expected a mapping")
             bad = sorted(set(p) - _PARAM_KEYS)
             if bad:
                 raise EvolcoderError(f"evolution.{name}: unknown parameter(s) {', '.join(bad)}; "
                                      f"known: {', '.join(sorted(_PARAM_KEYS))}")
-        s.seed = int(s.seed)
-        s.weights = normalise_weights(s.methods)  # type: ignore[attr-defined]
-        return s
+        self.seed = int(self.seed)
+        self.weights = normalise_weights(self.methods)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import click
+
 from evolcoder.evolve.eliminate import count_tokens
 
 TOKEN_COUNTER = "regex word/punctuation tokens (\\w+|[^\\w\\s]), model-independent"
@@ -128,15 +130,9 @@ def plot_stats(stats_paths: Iterable[str | os.PathLike], out_png: str | os.PathL
     return out_png
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m evolcoder.evolve.stats OUT.png round_1/stats.json round_2/stats.json ...``"""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2:
-        raise SystemExit("usage: python -m evolcoder.evolve.stats OUT.png STATS.json [STATS.json ...]")
-    print(plot_stats(args[1:], args[0]))
-
-
-if __name__ == "__main__":
-    main()
+@click.command(help="Plot the evolution statistics of the rounds (difficulty by round, method mix, "
+                    "elimination rates) into one PNG.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.argument("stats", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def cli(out: str, stats: tuple[str, ...]) -> None:
+    click.echo(str(plot_stats(list(stats), out)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -42,22 +43,23 @@ def tokenize_cli(data: str, base_model: str, out: str, settings_json: str | None
               help="Run folder: model/, checkpoints/, log_history.json, loss.png.")
 @click.option("--settings-json", default=None, help="One entry of the train: section, JSON or a file.")
 def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings_json: str | None) -> None:
+    from evolcoder import launch
     from evolcoder.errors import EvolcoderError
-    from evolcoder.train.launch import launch_command, needs_launch, train_argv
-    from evolcoder.train.settings import parse_settings
+    from evolcoder.train.settings import gradient_accumulation, parse_settings
 
     raw = parse_json_option(settings_json, "settings-json")
     raw.setdefault("base_model", base_model)
     s = parse_settings(raw)
     if not data and not tokenized:
         raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
-    if needs_launch(s):
-        from evolcoder.train.launch import num_processes
-        from evolcoder.train.settings import gradient_accumulation
-
-        gradient_accumulation(s.global_batch_size, s.micro_batch_size, num_processes(s))  # fail before launching
-        argv, env = launch_command(s, train_argv(data, tokenized, base_model, out_dir, raw))
-        log.info("launching: %s", " ".join(argv))
+    # one process per GPU of the allocation (or train.num_gpus): re-executed under the launcher
+    nproc = 1 if launch.launched() else launch.process_count(
+        requested=s.num_gpus if isinstance(s.num_gpus, int) else None)
+    if not launch.launched() and (nproc > 1 or s.launcher != "none"):
+        gradient_accumulation(s.global_batch_size, s.micro_batch_size, nproc)  # fail before launching
+        argv, env = launch.command(["train", *_train_argv(data, tokenized, base_model, out_dir, raw)], nproc,
+                                   launcher=s.launcher if s.launcher != "none" else "torchrun")
+        click.echo(launch.describe(nproc, argv), err=True)
         rc = _run_forwarding_signals(argv, env)
         if rc != 0:
             raise EvolcoderError(f"distributed training ({s.launcher}) exited with status {rc}; "
@@ -70,6 +72,15 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
     if manifest:
         click.echo(f"trained {manifest['steps_done']} steps, final loss {manifest['final_loss']} -> "
                    f"{os.path.join(out_dir, 'model')}")
+
+
+def _train_argv(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings: dict) -> list[str]:
+    argv = []
+    if data:
+        argv += ["--data", data]
+    if tokenized:
+        argv += ["--tokenized", tokenized]
+    return argv + ["--base-model", base_model, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
 
 
 def _run_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:

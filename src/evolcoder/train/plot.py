@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import click
+
 from evolcoder.io import read_json
 
 
@@ -43,3 +45,11 @@ def plot_training(log_history_json: str | os.PathLike, out_png: str | os.PathLik
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+@click.command(help="Plot a training run's loss and learning rate against the optimizer step.")
+@click.option("--history", required=True, type=click.Path(dir_okay=False), help="log_history.json of the run.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+def cli(history: str, out: str) -> None:
+    plot_training(history, out)
+    click.echo(out)

@@ -14,13 +14,13 @@ import os
 import re
 import resource
 import shutil
-import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from evolcoder.errors import EvolcoderError
+from evolcoder.launch import free_port
+from evolcoder.models import model_config
 from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
 from evolcoder.train.data import (
     PaddingCollator,
@@ -44,9 +44,10 @@ from evolcoder.train.settings import (
 log = logging.getLogger(__name__)
 
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
-# Test hook: "N" SIGKILLs the process at the end of optimizer step N (before its checkpoint is saved);
-# "N:TERM" sends SIGTERM instead (what SLURM sends on preemption / time limit).
-FAULT_ENV = "EVOLCODER_TRAIN_KILL_AFTER_STEP"
+# Extra Trainer callbacks: "module:factory[,module:factory...]"; each factory is called with no
+# arguments and returns a transformers.TrainerCallback (logging to a tracker, a fault injector in
+# the tests); a callback with a `trainer` attribute gets the Trainer.
+CALLBACKS_ENV = "EVOLCODER_TRAIN_CALLBACKS"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,20 +66,6 @@ def load_tokenizer(model_dir: str) -> Any:
     return tok
 
 
-def _clean_config(model_dir: str) -> Any:
-    """The model config without a leftover GGUF quantization_config (models.resolve exports GGUF files
-    to plain fp32 weights, but the config keeps the marker, which makes transformers treat the model
-    as quantized and the Trainer refuse to fine-tune it)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir)
-    qc = getattr(config, "quantization_config", None)
-    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
-    if method is not None and str(getattr(method, "value", method)) == "gguf":
-        del config.quantization_config
-    return config
-
-
 def load_model(model_dir: str, s: TrainSettings) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -86,7 +73,7 @@ def load_model(model_dir: str, s: TrainSettings) -> Any:
     dtype = torch.float32
     if s.deepspeed and s.precision != "fp32":  # DeepSpeed keeps fp32 master weights itself
         dtype = torch.bfloat16 if s.precision == "bf16" else torch.float16
-    kw: dict[str, Any] = {"config": _clean_config(model_dir), "dtype": dtype}
+    kw: dict[str, Any] = {"config": model_config(model_dir), "dtype": dtype}
     if s.attn_implementation:
         kw["attn_implementation"] = s.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kw)
@@ -219,18 +206,12 @@ def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
 # distributed helpers
 # ---------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ensure_dist_env() -> None:
     """DeepSpeed needs a process group even for one process: fake a world of 1 when not launched."""
     if "WORLD_SIZE" in os.environ:
         return
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
 
 
 def _is_main() -> bool:
@@ -257,7 +238,7 @@ def _peak_memory_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 
 def _make_trainer_class():
-    from transformers import Trainer, TrainerCallback
+    from transformers import Trainer
 
     class EvolTrainer(Trainer):
         """Trainer that logs training tokens/s (non-padding) and peak memory with every loss."""
@@ -284,23 +265,22 @@ def _make_trainer_class():
                 self._tok_count, self._tok_t0 = 0, now
             super().log(logs, *args, **kwargs)
 
-    class KillAfterStep(TrainerCallback):
-        def __init__(self, spec: str):
-            step, _, sig = spec.partition(":")
-            self.step = int(step)
-            self.signal = signal.SIGTERM if sig.upper() == "TERM" else signal.SIGKILL
+    return EvolTrainer
 
-        trainer = None  # set after the Trainer exists
 
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == self.step:
-                log.warning("%s: sending %s to the process (test hook)", FAULT_ENV, self.signal.name)
-                for cb in self.trainer.callback_handler.callbacks if self.trainer else []:
-                    if getattr(cb, "jit_manager", None) is not None:
-                        cb.jit_manager.kill_wait = 0  # checkpoint at the next step, not 3 s later
-                os.kill(os.getpid(), self.signal)
+def extra_callbacks() -> list:
+    """The callbacks named by ``$EVOLCODER_TRAIN_CALLBACKS`` (see :data:`CALLBACKS_ENV`)."""
+    import importlib
 
-    return EvolTrainer, KillAfterStep
+    out = []
+    for spec in filter(None, (s.strip() for s in os.environ.get(CALLBACKS_ENV, "").split(","))):
+        module, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise EvolcoderError(f"{CALLBACKS_ENV}: cannot load {spec!r} ({exc})") from None
+        out.append(factory())
+    return out
 
 
 def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cuda: bool) -> Any:
@@ -388,12 +368,13 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
                 if s.packing else PaddingCollator(tokenizer.pad_token_id, 8 if use_cuda else None))
 
     model = load_model(model_dir, s)
-    EvolTrainer, KillAfterStep = _make_trainer_class()
-    callbacks = [KillAfterStep(os.environ[FAULT_ENV])] if os.environ.get(FAULT_ENV) else []
+    EvolTrainer = _make_trainer_class()
+    callbacks = extra_callbacks()
     trainer = EvolTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                           processing_class=tokenizer, callbacks=callbacks)
     for cb in callbacks:
-        cb.trainer = trainer
+        if hasattr(cb, "trainer"):
+            cb.trainer = trainer
 
     fingerprint = trajectory_fingerprint(s, tokd.meta.get("data_sha256"), world_size)
     if _is_main():
@@ -500,7 +481,7 @@ def _merge_lora(model_dir: str, adapter_dir: Path, dest: Path) -> None:
         unset_hf_deepspeed_config()
     except ImportError:
         pass
-    base = AutoModelForCausalLM.from_pretrained(model_dir, config=_clean_config(model_dir), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, config=model_config(model_dir), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(dest)

@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 from evolcoder.errors import EvolcoderError
 from evolcoder.io import sha256_json
 
@@ -24,43 +26,77 @@ TOKENIZE_KEYS = ("base_model", "model_max_length", "prompt_template")
 
 
 @dataclass
-class LoraSettings:
+class LoraSettings(Settings):
+    WHERE: ClassVar[str] = "train.lora"
+
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
 
 
+_T = "train"
+
+
 @dataclass
-class TrainSettings:
+class TrainSettings(Settings):
+    """One fine-tuning run: the config's ``train`` section (defaults and documentation: the schema;
+    the keys the schema requires have the paper's values here, for the command used alone)."""
+
+    SECTION: ClassVar[str] = _T
+
     base_model: str = "smollm2-135m-instruct"
     model_max_length: int = 2048
-    prompt_template: str = "wizardcoder"      # name under templates/train/ or a path to a JSON file
+    prompt_template: str = _default(_T, "prompt_template")  # name under templates/train/ or a JSON path
     global_batch_size: int = 512              # effective batch size (samples per optimizer step)
     micro_batch_size: int = 4                 # per device; grad accumulation is derived
     learning_rate: float = 2e-5
-    num_epochs: float = 3
-    max_steps: int | None = None              # cap (smoke runs); None = full epochs
-    warmup_steps: int = 30
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    precision: str = "fp32"
-    gradient_checkpointing: bool = False
-    deepspeed: str | None = None              # None | zero2 | zero3 | zero3_offload | path to JSON
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    logging_steps: int = 1
-    seed: int = 42
-    packing: bool = False                     # padding-free batches (position ids reset per sample)
-    lora: LoraSettings | None = None
-    launcher: str = "none"                    # none | torchrun | deepspeed
-    num_gpus: int | str | None = None         # None/"auto": count CUDA_VISIBLE_DEVICES (or CUDA devices)
-    checkpoint_on_sigterm: bool = True        # save a checkpoint when SLURM sends SIGTERM (preemption)
-    keep_checkpoints: bool = False            # keep checkpoints/ once the final model is saved
-    attn_implementation: str | None = None    # e.g. flash_attention_2 / sdpa; None = transformers default
-    dataloader_num_workers: int = 0
-    extra: dict = field(default_factory=dict)  # unknown-but-allowed keys (e.g. the lead's bookkeeping)
+    num_epochs: float = _default(_T, "num_epochs")
+    max_steps: int | None = _default(_T, "max_steps")        # cap (smoke runs); None = full epochs
+    warmup_steps: int = _default(_T, "warmup_steps")
+    lr_scheduler: str = _default(_T, "lr_scheduler")
+    weight_decay: float = _default(_T, "weight_decay")
+    max_grad_norm: float = _default(_T, "max_grad_norm")
+    precision: str = _default(_T, "precision")
+    gradient_checkpointing: bool = _default(_T, "gradient_checkpointing")
+    deepspeed: str | None = _default(_T, "deepspeed")        # None | zero2 | zero3 | zero3_offload | JSON
+    save_steps: int = _default(_T, "save_steps")
+    save_total_limit: int | None = _default(_T, "save_total_limit")
+    logging_steps: int = _default(_T, "logging_steps")
+    seed: int = _default(_T, "seed")
+    packing: bool = _default(_T, "packing")                  # padding-free batches
+    lora: LoraSettings | None = _default(_T, "lora")
+    launcher: str = _default(_T, "launcher")                 # none | torchrun | deepspeed
+    num_gpus: int | str | None = _default(_T, "num_gpus")    # None/"auto": the GPUs the job was granted
+    checkpoint_on_sigterm: bool = _default(_T, "checkpoint_on_sigterm")
+    keep_checkpoints: bool = _default(_T, "keep_checkpoints")
+    attn_implementation: str | None = _default(_T, "attn_implementation")
+    dataloader_num_workers: int = _default(_T, "dataloader_num_workers")
+    extra: dict = field(default_factory=dict)  # keys kept for the record only (_IGNORED)
+
+    @classmethod
+    def known_keys(cls) -> set[str]:
+        return super().known_keys() - {"extra"}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainSettings":
+        d = dict(d or {})
+        extra = {k: d.pop(k) for k in list(d) if k in _IGNORED}
+        lora = d.get("lora")
+        if lora in (False, {}):
+            d["lora"] = None
+        elif lora is True:
+            d["lora"] = LoraSettings()
+        elif isinstance(lora, dict):
+            d["lora"] = LoraSettings.from_dict(lora)
+        elif lora is not None:
+            raise EvolcoderError("train.lora: expected null or a mapping {r, alpha, dropout, target_modules}")
+        s = super().from_dict(d)
+        s.extra = extra
+        return s
+
+    def check(self) -> None:
+        _check(self)
 
     # ---- derived -------------------------------------------------------------------------------
     def grad_accum(self, world_size: int) -> int:
@@ -100,26 +136,7 @@ _IGNORED = {"checkpoint", "description"}
 
 def parse_settings(raw: dict[str, Any]) -> TrainSettings:
     """Validate a settings dict; unknown keys are an error naming the key."""
-    known = {f.name for f in dataclasses.fields(TrainSettings)} - {"extra"}
-    unknown = set(raw) - known - _IGNORED
-    if unknown:
-        raise EvolcoderError(f"train settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    kw = {k: v for k, v in raw.items() if k in known}
-    lora = kw.get("lora")
-    if lora in (None, False, {}):
-        kw["lora"] = None
-    elif lora is True:
-        kw["lora"] = LoraSettings()
-    elif isinstance(lora, dict):
-        bad = set(lora) - {f.name for f in dataclasses.fields(LoraSettings)}
-        if bad:
-            raise EvolcoderError(f"train.lora: unknown key(s) {sorted(bad)}")
-        kw["lora"] = LoraSettings(**lora)
-    else:
-        raise EvolcoderError("train.lora: expected null or a mapping {r, alpha, dropout, target_modules}")
-    s = TrainSettings(**kw, extra={k: raw[k] for k in raw if k in _IGNORED})
-    _check(s)
-    return s
+    return TrainSettings.from_dict(raw)
 
 
 def _check(s: TrainSettings) -> None:
@@ -191,8 +208,3 @@ def tokenize_settings(raw: dict[str, Any]) -> dict[str, Any]:
     defaults = TrainSettings()
     return {k: raw.get(k, getattr(defaults, k)) for k in TOKENIZE_KEYS}
 
-
-def tokenize_key(raw: dict[str, Any]) -> str:
-    """Cache key for results/tokenized/{key}: tokenizer (base model spec), template (content) and length."""
-    s = tokenize_settings(raw)
-    return sha256_json({**s, "template": template(s["prompt_template"])})[:16]

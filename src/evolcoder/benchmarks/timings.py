@@ -23,11 +23,13 @@ from typing import Any
 import click
 
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.execution import Job, Limits
-from evolcoder.worker import run_jobs
 from evolcoder.io import atomic_path, parse_json_option
 
 log = logging.getLogger(__name__)
+
+# Imported through the benchmark adapters, never run here: the reference measurement builds no prompts
+# (evolcoder.codehash; checked by the test suite).
+CODE_HASH_EXCLUDES = ("evolcoder.benchmarks.prompts",)
 
 FORMAT = 1
 
@@ -49,31 +51,43 @@ def machine_info() -> dict:
 
 
 def default_cache_path(benchmark: str, sha256: str, machine_class: str) -> Path:
-    from evolcoder.models import cache_dir
+    from evolcoder.io import cache_dir
 
     return cache_dir() / "timings" / f"{benchmark}-{sha256[:16]}-{machine_class}.pkl"
 
 
 def compute(bench, tasks: list[dict], settings) -> dict[str, dict]:
-    """Run every task's canonical solution (trusted) on its base and plus inputs."""
+    """Run every task's canonical solution on its base and plus inputs: trusted code (the dataset's
+    own), so, as evalplus computes its ground truth, in plain worker processes (spawned, one task at
+    a time each, ``settings.jobs`` of them), not in the sandbox meant for generated code."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from evolcoder.benchmarks import harness
 
     not_none = set(harness.MBPP_OUTPUT_NOT_NONE_TASKS) if bench.dataset == "mbpp" else set()
-    jobs = [Job(harness.run_reference,
-                (t["prompt"] + t["canonical_solution"], t["entry_point"],
-                 {"base": t["base_input"], "plus": t["plus_input"]}, settings.reference_repeats,
-                 t["entry_point"] in not_none),
-                Limits(wall_s=1800, cpu_s=1800, memory_mb=16384, nproc=256, fsize_mb=64,
-                       drop_privileges=False),
-                trusted=True)
-            for t in tasks]
-    results = run_jobs(jobs, workers=settings.jobs, preimport=["numpy"])
     out = {}
-    for t, r in zip(tasks, results):
-        if r.status != "ok" or r.result is None:
-            raise EvolcoderError(f"reference solution of {t['task_id']} failed: {r.detail}")
-        out[t["task_id"]] = r.result
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, int(settings.jobs)), mp_context=ctx,
+                             initializer=_init_reference_worker) as pool:
+        futures = [(t, pool.submit(harness.run_reference, t["prompt"] + t["canonical_solution"],
+                                   t["entry_point"], {"base": t["base_input"], "plus": t["plus_input"]},
+                                   settings.reference_repeats, t["entry_point"] in not_none))
+                   for t in tasks]
+        for t, fut in futures:
+            try:
+                out[t["task_id"]] = fut.result()
+            except Exception as exc:
+                raise EvolcoderError(f"reference solution of {t['task_id']} failed: "
+                                     f"{type(exc).__name__}: {exc}"[:500]) from None
     return out
+
+
+def _init_reference_worker() -> None:
+    """One BLAS thread per worker (as in the sandbox's workers), numpy pre-imported."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    import numpy  # noqa: F401
 
 
 def load(path: str | os.PathLike) -> dict:
@@ -139,11 +153,16 @@ def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> 
 @click.option("--out", "out", required=True, help="Timings file to write (pickle).")
 @click.option("--settings-json", "settings_json", default=None, help="Score settings (jobs, reference_repeats).")
 @click.option("--limit", type=int, default=None, help="Only the first N tasks.")
-def cli(benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None) -> None:
+@click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (the setting `jobs`).")
+def cli(benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None,
+        jobs: int | None) -> None:
     from evolcoder.benchmarks import get_benchmark
-    from evolcoder.benchmarks.base import ScoreSettings
+    from evolcoder.benchmarks.scoring import ScoreSettings
 
-    settings = ScoreSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    raw = parse_json_option(settings_json, "settings-json")
+    if jobs:
+        raw["jobs"] = jobs
+    settings = ScoreSettings.from_dict(raw)
     settings.timings = out
     bench = get_benchmark(benchmark)
     tasks = bench.load_tasks(data_path)

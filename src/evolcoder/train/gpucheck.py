@@ -1,7 +1,7 @@
 """Check a (multi-)GPU allocation before a long training job: every rank joins the process group,
 all-reduces its rank, and rank 0 prints one JSON line (world size, the sum, each rank's device).
 
-    python -m evolcoder.launch --module evolcoder.distcheck [--out FILE]
+    python -m evolcoder.launch --module evolcoder.train.gpucheck [--out FILE]
 
 NCCL on GPUs, gloo otherwise (the CPU-only test cluster declares fake GPUs: gloo then).
 """
@@ -17,7 +17,7 @@ from datetime import timedelta
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m evolcoder.distcheck")
+    parser = argparse.ArgumentParser(prog="python -m evolcoder.train.gpucheck")
     parser.add_argument("--out", help="also write the JSON line to this file (rank 0)")
     ns = parser.parse_args(argv)
 

@@ -34,7 +34,6 @@ lock, stopped) may not exceed ``Limits.wall_s``. A starved program is never kill
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import pickle
@@ -45,302 +44,21 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
+
+from evolcoder.sandbox import isolation
+from evolcoder.sandbox.isolation import (Isolation, _drop_capabilities, _isolate_mounts, _libc, sandbox_uid, set_dumpable,
+                                         setup_isolation)
+from evolcoder.sandbox.jobs import TIMEOUT, Job, JobResult, Limits
+from evolcoder.sandbox.values import UnsafeResult, safe_loads
 
 log = logging.getLogger(__name__)
 
-PASS = "pass"
-FAIL = "fail"
-TIMEOUT = "timeout"
-
-# Sandbox users when running as root (nonexistent uids are fine): each worker process claims its
-# own from SANDBOX_UID_BASE .. SANDBOX_UID_BASE + SANDBOX_UIDS - 1 (see sandbox_uid).
-SANDBOX_UID_BASE = 61000
-SANDBOX_UIDS = 1000
 # Largest result a child may send: its memory allowance (it holds the pickle before sending it,
 # so a larger claim is malformed); at least this many bytes.
 MIN_RESULT_BYTES = 64 * 1024 * 1024
 
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one sandboxed job."""
-
-    wall_s: float = 10.0          # no-progress guard: wall time spent neither running nor runnable
-    cpu_s: float | None = None    # RLIMIT_CPU (default: wall_s + 1)
-    memory_mb: int = 2048         # RLIMIT_AS on top of the worker's own address space
-    nproc: int = 32               # RLIMIT_NPROC (as the sandbox uid when root)
-    fsize_mb: int = 64            # RLIMIT_FSIZE, and the size of each private tmpfs
-    drop_privileges: bool = True  # root only: run as a dedicated unprivileged uid
-
-
-@dataclass
-class Job:
-    """``fn(*args)`` runs in the sandboxed child and returns a dict of plain data."""
-
-    fn: Callable[..., dict]
-    args: tuple = ()
-    limits: Limits = field(default_factory=Limits)
-    trusted: bool = False  # trusted code (reference solutions): the result is read with plain pickle
-
-
-@dataclass
-class JobResult:
-    status: str                     # "ok" (the harness returned), "timeout", "crash"
-    result: dict | None             # what fn returned (only when status == "ok")
-    detail: str = ""
-    wall_s: float = 0.0
-    cause: str = ""                 # timeouts: "cpu" (CPU budget spent) or "stall" (no progress)
-
-
-# ----------------------------------------------------------------------------- what crosses back
-
-# Globals a result pickle may name: constructors of plain values, nothing that runs code.
-_SAFE_GLOBALS = {
-    ("builtins", n) for n in ("complex", "list", "dict", "set", "frozenset", "tuple", "int", "float", "str",
-                              "bytes", "bool", "bytearray", "range", "slice", "Ellipsis", "NotImplemented")
-} | {("collections", n) for n in ("OrderedDict", "deque", "Counter", "defaultdict")} | {
-    ("decimal", "Decimal"), ("fractions", "Fraction"), ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
-}
-
-
-class UnsafeResult(Exception):
-    """A child's result names a type outside the plain-value allow-list (or is malformed)."""
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise UnsafeResult(f"untrusted output type {module}.{name}")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeResult("persistent ids are not allowed")
-
-
-def safe_loads(data: bytes) -> Any:
-    """Unpickle data written by untrusted code: plain values only, or :class:`UnsafeResult`."""
-    try:
-        return _SafeUnpickler(io.BytesIO(data)).load()
-    except UnsafeResult:
-        raise
-    except Exception as exc:  # truncated, malformed, or a constructor refusing its arguments
-        raise UnsafeResult(f"unreadable result ({type(exc).__name__})") from None
-
-
-# ----------------------------------------------------------------------------- isolation
-
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
-    1, 2, 4, 32, 4096, 16384, 1 << 18)
-_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-# never hidden, whatever the working directory or $HOME
-_SYSTEM_DIRS = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/dev", "/sys", "/run", "/var",
-                "/opt", "/tmp", "/var/tmp"}
-
-
-@dataclass
-class Isolation:
-    """How this worker process isolates its jobs (decided once, in :func:`init_worker`)."""
-
-    mode: str = "none"             # "root" (uid switch), "userns" (unprivileged user namespace), "none"
-    mounts: bool = False           # a mount namespace per job (private tmp dirs, hidden project tree)
-    network: bool = False          # the worker sits in an empty network namespace
-    hide: tuple[str, ...] = ()     # directories hidden under an empty tmpfs in each job
-    keep: tuple[str, ...] = ()     # directories under ``hide`` bound back read-only (the interpreter)
-    private: tuple[str, ...] = ()  # world-writable directories replaced by a private tmpfs
-
-    def missing(self) -> list[str]:
-        """The protections this worker lacks, in words."""
-        out = []
-        if self.mode == "none":
-            out.append("no separate uid (a sample can signal this user's processes and read their "
-                       "/proc files unless they are non-dumpable)")
-        elif self.mode == "userns":
-            out.append("no separate uid (the /proc files of this user's other processes stay readable)")
-        if not self.mounts:
-            out.append("no private /tmp, /var/tmp, /dev/shm (a per-job TMPDIR only) and the project tree is readable")
-        if not self.network:
-            out.append("network reachable")
-        return out
-
-
-_ISO = Isolation()
-_LIBC: list = []
-
-
-def _libc():
-    if not _LIBC:
-        import ctypes
-
-        _LIBC.append(ctypes.CDLL(None, use_errno=True))
-    return _LIBC[0]
-
-
-def _errno_text() -> str:
-    import ctypes
-
-    return os.strerror(ctypes.get_errno())
-
-
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
-    if _libc().mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
-        raise OSError(f"mount {target}: {_errno_text()}")
-
-
-def _write_file(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def private_dirs() -> tuple[str, ...]:
-    return tuple(d for d in _PRIVATE_DIRS if os.path.isdir(d) and not os.path.islink(d))
-
-
-def plan_isolation(hide: Sequence[str] = (), keep: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Directories to hide (project tree, $HOME) and to bind back (this interpreter's prefixes,
-    also where they lie under a private tmp directory)."""
-    hidden: list[str] = []
-    for p in hide:
-        if not p:
-            continue
-        rp = os.path.realpath(p)
-        if rp in _SYSTEM_DIRS or not os.path.isdir(rp) or any(_under(rp, h) for h in hidden):
-            continue
-        hidden = [h for h in hidden if not _under(h, rp)] + [rp]
-    wanted = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(__file__)),
-              *keep]
-    kept: list[str] = []
-    for p in wanted:
-        rp = os.path.realpath(p)
-        covered = any(_under(rp, h) for h in (*hidden, *private_dirs()))
-        if os.path.isdir(rp) and covered and not any(_under(rp, k) for k in kept):
-            kept = [k for k in kept if not _under(k, rp)] + [rp]
-    return tuple(hidden), tuple(kept)
-
-
-def _enter_user_namespace(network: bool) -> bool:
-    """Unprivileged: a user namespace (this uid mapped to 0) and optionally an empty network one."""
-    uid, gid = os.getuid(), os.getgid()
-    flags = _CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)
-    set_dumpable(True)  # the id maps are written through /proc/self, which a non-dumpable process does not own
-    if _libc().unshare(flags) != 0:
-        return False
-    try:
-        _write_file("/proc/self/setgroups", "deny")
-        _write_file("/proc/self/uid_map", f"0 {uid} 1")
-        _write_file("/proc/self/gid_map", f"0 {gid} 1")
-    except OSError:
-        return False
-    return True
-
-
-def setup_isolation(isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = ()) -> Isolation:
-    """Once per worker process: decide and prepare how its jobs are isolated."""
-    global _ISO
-    hidden, kept = plan_isolation(hide, keep)
-    iso = Isolation(hide=hidden, keep=kept, private=private_dirs())
-    if os.geteuid() == 0:
-        iso.mode = "root"
-        iso.network = bool(isolate_network) and unshare_network()
-    elif _enter_user_namespace(bool(isolate_network)):
-        iso.mode = "userns"
-        iso.network = bool(isolate_network)
-    if iso.mode != "none":
-        iso.mounts = _probe_mounts()
-    _ISO = iso
-    return iso
-
-
-def _probe_mounts() -> bool:
-    """Whether a child can get its own mount namespace with a tmpfs (tried once, in a fork)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        ok = False
-        try:
-            if _libc().unshare(_CLONE_NEWNS) == 0:
-                _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-                _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m")
-                ok = True
-        except BaseException:
-            pass
-        os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
-def _isolate_mounts(iso: Isolation, uid: int | None, size_mb: int) -> str:
-    """In the child: a private mount namespace; returns the job's working directory."""
-    if _libc().unshare(_CLONE_NEWNS) != 0:
-        raise OSError(f"unshare(mount): {_errno_text()}")
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    # opened in the new namespace, before anything is covered: bound back from these below
-    keep_fds = [(k, os.open(k, os.O_PATH | os.O_DIRECTORY)) for k in iso.keep]
-    opts = f"size={max(1, int(size_mb))}m,nr_inodes=4096"
-    for d in iso.private:
-        _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, opts + ",mode=1777")
-    for h in iso.hide:
-        if os.path.isdir(h):
-            _mount("tmpfs", h, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
-    for k, fd in keep_fds:
-        os.makedirs(k, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC)
-        with contextlib.suppress(OSError):
-            _mount(None, k, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-        os.close(fd)
-    for h in iso.hide:  # the tmpfs over a hidden tree becomes read-only once the binds are in place
-        with contextlib.suppress(OSError):
-            _mount(None, h, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
-    workdir = "/tmp/job"
-    os.mkdir(workdir, 0o700)
-    if uid is not None:
-        os.chown(workdir, uid, uid)
-    return workdir
-
-
-def _drop_capabilities() -> None:
-    """User-namespace mode: the sample keeps uid 0 of the namespace but no capability."""
-    import ctypes
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    libc = _libc()
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-    for cap in range(64):
-        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
-    hdr = Header(0x20080522, 0)
-    data = (Data * 2)()
-    if libc.capset(ctypes.byref(hdr), data) != 0:
-        raise OSError(f"capset: {_errno_text()}")
-
-
-def set_dumpable(value: bool) -> None:
-    """``PR_SET_DUMPABLE``: a non-dumpable process's /proc memory and environ are closed to its uid."""
-    with contextlib.suppress(Exception):
-        _libc().prctl(4, 1 if value else 0, 0, 0, 0)
-
-
-# ----------------------------------------------------------------------------- the child
 
 _ENV_KEEP = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
              "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND",
@@ -384,7 +102,7 @@ def _child(job: Job, wfd: int, workdir: str | None, uid: int | None) -> None:
     write = os.write
     dumps = _pickle_dumps
     exit_ = os._exit
-    iso = _ISO
+    iso = isolation.current()
     try:
         os.setsid()
         os.closerange(3, wfd)
@@ -408,7 +126,7 @@ def _child(job: Job, wfd: int, workdir: str | None, uid: int | None) -> None:
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NPROC, (job.limits.nproc, job.limits.nproc))
             os.setuid(uid)
-        elif iso.mode == "userns" and not job.trusted:
+        elif iso.mode == "userns":
             _drop_capabilities()
         elif job.limits.nproc and iso.mode == "none":
             # RLIMIT_NPROC counts all of this user's processes, so allow what is there
@@ -449,7 +167,6 @@ def _count_user_procs() -> int:
     return n
 
 
-# ----------------------------------------------------------------------------- the guard
 
 def _active_seconds(pid: int) -> float | None:
     """Time ``pid`` spent running or waiting for a CPU (max over its threads), from schedstat."""
@@ -524,47 +241,18 @@ class _Progress:
         return self.idle
 
 
-_CLAIMED_UID: list = []  # (uid, lock fd) held for this process's lifetime
-
-
-def sandbox_uid() -> int:
-    """This process's own sandbox uid (root only): the first of ``SANDBOX_UID_BASE + k`` whose lock
-    no other live process holds. Two scorers on one machine never share a uid, so one's cleanup
-    (``kill(-1)`` as that uid) never kills the other's jobs."""
-    if _CLAIMED_UID:
-        return _CLAIMED_UID[0][0]
-    import fcntl
-
-    lock_dir = "/run/evolcoder-sandbox"
-    try:
-        os.makedirs(lock_dir, 0o700, exist_ok=True)
-    except OSError:
-        lock_dir = os.path.join(tempfile.gettempdir(), f"evolcoder-sandbox-{os.getuid()}")
-        os.makedirs(lock_dir, 0o700, exist_ok=True)
-    for k in range(SANDBOX_UIDS):
-        uid = SANDBOX_UID_BASE + k
-        fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        _CLAIMED_UID.append((uid, fd))
-        return uid
-    raise RuntimeError(f"all {SANDBOX_UIDS} sandbox uids from {SANDBOX_UID_BASE} are in use")
-
 
 def run_job(job: Job, slot: int = 0) -> JobResult:
     """Run one job in a sandboxed child and wait for it (guarded: CPU limits and no-progress guard).
 
     ``slot`` is kept for callers' bookkeeping; the sandbox uid is this process's own (:func:`sandbox_uid`)."""
-    iso = _ISO
+    iso = isolation.current()
     is_root = os.geteuid() == 0 and iso.mode != "userns"
     uid = sandbox_uid() if (is_root and job.limits.drop_privileges) else None
     if uid is not None and not _SUBREAPER:
         prepare_process_for_sandbox()
     workdir = None
-    if not (iso.mounts and not job.trusted):
+    if not iso.mounts:
         workdir = tempfile.mkdtemp(prefix="evolcoder-sbx-")
         if uid is not None:
             os.chown(workdir, uid, uid)
@@ -642,7 +330,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         code = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else -os.WTERMSIG(wstatus)
         return JobResult("crash", None, f"no result (exit status {code})", wall)
     try:
-        result = pickle.loads(data) if job.trusted else safe_loads(data)
+        result = safe_loads(data)
     except UnsafeResult as exc:
         return JobResult("crash", None, str(exc), wall)
     except Exception:
@@ -664,7 +352,6 @@ def _waitpid(pid: int) -> tuple[int, int]:
             return pid, 0
 
 
-# ----------------------------------------------------------------------------- cleanup
 
 def _set_subreaper() -> None:
     """Orphans of sandboxed jobs get re-parented to this process, which reaps them."""
@@ -821,11 +508,10 @@ def prepare_process_for_sandbox() -> None:
     if not _SUBREAPER:
         _set_subreaper()
         _SUBREAPER.append(True)
-        if os.geteuid() == 0 and _ISO.mode == "root" and not _ISO.mounts and not stdlib_readable_by_others():
+        if os.geteuid() == 0 and isolation.current().mode == "root" and not isolation.current().mounts and not stdlib_readable_by_others():
             preload_stdlib()
 
 
-# ----------------------------------------------------------------------------- worker set-up
 
 def init_worker(slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str] = (),
                 keep: Sequence[str] = ()) -> Isolation:
@@ -855,61 +541,3 @@ def preload(modules: Sequence[str]) -> None:
         except Exception as exc:  # optional libraries (tensorflow) may be absent
             log.debug("pre-import of %s failed: %s", name, exc)
 
-
-def same_interpreter(python: str) -> bool:
-    """Whether ``python`` names this process's own interpreter.
-
-    Paths are compared without resolving links: every virtual environment's ``python`` links to
-    the same base binary, and what tells them apart is the path (its ``pyvenv.cfg``).
-    """
-    return os.path.abspath(python) == os.path.abspath(sys.executable)
-
-
-def describe_interpreter(modules: Sequence[str], imported: bool = True) -> dict:
-    """This interpreter and the versions of ``modules`` (top-level names; None when absent).
-
-    ``imported=True`` reads ``__version__`` of modules already imported (a worker after its
-    pre-imports); otherwise only looks them up, without importing anything heavy.
-    """
-    import importlib.util
-    import platform
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    dists: dict[str, list[str]] | None = None  # module -> distributions, read once when needed
-    for name in dict.fromkeys(m.split(".")[0] for m in modules):
-        mod = sys.modules.get(name)
-        if mod is None and not imported:
-            try:
-                found = importlib.util.find_spec(name) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                versions[name] = None
-                continue
-            if dists is None:
-                dists = metadata.packages_distributions()
-            try:
-                versions[name] = metadata.version((dists.get(name) or [name])[0])
-            except metadata.PackageNotFoundError:
-                versions[name] = "unknown"
-            continue
-        versions[name] = getattr(mod, "__version__", None) if mod is not None else None
-    return {"python": platform.python_version(), "executable": sys.executable, "versions": versions}
-
-
-def unshare_network() -> bool:
-    """Put this process into an empty network namespace (root only); False when impossible."""
-    try:
-        return _libc().unshare(_CLONE_NEWNET) == 0
-    except Exception:
-        return False
-
-
-def describe_isolation(iso: Isolation) -> dict:
-    return {"mode": iso.mode, "private_tmp": iso.mounts, "network_isolated": iso.network,
-            "hidden": list(iso.hide) if iso.mounts else [], "missing": iso.missing()}
-
-
-__all__ = ["Job", "JobResult", "Limits", "Isolation", "run_job", "safe_loads", "UnsafeResult", "preload",
-           "init_worker", "minimal_env", "PASS", "FAIL", "TIMEOUT"]

@@ -1,7 +1,7 @@
 """The sandbox's worker processes: fresh interpreters that fork one sandboxed child per job.
 
-Every scoring job runs on a worker started here (``<python> -m evolcoder.worker SLOT PREIMPORT_JSON
-ISOLATE_NETWORK HIDE_JSON``), never on a process forked from the scorer, for two reasons:
+Every scoring job runs on a worker started here (``<python> -m evolcoder.sandbox.worker SLOT
+PREIMPORT_JSON ISOLATE_NETWORK HIDE_JSON``), never on a process forked from the scorer, for two reasons:
 
 - **Nothing to steal.** A worker is a fresh process with an allow-listed environment
   (:func:`child_env`): the caller's variables (API keys) and the scorer's memory (the expected
@@ -18,7 +18,7 @@ Protocol, over the worker's stdin and a dedicated copy of its stdout (stray prin
 go to stderr): each message is an 8-byte little-endian length and a pickle. The worker first
 sends a hello (its interpreter, library versions and isolation), then answers each
 ``(index, job)`` with ``(index, JobResult)``. Each job runs in its own sandboxed child
-(:func:`evolcoder.execution.run_job`), which cannot write to these pipes (its descriptors are
+(:func:`evolcoder.sandbox.child.run_job`), which cannot write to these pipes (its descriptors are
 closed); a worker that dies loses only the job in flight, which scores as a crash, and is replaced.
 """
 
@@ -33,81 +33,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from evolcoder.errors import EvolcoderError
+from evolcoder.sandbox.jobs import JobResult
+from evolcoder.sandbox.probe import child_env
+from evolcoder.sandbox.protocol import _read, _write
 
 log = logging.getLogger(__name__)
-
-_HEADER = 8
-
-
-def _write(fh: BinaryIO, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    fh.write(len(data).to_bytes(_HEADER, "little") + data)
-    fh.flush()
-
-
-def _read_exact(fd: int, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        block = os.read(fd, n - len(buf))
-        if not block:
-            return None
-        buf += block
-    return bytes(buf)
-
-
-def _read(fd: int) -> Any:
-    head = _read_exact(fd, _HEADER)
-    if head is None:
-        raise EOFError
-    body = _read_exact(fd, int.from_bytes(head, "little"))
-    if body is None:
-        raise EOFError
-    return pickle.loads(body)
-
-
-# ----------------------------------------------------------------------------- worker side
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from evolcoder.execution import describe_interpreter, describe_isolation, init_worker, run_job
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    slot, preimport, isolate = int(args[0]), json.loads(args[1]), args[2] == "1"
-    hide = json.loads(args[3]) if len(args) > 3 else []
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # library chatter (TensorFlow, warnings) must not corrupt the protocol
-    iso = init_worker(slot, preimport, isolate, hide)
-    hello = describe_interpreter(preimport)
-    hello["preimported"] = [m for m in preimport if m in sys.modules]
-    hello["isolation"] = describe_isolation(iso)
-    _write(out, hello)
-    fd = sys.stdin.fileno()
-    while True:
-        try:
-            index, job = _read(fd)
-        except EOFError:
-            break
-        _write(out, (index, run_job(job, slot=slot)))
-
-
-# ----------------------------------------------------------------------------- parent side
-
-# variables a worker keeps from the caller's environment; nothing else (API keys, tokens) reaches it
-_WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-               "TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND", "HUMANEVAL_OVERRIDE_PATH", "MBPP_OVERRIDE_PATH")
-
-
-def child_env() -> dict[str, str]:
-    """Environment of a worker (or probe) process: an allow-list of the caller's variables, with
-    ``PYTHONPATH`` holding only the directory of the ``evolcoder`` package (every other import
-    resolves in the interpreter's own environment)."""
-    env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    return env
 
 
 def default_hidden() -> list[str]:
@@ -123,7 +56,7 @@ class _Worker:
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
-                [python, "-m", "evolcoder.worker", str(slot), json.dumps(list(preimport)),
+                [python, "-m", "evolcoder.sandbox.worker", str(slot), json.dumps(list(preimport)),
                  "1" if isolate_network else "0", json.dumps(list(hide))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
         except OSError as exc:
@@ -158,15 +91,13 @@ def run_jobs(jobs: Sequence[Any], python: str | None = None, workers: int = 1, p
              isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
              env_info: dict | None = None, hide: Sequence[str] | None = None) -> list:
     """Run sandbox jobs on ``workers`` worker processes under ``python`` (default: this interpreter);
-    one :class:`~evolcoder.execution.JobResult` per job, in job order.
+    one :class:`~evolcoder.sandbox.jobs.JobResult` per job, in job order.
 
     Workers are fresh processes with an allow-listed environment: neither the caller's variables
     nor the scorer's memory (expected outputs) are in them, so a sandboxed child forked from a
     worker finds neither. ``env_info`` (a dict) receives the first worker's hello: interpreter,
-    library versions, pre-imports and isolation (see :func:`evolcoder.execution.describe_isolation`).
+    library versions, pre-imports and isolation (see :func:`evolcoder.sandbox.isolation.describe_isolation`).
     """
-    from evolcoder.execution import JobResult
-
     if not jobs:
         return []
     python = python or sys.executable
@@ -232,7 +163,3 @@ def run_jobs(jobs: Sequence[Any], python: str | None = None, workers: int = 1, p
             w.close()
         sel.close()
     return results
-
-
-if __name__ == "__main__":
-    main()

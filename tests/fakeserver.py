@@ -5,7 +5,7 @@ deterministically from the request: an evolve prompt (containing ``#Rewritten Te
 a rewritten instruction, anything else a code answer long enough to pass elimination. ``fail_plan``
 scripts failures: a list of (status, retry_after or None) returned to the first requests, in order.
 
-    python -m evolcoder.evolve.fakeserver --port 8011 --latency 0.2
+    python tests/fakeserver.py --port 8011 --latency 0.2
 """
 
 from __future__ import annotations

@@ -1,0 +1,273 @@
+"""How a worker isolates its jobs: user and mount namespaces, private temp dirs, a hidden project
+tree, an empty network namespace, a sandbox uid per worker process (root), dropped capabilities."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Sandbox users when running as root (nonexistent uids are fine): each worker process claims its
+# own from SANDBOX_UID_BASE .. SANDBOX_UID_BASE + SANDBOX_UIDS - 1 (see sandbox_uid).
+SANDBOX_UID_BASE = 61000
+SANDBOX_UIDS = 1000
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
+    1, 2, 4, 32, 4096, 16384, 1 << 18)
+_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# never hidden, whatever the working directory or $HOME
+_SYSTEM_DIRS = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/dev", "/sys", "/run", "/var",
+                "/opt", "/tmp", "/var/tmp"}
+
+
+@dataclass
+class Isolation:
+    """How this worker process isolates its jobs (decided once, in :func:`init_worker`)."""
+
+    mode: str = "none"             # "root" (uid switch), "userns" (unprivileged user namespace), "none"
+    mounts: bool = False           # a mount namespace per job (private tmp dirs, hidden project tree)
+    network: bool = False          # the worker sits in an empty network namespace
+    hide: tuple[str, ...] = ()     # directories hidden under an empty tmpfs in each job
+    keep: tuple[str, ...] = ()     # directories under ``hide`` bound back read-only (the interpreter)
+    private: tuple[str, ...] = ()  # world-writable directories replaced by a private tmpfs
+
+    def missing(self) -> list[str]:
+        """The protections this worker lacks, in words."""
+        out = []
+        if self.mode == "none":
+            out.append("no separate uid (a sample can signal this user's processes and read their "
+                       "/proc files unless they are non-dumpable)")
+        elif self.mode == "userns":
+            out.append("no separate uid (the /proc files of this user's other processes stay readable)")
+        if not self.mounts:
+            out.append("no private /tmp, /var/tmp, /dev/shm (a per-job TMPDIR only) and the project tree is readable")
+        if not self.network:
+            out.append("network reachable")
+        return out
+
+
+_ISO = Isolation()
+_LIBC: list = []
+
+
+def current() -> Isolation:
+    """How this process isolates its jobs (set by :func:`setup_isolation`; none by default)."""
+    return _ISO
+
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
+def _errno_text() -> str:
+    import ctypes
+
+    return os.strerror(ctypes.get_errno())
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    if _libc().mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+        raise OSError(f"mount {target}: {_errno_text()}")
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def private_dirs() -> tuple[str, ...]:
+    return tuple(d for d in _PRIVATE_DIRS if os.path.isdir(d) and not os.path.islink(d))
+
+
+def plan_isolation(hide: Sequence[str] = (), keep: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Directories to hide (project tree, $HOME) and to bind back (this interpreter's prefixes,
+    also where they lie under a private tmp directory)."""
+    hidden: list[str] = []
+    for p in hide:
+        if not p:
+            continue
+        rp = os.path.realpath(p)
+        if rp in _SYSTEM_DIRS or not os.path.isdir(rp) or any(_under(rp, h) for h in hidden):
+            continue
+        hidden = [h for h in hidden if not _under(h, rp)] + [rp]
+    wanted = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+              *keep]
+    kept: list[str] = []
+    for p in wanted:
+        rp = os.path.realpath(p)
+        covered = any(_under(rp, h) for h in (*hidden, *private_dirs()))
+        if os.path.isdir(rp) and covered and not any(_under(rp, k) for k in kept):
+            kept = [k for k in kept if not _under(k, rp)] + [rp]
+    return tuple(hidden), tuple(kept)
+
+
+def _enter_user_namespace(network: bool) -> bool:
+    """Unprivileged: a user namespace (this uid mapped to 0) and optionally an empty network one."""
+    uid, gid = os.getuid(), os.getgid()
+    flags = _CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)
+    set_dumpable(True)  # the id maps are written through /proc/self, which a non-dumpable process does not own
+    if _libc().unshare(flags) != 0:
+        return False
+    try:
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", f"0 {uid} 1")
+        _write_file("/proc/self/gid_map", f"0 {gid} 1")
+    except OSError:
+        return False
+    return True
+
+
+def setup_isolation(isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = ()) -> Isolation:
+    """Once per worker process: decide and prepare how its jobs are isolated."""
+    global _ISO
+    hidden, kept = plan_isolation(hide, keep)
+    iso = Isolation(hide=hidden, keep=kept, private=private_dirs())
+    if os.geteuid() == 0:
+        iso.mode = "root"
+        iso.network = bool(isolate_network) and unshare_network()
+    elif _enter_user_namespace(bool(isolate_network)):
+        iso.mode = "userns"
+        iso.network = bool(isolate_network)
+    if iso.mode != "none":
+        iso.mounts = _probe_mounts()
+    _ISO = iso
+    return iso
+
+
+def _probe_mounts() -> bool:
+    """Whether a child can get its own mount namespace with a tmpfs (tried once, in a fork)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ok = False
+        try:
+            if _libc().unshare(_CLONE_NEWNS) == 0:
+                _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+                _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m")
+                ok = True
+        except BaseException:
+            pass
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _isolate_mounts(iso: Isolation, uid: int | None, size_mb: int) -> str:
+    """In the child: a private mount namespace; returns the job's working directory."""
+    if _libc().unshare(_CLONE_NEWNS) != 0:
+        raise OSError(f"unshare(mount): {_errno_text()}")
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    # opened in the new namespace, before anything is covered: bound back from these below
+    keep_fds = [(k, os.open(k, os.O_PATH | os.O_DIRECTORY)) for k in iso.keep]
+    opts = f"size={max(1, int(size_mb))}m,nr_inodes=4096"
+    for d in iso.private:
+        _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, opts + ",mode=1777")
+    for h in iso.hide:
+        if os.path.isdir(h):
+            _mount("tmpfs", h, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    for k, fd in keep_fds:
+        os.makedirs(k, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC)
+        with contextlib.suppress(OSError):
+            _mount(None, k, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+        os.close(fd)
+    for h in iso.hide:  # the tmpfs over a hidden tree becomes read-only once the binds are in place
+        with contextlib.suppress(OSError):
+            _mount(None, h, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    workdir = "/tmp/job"
+    os.mkdir(workdir, 0o700)
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+    return workdir
+
+
+def _drop_capabilities() -> None:
+    """User-namespace mode: the sample keeps uid 0 of the namespace but no capability."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    libc = _libc()
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    hdr = Header(0x20080522, 0)
+    data = (Data * 2)()
+    if libc.capset(ctypes.byref(hdr), data) != 0:
+        raise OSError(f"capset: {_errno_text()}")
+
+
+def set_dumpable(value: bool) -> None:
+    """``PR_SET_DUMPABLE``: a non-dumpable process's /proc memory and environ are closed to its uid."""
+    with contextlib.suppress(Exception):
+        _libc().prctl(4, 1 if value else 0, 0, 0, 0)
+
+
+
+def unshare_network() -> bool:
+    """Put this process into an empty network namespace (root only); False when impossible."""
+    try:
+        return _libc().unshare(_CLONE_NEWNET) == 0
+    except Exception:
+        return False
+
+
+def describe_isolation(iso: Isolation) -> dict:
+    return {"mode": iso.mode, "private_tmp": iso.mounts, "network_isolated": iso.network,
+            "hidden": list(iso.hide) if iso.mounts else [], "missing": iso.missing()}
+
+
+
+
+
+_CLAIMED_UID: list = []  # (uid, lock fd) held for this process's lifetime
+
+
+def sandbox_uid() -> int:
+    """This process's own sandbox uid (root only): the first of ``SANDBOX_UID_BASE + k`` whose lock
+    no other live process holds. Two scorers on one machine never share a uid, so one's cleanup
+    (``kill(-1)`` as that uid) never kills the other's jobs."""
+    if _CLAIMED_UID:
+        return _CLAIMED_UID[0][0]
+    import fcntl
+
+    lock_dir = "/run/evolcoder-sandbox"
+    try:
+        os.makedirs(lock_dir, 0o700, exist_ok=True)
+    except OSError:
+        lock_dir = os.path.join(tempfile.gettempdir(), f"evolcoder-sandbox-{os.getuid()}")
+        os.makedirs(lock_dir, 0o700, exist_ok=True)
+    for k in range(SANDBOX_UIDS):
+        uid = SANDBOX_UID_BASE + k
+        fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _CLAIMED_UID.append((uid, fd))
+        return uid
+    raise RuntimeError(f"all {SANDBOX_UIDS} sandbox uids from {SANDBOX_UID_BASE} are in use")
+
