@@ -27,8 +27,11 @@ from evolcoder.score import score_file
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
-    ap.add_argument("--python", default=os.environ.get("EVOLCODER_DS1000_PYTHON"),
-                    help="DS-1000 interpreter (default $EVOLCODER_DS1000_PYTHON)")
+    ap.add_argument(
+        "--python",
+        default=os.environ.get("EVOLCODER_DS1000_PYTHON"),
+        help="DS-1000 interpreter (default $EVOLCODER_DS1000_PYTHON)",
+    )
     ap.add_argument("--per-library", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
@@ -53,9 +56,12 @@ def main() -> None:
             t0 = time.time()
             res = score_file("ds1000", pred, args.data, settings)
             runs[label] = (time.time() - t0, res)
-            print(f"{label:>13}: {runs[label][0]:6.1f} s  pass@1 {res['base']['pass@1']:.1f}  "
-                  f"({len(tasks)} problems, {args.jobs} workers, preimported: "
-                  f"{', '.join(res['execution_env'].get('preimported') or []) or 'none'})", flush=True)
+            print(
+                f"{label:>13}: {runs[label][0]:6.1f} s  pass@1 {res['base']['pass@1']:.1f}  "
+                f"({len(tasks)} problems, {args.jobs} workers, preimported: "
+                f"{', '.join(res['execution_env'].get('preimported') or []) or 'none'})",
+                flush=True,
+            )
     (warm, a), (cold, b) = runs["pre-imported"], runs["cold"]
     same = {k: v["base"] for k, v in a["per_task"].items()} == {k: v["base"] for k, v in b["per_task"].items()}
     print(f"cold / pre-imported = {cold / warm:.2f}x; verdicts identical: {same}")

@@ -38,9 +38,19 @@ def free_port() -> int:
 
 
 def seed_pool(n: int) -> list[dict]:
-    return [{"id": f"seed-{i:012x}", "parent_id": None, "root_id": f"seed-{i:012x}", "round": 0, "method": "seed",
-             "instruction": f"Write a Python function number {i} that returns the sorted unique values of a list.",
-             "input": "", "output": "def f(xs):\n    return sorted(set(xs))"} for i in range(n)]
+    return [
+        {
+            "id": f"seed-{i:012x}",
+            "parent_id": None,
+            "root_id": f"seed-{i:012x}",
+            "round": 0,
+            "method": "seed",
+            "instruction": f"Write a Python function number {i} that returns the sorted unique values of a list.",
+            "input": "",
+            "output": "def f(xs):\n    return sorted(set(xs))",
+        }
+        for i in range(n)
+    ]
 
 
 async def raw_client_run(base_url: str, concurrency: int, n_requests: int) -> float:
@@ -52,8 +62,15 @@ async def raw_client_run(base_url: str, concurrency: int, n_requests: int) -> fl
 
     async def one(i: int):
         async with sem:
-            return await client.post("/chat/completions", cast_to=object, body={
-                "model": "fake", "messages": [{"role": "user", "content": f"Write function {i}."}], "max_tokens": 8})
+            return await client.post(
+                "/chat/completions",
+                cast_to=object,
+                body={
+                    "model": "fake",
+                    "messages": [{"role": "user", "content": f"Write function {i}."}],
+                    "max_tokens": 8,
+                },
+            )
 
     t0 = time.perf_counter()
     await asyncio.gather(*[one(i) for i in range(n_requests)])
@@ -65,10 +82,12 @@ async def raw_client_run(base_url: str, concurrency: int, n_requests: int) -> fl
 def bench_latency(latency: float, concurrencies: list[int], waves: int, raw: bool) -> list[dict]:
     port = free_port()
     fake = Path(__file__).resolve().parents[1] / "tests" / "fakeserver.py"
-    server = subprocess.Popen([sys.executable, str(fake), "--port", str(port),
-                               "--latency", str(latency)],
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, str(fake), "--port", str(port), "--latency", str(latency)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     results = []
     try:
@@ -80,18 +99,44 @@ def bench_latency(latency: float, concurrencies: list[int], waves: int, raw: boo
                 time.sleep(0.1)
         # warm-up (imports, first connection) outside the timed runs
         with tempfile.TemporaryDirectory() as tmp:
-            run_round(seed_pool(2), 1, {"seed": 1, "progress": False, "backend": {
-                "kind": "openai", "model": "fake", "base_url": base_url, "api_key_env": "EVOLCODER_BENCH_NO_KEY"}}, tmp)
-        print(f"\nendpoint: fake OpenAI-compatible, fixed latency {latency:.3f}s/request; client: evolcoder evolve "
-              f"(openai AsyncOpenAI, cache fsync on); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"{'concurrency':>11} {'items':>6} {'requests':>9} {'wall_s':>8} {'req/s':>8} {'ideal':>8} "
-              f"{'achieved/ideal':>15} {'client_lat_s':>12} {'raw_client/ideal':>17}")
+            run_round(
+                seed_pool(2),
+                1,
+                {
+                    "seed": 1,
+                    "progress": False,
+                    "backend": {
+                        "kind": "openai",
+                        "model": "fake",
+                        "base_url": base_url,
+                        "api_key_env": "EVOLCODER_BENCH_NO_KEY",
+                    },
+                },
+                tmp,
+            )
+        print(
+            f"\nendpoint: fake OpenAI-compatible, fixed latency {latency:.3f}s/request; client: evolcoder evolve "
+            f"(openai AsyncOpenAI, cache fsync on); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'concurrency':>11} {'items':>6} {'requests':>9} {'wall_s':>8} {'req/s':>8} {'ideal':>8} "
+            f"{'achieved/ideal':>15} {'client_lat_s':>12} {'raw_client/ideal':>17}"
+        )
         for c in concurrencies:
             n_items = max(8, waves * c // 2)  # two requests (evolve + answer) per item
             with tempfile.TemporaryDirectory() as tmp:
-                settings = {"seed": 1, "progress": False,
-                            "backend": {"kind": "openai", "model": "fake", "base_url": base_url,
-                                        "api_key_env": "EVOLCODER_BENCH_NO_KEY", "concurrency": c, "timeout_s": 60}}
+                settings = {
+                    "seed": 1,
+                    "progress": False,
+                    "backend": {
+                        "kind": "openai",
+                        "model": "fake",
+                        "base_url": base_url,
+                        "api_key_env": "EVOLCODER_BENCH_NO_KEY",
+                        "concurrency": c,
+                        "timeout_s": 60,
+                    },
+                }
                 t0 = time.perf_counter()
                 res = run_round(seed_pool(n_items), 1, settings, tmp)
                 wall = time.perf_counter() - t0
@@ -103,14 +148,24 @@ def bench_latency(latency: float, concurrencies: list[int], waves: int, raw: boo
             if raw:
                 raw_wall = asyncio.run(raw_client_run(base_url, c, sent))
                 raw_ratio = sent / raw_wall / ideal
-            row = {"latency_s": latency, "concurrency": c, "items": n_items, "requests": sent,
-                   "wall_s": round(wall, 3), "req_per_s": round(rps, 2), "ideal_req_per_s": round(ideal, 2),
-                   "achieved_over_ideal": round(rps / ideal, 3), "evolved": len(res.evolved),
-                   "mean_client_latency_s": round(mean_lat, 4),
-                   "raw_client_over_ideal": round(raw_ratio, 3) if raw_ratio is not None else None}
+            row = {
+                "latency_s": latency,
+                "concurrency": c,
+                "items": n_items,
+                "requests": sent,
+                "wall_s": round(wall, 3),
+                "req_per_s": round(rps, 2),
+                "ideal_req_per_s": round(ideal, 2),
+                "achieved_over_ideal": round(rps / ideal, 3),
+                "evolved": len(res.evolved),
+                "mean_client_latency_s": round(mean_lat, 4),
+                "raw_client_over_ideal": round(raw_ratio, 3) if raw_ratio is not None else None,
+            }
             results.append(row)
-            print(f"{c:>11} {n_items:>6} {sent:>9} {wall:>8.2f} {rps:>8.2f} {ideal:>8.2f} {rps / ideal:>15.3f}"
-                  f" {mean_lat:>12.3f} {raw_ratio if raw_ratio is not None else float('nan'):>17.3f}")
+            print(
+                f"{c:>11} {n_items:>6} {sent:>9} {wall:>8.2f} {rps:>8.2f} {ideal:>8.2f} {rps / ideal:>15.3f}"
+                f" {mean_lat:>12.3f} {raw_ratio if raw_ratio is not None else float('nan'):>17.3f}"
+            )
     finally:
         server.terminate()
         server.wait(10)
@@ -119,8 +174,13 @@ def bench_latency(latency: float, concurrencies: list[int], waves: int, raw: boo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--latency", type=float, nargs="+", default=[0.25, 1.0],
-                    help="fixed seconds per request at the endpoint (one table per value)")
+    ap.add_argument(
+        "--latency",
+        type=float,
+        nargs="+",
+        default=[0.25, 1.0],
+        help="fixed seconds per request at the endpoint (one table per value)",
+    )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--waves", type=int, default=12, help="requests per run = waves x concurrency")
     ap.add_argument("--no-raw", action="store_true", help="skip the bare-openai-client floor measurement")
@@ -138,9 +198,11 @@ def main() -> None:
     for r in results:
         if r["concurrency"] == 32:
             ok = r["achieved_over_ideal"] >= 0.8
-            print(f"target achieved/ideal >= 0.8 at concurrency 32, latency {r['latency_s']}s: "
-                  f"{'MET' if ok else 'NOT MET'} ({r['achieved_over_ideal']:.3f}; bare openai client "
-                  f"{r['raw_client_over_ideal']})")
+            print(
+                f"target achieved/ideal >= 0.8 at concurrency 32, latency {r['latency_s']}s: "
+                f"{'MET' if ok else 'NOT MET'} ({r['achieved_over_ideal']:.3f}; bare openai client "
+                f"{r['raw_client_over_ideal']})"
+            )
 
 
 if __name__ == "__main__":

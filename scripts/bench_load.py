@@ -59,8 +59,10 @@ def solutions_file(benchmark: str, data: str | None, which: str) -> str:
     else:
         tasks = get_benchmark(benchmark).load_tasks(data)
         key = "code" if benchmark == "mbpp-original" else None
-        recs = [{"task_id": t["task_id"], "solution": t[key] if key else t["prompt"] + t["canonical_solution"]}
-                for t in tasks]
+        recs = [
+            {"task_id": t["task_id"], "solution": t[key] if key else t["prompt"] + t["canonical_solution"]}
+            for t in tasks
+        ]
     path = Path(tempfile.mkdtemp(prefix="bench_load.")) / f"{benchmark}-{which}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return str(path)
@@ -68,16 +70,19 @@ def solutions_file(benchmark: str, data: str | None, which: str) -> str:
 
 def summary(res: dict) -> str:
     scores = {k: res[k]["pass@1"] for k in ("base", "plus") if k in res}
-    return (f"{json.dumps(scores)} timeouts {res.get('timeout_causes') or {}} "
-            f"retried {len(res.get('retried', []))}")
+    return f"{json.dumps(scores)} timeouts {res.get('timeout_causes') or {}} retried {len(res.get('retried', []))}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmark", default="humaneval")
     ap.add_argument("--predictions", default=None)
-    ap.add_argument("--solutions", choices=["canonical", "original-humaneval"], default=None,
-                    help="score the dataset's own solutions instead of --predictions")
+    ap.add_argument(
+        "--solutions",
+        choices=["canonical", "original-humaneval"],
+        default=None,
+        help="score the dataset's own solutions instead of --predictions",
+    )
     ap.add_argument("--data", default=None)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2)
@@ -121,8 +126,11 @@ def main() -> None:
             res = score_file(args.benchmark, pred, args.data, settings)
             runs.append(res)
             diff = sorted(k for k, v in verdicts(res).items() if verdicts(quiet).get(k) != v)
-            print(f"run {r + 1}/{args.runs} with {n_busy} busy processes ({args.load:g} per core): {summary(res)} "
-                  f"in {time.time() - t:.0f}s; verdicts differing from quiet: {len(diff)} {diff or ''}", flush=True)
+            print(
+                f"run {r + 1}/{args.runs} with {n_busy} busy processes ({args.load:g} per core): {summary(res)} "
+                f"in {time.time() - t:.0f}s; verdicts differing from quiet: {len(diff)} {diff or ''}",
+                flush=True,
+            )
     finally:
         for p in load:
             p.kill()

@@ -52,15 +52,31 @@ def main() -> None:
 
     env = dict(os.environ)
     env["HUMANEVAL_OVERRIDE_PATH" if args.benchmark == "humaneval" else "MBPP_OVERRIDE_PATH"] = str(
-        Path(args.data).resolve())
+        Path(args.data).resolve()
+    )
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="bench_score."))
     samples = tmp / "samples.jsonl"
     shutil.copy(args.predictions, samples)
     out = tmp / "ours.json"
-    ours_cmd = [py, "-m", "evolcoder.cli", "score", "--benchmark", args.benchmark, "--predictions",
-                str(samples), "--data", args.data, "--out", str(out), "--jobs", str(args.jobs),
-                "--settings-json", args.settings_json]
+    ours_cmd = [
+        py,
+        "-m",
+        "evolcoder.cli",
+        "score",
+        "--benchmark",
+        args.benchmark,
+        "--predictions",
+        str(samples),
+        "--data",
+        args.data,
+        "--out",
+        str(out),
+        "--jobs",
+        str(args.jobs),
+        "--settings-json",
+        args.settings_json,
+    ]
     print("warming up reference data (not timed)...", flush=True)
     subprocess.run([py, "-c", WARM_EVALPLUS, args.benchmark], env=env, check=True, capture_output=True)
     subprocess.run([py, "-c", "from evolcoder.score import *"], env=env, check=True)
@@ -69,14 +85,34 @@ def main() -> None:
     warm = tmp / "warm.jsonl"
     with open(args.predictions) as fh:
         warm.write_text(fh.readline())
-    subprocess.run([py, "-m", "evolcoder.cli", "score", "--benchmark", args.benchmark, "--predictions",
-                    str(warm), "--data", args.data, "--out", str(tmp / "warm.json"), "--jobs",
-                    str(args.jobs), "--settings-json", args.settings_json], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            py,
+            "-m",
+            "evolcoder.cli",
+            "score",
+            "--benchmark",
+            args.benchmark,
+            "--predictions",
+            str(warm),
+            "--data",
+            args.data,
+            "--out",
+            str(tmp / "warm.json"),
+            "--jobs",
+            str(args.jobs),
+            "--settings-json",
+            args.settings_json,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
     t = time.time()
-    ev = subprocess.run([py, "-c", EVALPLUS, args.benchmark, str(samples), str(args.jobs)], env=env,
-                        capture_output=True, text=True)
+    ev = subprocess.run(
+        [py, "-c", EVALPLUS, args.benchmark, str(samples), str(args.jobs)], env=env, capture_output=True, text=True
+    )
     t_ev = time.time() - t
     if ev.returncode != 0:
         sys.exit(f"evalplus failed: {ev.stderr[-2000:]}")
@@ -90,14 +126,21 @@ def main() -> None:
     if ours.returncode != 0:
         sys.exit(f"evolcoder score failed: {ours.stderr[-2000:]}")
     res = json.loads(out.read_text())
-    same = sum((ev_res[t][0]["base_status"] == "pass") == (e["base"][0] == "pass") and
-               (ev_res[t][0]["base_status"] == ev_res[t][0]["plus_status"] == "pass") == (e["plus"][0] == "pass")
-               for t, e in res["per_task"].items() if t in ev_res)
+    same = sum(
+        (ev_res[t][0]["base_status"] == "pass") == (e["base"][0] == "pass")
+        and (ev_res[t][0]["base_status"] == ev_res[t][0]["plus_status"] == "pass") == (e["plus"][0] == "pass")
+        for t, e in res["per_task"].items()
+        if t in ev_res
+    )
     print(f"evalplus.evaluate : {t_ev:7.1f} s   base {ev_base:.1f}  plus {ev_plus:.1f}")
-    print(f"evolcoder score   : {t_ours:7.1f} s   base {res['base']['pass@1']:.1f}  plus {res['plus']['pass@1']:.1f}"
-          f"   (retried: {len(res['retried'])})")
-    print(f"time ratio evolcoder/evalplus = {t_ours / t_ev:.3f}  (target <= 1.05); jobs = {args.jobs}; "
-          f"per-task verdicts equal on {same}/{len(res['per_task'])} tasks")
+    print(
+        f"evolcoder score   : {t_ours:7.1f} s   base {res['base']['pass@1']:.1f}  plus {res['plus']['pass@1']:.1f}"
+        f"   (retried: {len(res['retried'])})"
+    )
+    print(
+        f"time ratio evolcoder/evalplus = {t_ours / t_ev:.3f}  (target <= 1.05); jobs = {args.jobs}; "
+        f"per-task verdicts equal on {same}/{len(res['per_task'])} tasks"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -68,14 +68,16 @@ def main() -> None:
     ds = TrainDataset(tokd)
     g = torch.Generator().manual_seed(args.seed)  # a random order, as the Trainer's sampler draws
     order = torch.randperm(len(ds), generator=g).tolist()[:n]
-    feats = [[ds[i] for i in order[b * args.micro_batch:(b + 1) * args.micro_batch]] for b in range(args.batches)]
+    feats = [[ds[i] for i in order[b * args.micro_batch : (b + 1) * args.micro_batch]] for b in range(args.batches)]
     lengths = [len(f["input_ids"]) for batch in feats for f in batch]
     real_tokens = sum(lengths)
     padded_tokens = sum(max(len(f["input_ids"]) for f in batch) * len(batch) for batch in feats)
-    print(f"data: {args.data or 'Code Alpaca seeds'} - {args.batches} micro-batches of {args.micro_batch}, "
-          f"sample length mean {statistics.mean(lengths):.0f}, median {statistics.median(lengths):.0f}, "
-          f"min {min(lengths)}, max {max(lengths)} (max_length {args.max_length}); "
-          f"padding efficiency {real_tokens / padded_tokens:.2f}")
+    print(
+        f"data: {args.data or 'Code Alpaca seeds'} - {args.batches} micro-batches of {args.micro_batch}, "
+        f"sample length mean {statistics.mean(lengths):.0f}, median {statistics.median(lengths):.0f}, "
+        f"min {min(lengths)}, max {max(lengths)} (max_length {args.max_length}); "
+        f"padding efficiency {real_tokens / padded_tokens:.2f}"
+    )
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, config=_clean_config(model_dir), dtype=torch.float32)
     model.config.use_cache = False
@@ -102,8 +104,10 @@ def main() -> None:
     tps = {m: real_tokens / sum(best[m]) for m in collate}
     for m in collate:
         print(f"{m:8s}: {tps[m]:8.1f} training tokens/s (real tokens, best of {args.repeats} per micro-batch)")
-    print(f"packing / padding = {tps['packing'] / tps['padding']:.2f}x "
-          f"(model {args.model}, micro-batch {args.micro_batch}, {torch.get_num_threads()} threads)")
+    print(
+        f"packing / padding = {tps['packing'] / tps['padding']:.2f}x "
+        f"(model {args.model}, micro-batch {args.micro_batch}, {torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

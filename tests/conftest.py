@@ -30,9 +30,8 @@ def shared_data() -> Path:
 def test_timings(benchmark: str, data: Path) -> str:
     """Reference timings shared by the scoring tests: measured once per (dataset, machine class)
     with one repeat and kept across runs, beside (not in) the cache that user runs read."""
-    from evolcoder.io import sha256_file
-    from evolcoder.io import cache_dir
     from evolcoder.benchmarks.timings import machine_info
+    from evolcoder.io import cache_dir, sha256_file
 
     folder = cache_dir() / "test-timings"
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,17 @@ import time
 
 
 class FakeOpenAIServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
-                 fail_plan: list[tuple[int, float | None]] | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+        fail_plan: list[tuple[int, float | None]] | None = None,
+    ):
         self.host, self.port, self.latency_s = host, port, latency_s
         self.fail_plan = list(fail_plan or [])
-        self.requests: list[dict] = []       # every POST body received (including failed ones)
-        self.auth_headers: list[str] = []    # Authorization header of each POST
+        self.requests: list[dict] = []  # every POST body received (including failed ones)
+        self.auth_headers: list[str] = []  # Authorization header of each POST
         self.served = 0
         self.max_in_flight = 0
         self._in_flight = 0
@@ -53,8 +58,11 @@ class FakeOpenAIServer:
                     self.auth_headers.append(headers.get("authorization", ""))
                 status, extra, payload = await self._route(method, path, body)
                 data = json.dumps(payload).encode()
-                head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
-                        "content-type: application/json", f"content-length: {len(data)}"]
+                head = [
+                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+                    "content-type: application/json",
+                    f"content-length: {len(data)}",
+                ]
                 head += [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 await writer.drain()
@@ -95,14 +103,19 @@ class FakeOpenAIServer:
         elif "Your Judgement" in content:
             text = "Not Equal"
         else:
-            text = ("Here is a solution.\n```python\ndef solve(data):\n    if not data:\n        return []\n"
-                    f"    return sorted(set(data))  # {h}\n```\nIt runs in O(n log n) time and O(n) space.")
+            text = (
+                "Here is a solution.\n```python\ndef solve(data):\n    if not data:\n        return []\n"
+                f"    return sorted(set(data))  # {h}\n```\nIt runs in O(n log n) time and O(n) space."
+            )
         ptoks, ctoks = len(content.split()), len(text.split())
-        return {"id": f"chatcmpl-{h}", "object": "chat.completion", "created": int(time.time()),
-                "model": req.get("model", "fake"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks}}
+        return {
+            "id": f"chatcmpl-{h}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.get("model", "fake"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks},
+        }
 
     # ------------------------------------------------------------ lifecycle
 

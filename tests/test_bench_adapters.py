@@ -88,7 +88,8 @@ def test_mbpp_original_prompt_like_wizardcoder_mbpp_gen():
     task = b.load_tasks(str(MBPP_ORIG))[0]
     assert b.problem_text(task) == (
         "\nWrite a python function to remove first and last occurrence of a given character from the string."
-        "\nTest examples:\n" + "\n".join(task["test_list"]))
+        "\nTest examples:\n" + "\n".join(task["test_list"])
+    )
 
 
 @needs_data
@@ -101,8 +102,10 @@ def test_ds1000_loads_2024_format():
 
 
 def test_extract_code_lenient_for_benchmarks_without_a_wizardcoder_script():
-    raw = ("Here's the script:\r\n\r\n```python\r\ndef f(x):\r\n    return x\r\n\r\n"
-           "if __name__ == \"__main__\":\r\n    print(f(1))\r\n```\r\nIt works.")
+    raw = (
+        "Here's the script:\r\n\r\n```python\r\ndef f(x):\r\n    return x\r\n\r\n"
+        'if __name__ == "__main__":\r\n    print(f(1))\r\n```\r\nIt works.'
+    )
     assert extract_code(raw) == "def f(x):\n    return x\n"
     assert extract_code("def f():\n    pass\n# Example usage\nf()") == "def f():\n    pass\n"
     assert extract_code("```python\ndef f():\n    return 1") == "def f():\n    return 1\n"  # unclosed
@@ -125,12 +128,21 @@ def test_prediction_formats(tmp_path):
     tasks = b.load_tasks(str(HE))
     t0 = tasks[0]
     p = tmp_path / "p.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in [
-        {"task_id": "HumanEval/0", "solution": "S"},
-        {"task_id": "HumanEval/0", "completion": "C"},
-        {"task_id": "0", "all_code": "### Response:```python\ndef has_close_elements(a, b):\n    return 1\n```"},
-        {"task_id": "HumanEval/0", "raw": "def has_close_elements(a, b):\n    return 2\n"},
-    ]) + "\n")
+    p.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"task_id": "HumanEval/0", "solution": "S"},
+                {"task_id": "HumanEval/0", "completion": "C"},
+                {
+                    "task_id": "0",
+                    "all_code": "### Response:```python\ndef has_close_elements(a, b):\n    return 1\n```",
+                },
+                {"task_id": "HumanEval/0", "raw": "def has_close_elements(a, b):\n    return 2\n"},
+            ]
+        )
+        + "\n"
+    )
     samples = b.load_predictions(str(p), tasks)
     assert [s.sample_idx for s in samples] == [0, 1, 2, 3]
     assert samples[0].solution == "S" and samples[1].solution == t0["prompt"] + "C"
@@ -152,10 +164,24 @@ def test_score_settings_take_the_rules_execution_block():
     from evolcoder.benchmarks.scoring import ScoreSettings
     from evolcoder.errors import EvolcoderError
 
-    s = ScoreSettings.from_dict({"execution": {"jobs": 2, "semantics": "evalplus-0.2.0", "retries": 3,
-                                               "ds1000_python": "/opt/ds/bin/python"},
-                                 "limit": 12, "ks": [1, 10]})
-    assert (s.jobs, s.semantics, s.retries, s.ds1000_python, s.ks) == (2, "evalplus-0.2.0", 3,
-                                                                       "/opt/ds/bin/python", [1, 10])
+    s = ScoreSettings.from_dict(
+        {
+            "execution": {
+                "jobs": 2,
+                "semantics": "evalplus-0.2.0",
+                "retries": 3,
+                "ds1000_python": "/opt/ds/bin/python",
+            },
+            "limit": 12,
+            "ks": [1, 10],
+        }
+    )
+    assert (s.jobs, s.semantics, s.retries, s.ds1000_python, s.ks) == (
+        2,
+        "evalplus-0.2.0",
+        3,
+        "/opt/ds/bin/python",
+        [1, 10],
+    )
     with pytest.raises(EvolcoderError, match="unknown key.*jbos"):
         ScoreSettings.from_dict({"execution": {"jbos": 2}})

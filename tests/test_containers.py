@@ -19,8 +19,26 @@ FAMILY_ENVS = {"cpu": ["cpu.yaml"], "gpu": ["gpu.yaml", "vllm.yaml"], "sandbox":
 # env files pinned to the development venv (the others pin what their library needs)
 VENV_PINNED = ("cpu.yaml", "gpu.yaml", "sandbox.yaml")
 
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+    "MAINTAINER",
+}
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)$")
 
@@ -108,8 +126,9 @@ def test_recipe_installs_exactly_its_env_files(family):
     runs = " ".join(args for word, args in steps if word == "RUN")
     for env in FAMILY_ENVS[family]:
         assert f"envs/{env}" in copied, f"{family}: envs/{env} not copied into the image"
-        assert re.search(rf"micromamba (install|create) -y -n \w+ -f /tmp/envs/{re.escape(env)}", runs), \
+        assert re.search(rf"micromamba (install|create) -y -n \w+ -f /tmp/envs/{re.escape(env)}", runs), (
             f"{family}: envs/{env} not installed"
+        )
     # no package is installed outside the env files, except evolcoder itself (--no-deps)
     for m in re.finditer(r"pip install ([^&;]+)", runs):
         args = m.group(1).split()
@@ -156,8 +175,9 @@ def test_env_pins_equal_the_constraints_lock(env):
         m = PIN.match(line.strip())
         if m:
             lock[_norm(m.group(1))] = m.group(2).split("+")[0]
-    mismatches = {pkg: (ver, lock[pkg]) for pkg, ver in env_pins(env).items()
-                  if pkg in lock and lock[pkg] != ver.split("+")[0]}
+    mismatches = {
+        pkg: (ver, lock[pkg]) for pkg, ver in env_pins(env).items() if pkg in lock and lock[pkg] != ver.split("+")[0]
+    }
     assert not mismatches, f"envs/{env} vs envs/constraints.txt (env, lock): {mismatches}"
     missing = sorted(set(env_pins(env)) - set(lock) - {"python", "pip"})
     assert not missing, f"envs/{env} pins packages the lock does not know: {missing}"
@@ -210,8 +230,10 @@ def test_gpu_rules_use_the_gpu_image_and_scoring_the_sandbox():
     rules = _rules(text)
     for name, family in {"train": "gpu", "generate": "gpu", "score": "sandbox", "table": "cpu"}.items():
         assert name in rules, name
-        assert f'container_for("{family}")' in rules[name] or f'config["containers"]["{family}"]' in rules[name], \
-            (name, family)
+        assert f'container_for("{family}")' in rules[name] or f'config["containers"]["{family}"]' in rules[name], (
+            name,
+            family,
+        )
 
 
 def test_ds1000_env_files_carry_the_official_pins():

@@ -9,15 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from evolcoder.decontaminate import (BenchmarkText, decontaminate, decontamination_report, load_benchmark_texts,
-                                     normalise)
+from evolcoder.decontaminate import (
+    BenchmarkText,
+    decontaminate,
+    decontamination_report,
+    load_benchmark_texts,
+    normalise,
+)
 from evolcoder.errors import DataError
 
 SHARED = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (SHARED / "evalplus").exists(), reason="shared benchmark data not found")
 
-BENCH_TEXT = ("def rolling_maximum(numbers): from a given list of integers generate a list of rolling maximum "
-              "element found until given moment in the sequence")
+BENCH_TEXT = (
+    "def rolling_maximum(numbers): from a given list of integers generate a list of rolling maximum "
+    "element found until given moment in the sequence"
+)
 
 
 def rec(i, instruction="Write a function.", output="pass", input_=""):
@@ -25,8 +32,16 @@ def rec(i, instruction="Write a function.", output="pass", input_=""):
 
 
 def test_normalise_splits_case_and_punctuation():
-    assert normalise("def has_close_elements(numbers: List[float]) -> bool:") == \
-        ["def", "has", "close", "elements", "numbers", "list", "float", "bool"]
+    assert normalise("def has_close_elements(numbers: List[float]) -> bool:") == [
+        "def",
+        "has",
+        "close",
+        "elements",
+        "numbers",
+        "list",
+        "float",
+        "bool",
+    ]
 
 
 def test_13gram_overlap_after_normalisation_is_dropped():
@@ -34,8 +49,12 @@ def test_13gram_overlap_after_normalisation_is_dropped():
     copy13 = " ".join(toks[3:16]).upper().replace(" ", ",  ")  # 13 tokens, other case and punctuation
     copy12 = " ".join(toks[3:15])
     bench = {"humaneval": [BenchmarkText("humaneval", "HumanEval/9", "prompt", BENCH_TEXT)]}
-    records = [rec(1, output=f"Sure: {copy13} done"), rec(2, output=f"Sure: {copy12} done"),
-               rec(3, instruction=f"Please {copy13}"), rec(4, input_=copy13)]
+    records = [
+        rec(1, output=f"Sure: {copy13} done"),
+        rec(2, output=f"Sure: {copy12} done"),
+        rec(3, instruction=f"Please {copy13}"),
+        rec(4, input_=copy13),
+    ]
     kept, dropped = decontaminate(records, bench, ngram=13)
     assert [r["id"] for r in kept] == [records[1]["id"]]
     by_id = {d["id"]: d for d in dropped}
@@ -54,15 +73,23 @@ def test_13gram_overlap_after_normalisation_is_dropped():
 def test_short_benchmark_text_is_matched_whole():
     short = "Write a python function to identify non-prime numbers."  # 9 tokens < 13
     bench = {"mbpp-original": [BenchmarkText("mbpp-original", "3", "text", short)]}
-    kept, dropped = decontaminate([rec(1, instruction=short + " Use a sieve."),
-                                   rec(2, instruction="Write a python function to identify prime numbers.")], bench)
+    kept, dropped = decontaminate(
+        [
+            rec(1, instruction=short + " Use a sieve."),
+            rec(2, instruction="Write a python function to identify prime numbers."),
+        ],
+        bench,
+    )
     assert [d["id"] for d in dropped] == ["r1-000000000001"] and len(kept) == 1
 
 
 def test_boilerplate_shared_by_many_tasks_and_uninformative_ngrams_are_ignored():
     boiler = "import numpy as np import pandas as pd import matplotlib pyplot as plt import seaborn as sns"
-    bench = {"ds1000": [BenchmarkText("ds1000", str(i), "prompt", f"{boiler} task {i} specific words here")
-                        for i in range(10)]}
+    bench = {
+        "ds1000": [
+            BenchmarkText("ds1000", str(i), "prompt", f"{boiler} task {i} specific words here") for i in range(10)
+        ]
+    }
     counting = {"mbpp": [BenchmarkText("mbpp", "x", "prompt", " ".join(str(i) for i in range(1, 30)))]}
     records = [rec(1, output=boiler + "\nprint(1)"), rec(2, output=" ".join(str(i) for i in range(1, 30)))]
     kept, dropped = decontaminate(records, {**bench, **counting})
@@ -112,14 +139,16 @@ def test_planted_copies_of_real_benchmarks_are_dropped_and_seed_data_mostly_kept
     mbpp_orig = _first(Path(data["mbpp_original"]), 7)
     ds = _first(Path(data["ds1000"]), 3)
     planted = [
-        rec(100, instruction="Complete this function:\n" + he["prompt"], output="pass"),          # HumanEval prompt
+        rec(100, instruction="Complete this function:\n" + he["prompt"], output="pass"),  # HumanEval prompt
         rec(101, instruction="Check closeness.", output="def f(numbers, threshold):" + he["canonical_solution"]),
-        rec(102, instruction=mbpp_plus["prompt"].strip().strip('"').strip(), output="pass"),       # MBPP+ prompt
-        rec(103, instruction="Solve it", output=mbpp_orig["code"]),                                # MBPP solution
-        rec(104, instruction=ds["prompt"][:600], output="pass"),                                   # DS-1000 prompt
+        rec(102, instruction=mbpp_plus["prompt"].strip().strip('"').strip(), output="pass"),  # MBPP+ prompt
+        rec(103, instruction="Solve it", output=mbpp_orig["code"]),  # MBPP solution
+        rec(104, instruction=ds["prompt"][:600], output="pass"),  # DS-1000 prompt
     ]
-    clean = [rec(i, instruction=r["instruction"], output=r["output"], input_=r.get("input", ""))
-             for i, r in enumerate(json.loads((SHARED / "seeds/code_alpaca_2k.json").read_text())[:300])]
+    clean = [
+        rec(i, instruction=r["instruction"], output=r["output"], input_=r.get("input", ""))
+        for i, r in enumerate(json.loads((SHARED / "seeds/code_alpaca_2k.json").read_text())[:300])
+    ]
     kept, dropped = decontaminate(clean + planted, texts, ngram=13)
     dropped_ids = {d["id"] for d in dropped}
     assert {r["id"] for r in planted} <= dropped_ids

@@ -9,7 +9,9 @@ from evolcoder.evolve import eliminate as el
 S = el.EliminationSettings()
 PARENT = "Write a function that reverses a string."
 GOOD_EVOLVED = "Write a function that reverses a string in place, without slicing, in O(n) time and O(1) space."
-GOOD_ANSWER = "```python\ndef rev(s):\n    chars = list(s)\n    i, j = 0, len(chars) - 1\n    return ''.join(chars)\n```"
+GOOD_ANSWER = (
+    "```python\ndef rev(s):\n    chars = list(s)\n    i, j = 0, len(chars) - 1\n    return ''.join(chars)\n```"
+)
 
 
 def test_good_item_passes_both_stages():
@@ -18,6 +20,7 @@ def test_good_item_passes_both_stages():
 
 
 # ---- instruction rules
+
 
 @pytest.mark.parametrize("text", ["", "   \n ", "...", "?!", "ok"])
 def test_empty_instruction(text):
@@ -31,14 +34,17 @@ def test_over_length_instruction():
     assert el.check_instruction(long, PARENT, el.EliminationSettings(max_instruction_tokens=5000)) is None
 
 
-@pytest.mark.parametrize("text", [
-    "#Rewritten Test#\nWrite a function that reverses a string without slicing.",
-    "Here is the rewritten prompt: reverse a string without slicing.",
-    "The given prompt asks to reverse a string; do it without slicing.",
-    "#Given Test# Write a function to reverse a string using recursion only.",
-    "Rewrite the given programming test question so the string is reversed twice.",
-    "#Created Prompt#: write a function that reverses each word of a sentence.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#Rewritten Test#\nWrite a function that reverses a string without slicing.",
+        "Here is the rewritten prompt: reverse a string without slicing.",
+        "The given prompt asks to reverse a string; do it without slicing.",
+        "#Given Test# Write a function to reverse a string using recursion only.",
+        "Rewrite the given programming test question so the string is reversed twice.",
+        "#Created Prompt#: write a function that reverses each word of a sentence.",
+    ],
+)
 def test_copied_evol_prompt_words(text):
     reason, detail = el.check_instruction(text, PARENT, S)
     assert reason == el.COPIED_EVOL_PROMPT, (text, reason)
@@ -57,15 +63,26 @@ def test_no_information_gain_cheap_check():
     assert el.check_instruction("Write a function, that reverses a string!", PARENT, S)[0] == el.NO_INFORMATION_GAIN
 
 
-@pytest.mark.parametrize("verdict,equal", [
-    ("Equal", True), ("equal.", True), ("The same", True), (" Equal\n", True),
-    ("Not Equal", False), ("not equal", False), ("They are not equal.", False), ("Unequal", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "verdict,equal",
+    [
+        ("Equal", True),
+        ("equal.", True),
+        ("The same", True),
+        (" Equal\n", True),
+        ("Not Equal", False),
+        ("not equal", False),
+        ("They are not equal.", False),
+        ("Unequal", False),
+        ("", False),
+    ],
+)
 def test_llm_judge_verdict(verdict, equal):
     assert el.judge_says_equal(verdict) is equal
 
 
 # ---- response rules
+
 
 def test_sorry_and_short_is_eliminated_but_long_sorry_is_kept():
     short = "I'm sorry, but I cannot write that function."
@@ -95,8 +112,10 @@ def test_empty_response(text):
 def test_over_length_and_truncated_response():
     assert el.check_response("tok " * 9000, "stop", S)[0] == el.RESPONSE_TOO_LONG
     assert el.check_response(GOOD_ANSWER, "length", S) is None  # off by default
-    assert el.check_response(GOOD_ANSWER, "length", el.EliminationSettings(reject_truncated=True))[0] == \
-        el.TRUNCATED_RESPONSE
+    assert (
+        el.check_response(GOOD_ANSWER, "length", el.EliminationSettings(reject_truncated=True))[0]
+        == el.TRUNCATED_RESPONSE
+    )
 
 
 def test_clean_evolved_strips_wrapping_quotes_only():

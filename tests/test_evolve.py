@@ -24,6 +24,7 @@ from evolcoder.evolve import methods as M
 from evolcoder.evolve.backends import Completion, backoff_delay, retry_after_s
 from evolcoder.evolve.cache import ResponseCache, iter_cache_lines, request_key
 from evolcoder.evolve.engine import EvolutionSettings, run_round
+
 from fakeserver import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +37,18 @@ def seed_records(n: int, marker: dict[int, str] | None = None) -> list[dict]:
         text = f"Write a Python function number {i} that sums a list of integers."
         if marker and i in marker:
             text += " " + marker[i]
-        out.append({"id": sid, "parent_id": None, "root_id": sid, "round": 0, "method": "seed",
-                    "instruction": text, "input": "", "output": "def f(xs):\n    return sum(xs)"})
+        out.append(
+            {
+                "id": sid,
+                "parent_id": None,
+                "root_id": sid,
+                "round": 0,
+                "method": "seed",
+                "instruction": text,
+                "input": "",
+                "output": "def f(xs):\n    return sum(xs)",
+            }
+        )
     return out
 
 
@@ -71,8 +82,7 @@ class ScriptedBackend:
                 text = "... !!! ..."
             else:
                 text = "```python\ndef f(xs):\n    if not xs:\n        return 0\n    return sum(xs)\n```"
-        return Completion(text=text, finish_reason="stop", usage={"prompt_tokens": 10, "completion_tokens": 5},
-                          key=key)
+        return Completion(text=text, finish_reason="stop", usage={"prompt_tokens": 10, "completion_tokens": 5}, key=key)
 
     async def aclose(self):
         pass
@@ -189,18 +199,35 @@ def test_round_eliminates_with_reasons_and_retries_parents(tmp_path):
     be = ScriptedBackend()
     res = run_round(pool, 1, settings(), str(tmp_path / "cache"), backend=be)
     reasons = {r["parent_id"]: r["reject_reason"] for r in res.rejects}
-    assert reasons == {pool[1]["id"]: el.COPIED_EVOL_PROMPT, pool[2]["id"]: el.NO_INFORMATION_GAIN,
-                       pool[3]["id"]: el.SORRY_SHORT_RESPONSE, pool[4]["id"]: el.PUNCTUATION_STOPWORDS_ONLY}
+    assert reasons == {
+        pool[1]["id"]: el.COPIED_EVOL_PROMPT,
+        pool[2]["id"]: el.NO_INFORMATION_GAIN,
+        pool[3]["id"]: el.SORRY_SHORT_RESPONSE,
+        pool[4]["id"]: el.PUNCTUATION_STOPWORDS_ONLY,
+    }
     assert len(res.evolved) == 4
     # failed instructions are not answered (no cost for them)
     assert be.calls == {"evolve": 8, "answer": 6}
     # next pool: evolved children in place of their parents, retried parents unchanged
     assert [r["id"] for r in res.pool] == [
-        (res.evolved[[e["parent_id"] for e in res.evolved].index(p["id"])]["id"]
-         if p["id"] not in reasons else p["id"]) for p in pool]
+        (res.evolved[[e["parent_id"] for e in res.evolved].index(p["id"])]["id"] if p["id"] not in reasons else p["id"])
+        for p in pool
+    ]
     rec = res.evolved[0]
-    for k in ("id", "parent_id", "root_id", "round", "method", "instruction", "input", "output", "evol_prompt",
-              "model", "gen_params", "usage"):
+    for k in (
+        "id",
+        "parent_id",
+        "root_id",
+        "round",
+        "method",
+        "instruction",
+        "input",
+        "output",
+        "evol_prompt",
+        "model",
+        "gen_params",
+        "usage",
+    ):
         assert k in rec
     assert rec["round"] == 1 and rec["id"].startswith("r1-") and rec["root_id"] == rec["parent_id"]
     assert rec["usage"] == {"prompt_tokens": 20, "completion_tokens": 10}
@@ -262,9 +289,17 @@ def fake_server():
 
 
 def openai_settings(srv, **over):
-    backend = {"kind": "openai", "model": "fake-model", "base_url": srv.base_url, "concurrency": 4,
-               "api_key_env": "EVOLCODER_TEST_KEY", "backoff_base_s": 0.01, "backoff_max_s": 0.05,
-               "cost_per_1m_prompt_tokens": 2.0, "cost_per_1m_completion_tokens": 8.0}
+    backend = {
+        "kind": "openai",
+        "model": "fake-model",
+        "base_url": srv.base_url,
+        "concurrency": 4,
+        "api_key_env": "EVOLCODER_TEST_KEY",
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "cost_per_1m_prompt_tokens": 2.0,
+        "cost_per_1m_completion_tokens": 8.0,
+    }
     backend.update(over.pop("backend", {}))
     return {"seed": 3, "backend": backend, "progress": False, **over}
 
@@ -297,8 +332,7 @@ def test_auth_error_is_fatal_and_bad_request_rejects_the_item(fake_server, tmp_p
     with pytest.raises(BackendError, match="HTTP 401"):
         run_round(seed_records(1), 1, openai_settings(fake_server), str(tmp_path / "c"))
     fake_server.fail_plan = [(400, None)]
-    res = run_round(seed_records(1), 1, openai_settings(fake_server, backend={"concurrency": 1}),
-                    str(tmp_path / "c2"))
+    res = run_round(seed_records(1), 1, openai_settings(fake_server, backend={"concurrency": 1}), str(tmp_path / "c2"))
     assert [r["reject_reason"] for r in res.rejects] == [el.API_ERROR] and res.pool == seed_records(1)
 
 
@@ -310,8 +344,13 @@ def test_missing_key_for_openai_is_an_error(monkeypatch, tmp_path):
 
 
 def _cli(args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "evolcoder.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "evolcoder.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})},
+        **kw,
+    )
 
 
 def test_cli_outputs_rerun_identical_and_key_never_written(fake_server, tmp_path):
@@ -344,8 +383,21 @@ def test_cli_outputs_rerun_identical_and_key_never_written(fake_server, tmp_path
 def test_cli_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
-    p = _cli(["evolve", "--pool", str(bad), "--round", "1", "--out-dir", str(tmp_path / "o"),
-              "--settings-json", "{}", "--cache-dir", str(tmp_path / "c")])
+    p = _cli(
+        [
+            "evolve",
+            "--pool",
+            str(bad),
+            "--round",
+            "1",
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--settings-json",
+            "{}",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0
     assert "no string 'instruction'" in p.stderr
 
@@ -380,8 +432,11 @@ def test_local_backend_batched_greedy_is_deterministic(tmp_path):
     calls = []
     orig = be._generate
     be._generate = lambda reqs, keys: (calls.append(len(reqs)), orig(reqs, keys))[1]
-    s = settings(backend={"kind": "local", "model": "smollm2-135m-instruct", "concurrency": 3},
-                 evolve_params={"temperature": 0.0, "max_tokens": 8}, answer_params={"temperature": 0.0, "max_tokens": 8})
+    s = settings(
+        backend={"kind": "local", "model": "smollm2-135m-instruct", "concurrency": 3},
+        evolve_params={"temperature": 0.0, "max_tokens": 8},
+        answer_params={"temperature": 0.0, "max_tokens": 8},
+    )
     pool = seed_records(3)
     r1 = run_round(pool, 1, s, str(tmp_path / "c1"), backend=be)
     assert calls and max(calls) >= 2  # batched, despite per-request seeds

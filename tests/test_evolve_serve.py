@@ -76,11 +76,26 @@ def serve(tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     fh = open(log, "w")
-    proc = subprocess.Popen([str(TRANSFORMERS), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu", "--log-level", "info"], stdout=fh, stderr=subprocess.STDOUT,
-                            # one OpenMP thread: on a shared, oversubscribed CPU box spinning OpenMP workers make
-                            # generation ~4x slower (the server runs one request at a time anyway)
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [
+            str(TRANSFORMERS),
+            "serve",
+            model_dir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--log-level",
+            "info",
+        ],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        # one OpenMP thread: on a shared, oversubscribed CPU box spinning OpenMP workers make
+        # generation ~4x slower (the server runs one request at a time anyway)
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
     try:
         t_end = time.monotonic() + 180
         while True:
@@ -107,12 +122,27 @@ def serve(tmp_path_factory):
 
 def _settings(serve, **over) -> dict:
     s = {
-        "rounds": 2, "seed": 11, "retry_eliminated": True,
-        "methods": {"add_constraints": 1.0, "replace_requirement": 1.0, "add_reasoning_steps": 1.0,
-                    "erroneous_code": 1.0, "complexity": 0.25},
-        "backend": {"kind": "openai", "model": serve["model"], "base_url": serve["base_url"],
-                    "api_key_env": "EVOLCODER_SERVE_TEST_KEY", "concurrency": 2, "max_retries": 3, "timeout_s": 120,
-                    "cost_per_1m_prompt_tokens": 0.5, "cost_per_1m_completion_tokens": 1.5},
+        "rounds": 2,
+        "seed": 11,
+        "retry_eliminated": True,
+        "methods": {
+            "add_constraints": 1.0,
+            "replace_requirement": 1.0,
+            "add_reasoning_steps": 1.0,
+            "erroneous_code": 1.0,
+            "complexity": 0.25,
+        },
+        "backend": {
+            "kind": "openai",
+            "model": serve["model"],
+            "base_url": serve["base_url"],
+            "api_key_env": "EVOLCODER_SERVE_TEST_KEY",
+            "concurrency": 2,
+            "max_retries": 3,
+            "timeout_s": 120,
+            "cost_per_1m_prompt_tokens": 0.5,
+            "cost_per_1m_completion_tokens": 1.5,
+        },
         "evolve_params": {"temperature": 0.0, "max_tokens": 16},
         "answer_params": {"temperature": 0.0, "max_tokens": 16},
         "progress": False,
@@ -125,14 +155,41 @@ def _write_seed(path: Path, n: int) -> Path:
     with open(path, "w") as fh:
         for i, text in enumerate(SEEDS[:n]):
             sid = f"seed-{i:012x}"
-            fh.write(json.dumps({"id": sid, "parent_id": None, "root_id": sid, "round": 0, "method": "seed",
-                                 "instruction": text, "input": "", "output": "pass"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": sid,
+                        "parent_id": None,
+                        "root_id": sid,
+                        "round": 0,
+                        "method": "seed",
+                        "instruction": text,
+                        "input": "",
+                        "output": "pass",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
 def _cmd(pool: Path, k: int, out: Path, settings: dict, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "evolcoder.cli", "evolve", "--pool", str(pool), "--round", str(k),
-            "--out-dir", str(out), "--settings-json", json.dumps(settings), "--cache-dir", str(cache)]
+    return [
+        sys.executable,
+        "-m",
+        "evolcoder.cli",
+        "evolve",
+        "--pool",
+        str(pool),
+        "--round",
+        str(k),
+        "--out-dir",
+        str(out),
+        "--settings-json",
+        json.dumps(settings),
+        "--cache-dir",
+        str(cache),
+    ]
 
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "EVOLCODER_SERVE_TEST_KEY": "sk-serve-test-not-a-real-key"}
@@ -180,8 +237,7 @@ def test_two_rounds_through_transformers_serve(serve, tmp_path):
         assert t["requests"] == len(evolved) * 2 + sum(1 + ("answer" in r["cache_keys"]) for r in rejects)
         assert t["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in evolved + rejects)
         assert t["completion_tokens"] == sum(r["usage"]["completion_tokens"] for r in evolved + rejects)
-        assert t["cost_usd"] == pytest.approx((t["prompt_tokens"] * 0.5 + t["completion_tokens"] * 1.5) / 1e6,
-                                              abs=1e-6)
+        assert t["cost_usd"] == pytest.approx((t["prompt_tokens"] * 0.5 + t["completion_tokens"] * 1.5) / 1e6, abs=1e-6)
         assert "sk-serve-test" not in json.dumps(ledger) + json.dumps(manifest) + p.stdout + p.stderr
 
         # stats
@@ -195,8 +251,9 @@ def test_two_rounds_through_transformers_serve(serve, tmp_path):
 
     from evolcoder.evolve.stats import plot_stats
 
-    png = plot_stats([tmp_path / "round_1" / "stats.json", tmp_path / "round_2" / "stats.json"],
-                     tmp_path / "difficulty.png")
+    png = plot_stats(
+        [tmp_path / "round_1" / "stats.json", tmp_path / "round_2" / "stats.json"], tmp_path / "difficulty.png"
+    )
     assert png.stat().st_size > 10_000
 
 
@@ -210,8 +267,9 @@ def test_sigkill_mid_round_then_rerun_resends_nothing_and_matches_uninterrupted(
 
     # 1. start the round, SIGKILL it once some (not all) requests are completed and cached
     start_posts = _posts(log)
-    proc = subprocess.Popen(_cmd(seed, 1, out, settings, cache), env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(seed, 1, out, settings, cache), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     cache_file = None
     t_end = time.monotonic() + 300
     while time.monotonic() < t_end and proc.poll() is None:
@@ -243,18 +301,19 @@ def test_sigkill_mid_round_then_rerun_resends_nothing_and_matches_uninterrupted(
     assert ledger["cache_hits"] == len(completed)
     assert ledger["sent"] == rerun_posts
     keys_after = [e["key"] for e in iter_cache_lines(cache_file)]
-    assert len(keys_after) == len(set(keys_after))          # nothing was completed (and appended) twice
+    assert len(keys_after) == len(set(keys_after))  # nothing was completed (and appended) twice
     assert keys_after[: len(completed)] == completed
     assert len(keys_after) == len(completed) + rerun_posts  # every request sent by the rerun was a new one
     text = cache_file.read_bytes()
     assert text.endswith(b"\n") and all(json.loads(x) for x in text.splitlines())
-    assert text.startswith(raw[: raw.rfind(b"\n") + 1])     # the killed run's complete lines are untouched
+    assert text.startswith(raw[: raw.rfind(b"\n") + 1])  # the killed run's complete lines are untouched
 
     # 3. an uninterrupted run with the same seed (fresh cache) gives byte-identical outputs
     before = _posts(log)
     out2 = tmp_path / "uninterrupted"
-    p2 = subprocess.run(_cmd(seed, 1, out2, settings, tmp_path / "cache2"), env=ENV, capture_output=True,
-                        text=True, timeout=400)
+    p2 = subprocess.run(
+        _cmd(seed, 1, out2, settings, tmp_path / "cache2"), env=ENV, capture_output=True, text=True, timeout=400
+    )
     assert p2.returncode == 0, p2.stderr[-3000:]
     ledger2 = json.loads((out2 / "ledger.json").read_text())["total"]
     assert ledger2["sent"] == _posts(log) - before == len(keys_after)

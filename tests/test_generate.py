@@ -34,8 +34,7 @@ def test_plan_sampled_mode_repeats_prompts():
 
     s = GenSettings.from_dict({"mode": "sampled", "n": 3, "limit": 4})
     items = plan(get_benchmark("humaneval"), str(HE), s, 1, 2)
-    assert [(i["task_id"], i["sample_idx"]) for i in items] == [
-        (f"HumanEval/{t}", k) for t in (2, 3) for k in range(3)]
+    assert [(i["task_id"], i["sample_idx"]) for i in items] == [(f"HumanEval/{t}", k) for t in (2, 3) for k in range(3)]
     assert GenSettings.from_dict({"mode": "greedy", "n": 20}).n == 1
 
 
@@ -55,8 +54,11 @@ def test_resume_counts_what_is_on_disk(tmp_path):
     out = tmp_path / "greedy.raw.jsonl"
     s = GenSettings.from_dict({"limit": 5, "batch_size": 2})
     partial = Path(str(out) + ".partial")
-    partial.write_text(json.dumps({"task_id": "HumanEval/0", "sample_idx": 0, "prompt": "p", "raw": "R0"})
-                       + "\n" + '{"task_id": "HumanEval/1", "sam')  # torn line from a crash
+    partial.write_text(
+        json.dumps({"task_id": "HumanEval/0", "sample_idx": 0, "prompt": "p", "raw": "R0"})
+        + "\n"
+        + '{"task_id": "HumanEval/1", "sam'
+    )  # torn line from a crash
     fake = FakeBackend()
     n = run_generation("unused", "humaneval", str(out), s, str(HE), backend=fake)
     assert n == 5 and sum(fake.calls) == 4 and not partial.exists()
@@ -73,13 +75,13 @@ def test_generate_shards_with_smollm_and_gather(tmp_path):
         out = tmp_path / f"shard{i}.raw.jsonl"
         run_generation("smollm2-135m-instruct", "humaneval", str(out), settings, str(HE), i, 2)
         shards.append(str(out))
-    recs = [json.loads(l) for s in shards for l in Path(s).read_text().splitlines()]
+    recs = [json.loads(line) for s in shards for line in Path(s).read_text().splitlines()]
     assert [r["task_id"] for r in recs] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert all(r["prompt"].startswith("Below is an instruction") and isinstance(r["raw"], str) for r in recs)
     assert all("\t" in r["prompt"] and r["tabs"] is True for r in recs)  # WizardCoder's tab substitution
     final = tmp_path / "greedy.jsonl"
     assert gather("humaneval", shards[::-1], str(final), str(HE)) == 3
-    got = [json.loads(l) for l in final.read_text().splitlines()]
+    got = [json.loads(line) for line in final.read_text().splitlines()]
     assert [g["task_id"] for g in got] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert all(set(g) == {"task_id", "sample_idx", "solution", "raw", "tabs", "postprocess"} for g in got)
     assert all(g["tabs"] is True and g["postprocess"] == "wizardcoder" for g in got)

@@ -27,8 +27,9 @@ def test_ruff_check_is_clean():
 
 
 def test_ruff_format_is_applied():
-    proc = subprocess.run([_tool("ruff"), "format", "--check", "src", "tests", "scripts"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [_tool("ruff"), "format", "--check", "src", "tests", "scripts"], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
 
 

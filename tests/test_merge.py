@@ -2,8 +2,16 @@ from evolcoder.merge import dedup, merge, merge_stats, shuffle
 
 
 def rec(i, instruction, round_=0, method="seed"):
-    return {"id": f"r{round_}-{i}", "parent_id": None, "root_id": f"seed-{i}", "round": round_,
-            "method": method, "instruction": instruction, "input": "", "output": f"answer {i}"}
+    return {
+        "id": f"r{round_}-{i}",
+        "parent_id": None,
+        "root_id": f"seed-{i}",
+        "round": round_,
+        "method": method,
+        "instruction": instruction,
+        "input": "",
+        "output": f"answer {i}",
+    }
 
 
 def test_dedup_normalises_case_and_whitespace():
@@ -34,10 +42,11 @@ def test_merge_decontaminates_and_skips_missing_benchmarks(tmp_path, shared_data
 
     problem = read_problems()["HumanEval/0"]
     seed = [rec(1, "Write a function that sorts a list."), rec(2, problem["prompt"])]
-    data = {"mbpp_plus": str(tmp_path / "missing.jsonl.gz"),
-            "ds1000": str(shared_data / "ds1000" / "ds1000.jsonl.gz")}
-    settings = {"shuffle_seed": 1, "decontaminate": {"enabled": True, "ngram": 13,
-                                                     "benchmarks": ["humaneval", "mbpp", "ds1000"]}}
+    data = {"mbpp_plus": str(tmp_path / "missing.jsonl.gz"), "ds1000": str(shared_data / "ds1000" / "ds1000.jsonl.gz")}
+    settings = {
+        "shuffle_seed": 1,
+        "decontaminate": {"enabled": True, "ngram": 13, "benchmarks": ["humaneval", "mbpp", "ds1000"]},
+    }
     records, stats, report = merge(seed, [], settings, data)
     assert [r["id"] for r in records] == ["r0-1"]
     assert report["n_dropped"] == 1 and report["dropped"][0]["benchmark"] == "humaneval"

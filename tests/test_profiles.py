@@ -25,9 +25,17 @@ def _env(xdg: Path) -> dict[str, str]:
     return env
 
 
-def _dry_run(wd: Path, env: dict[str, str], *args: str, configfiles: tuple[str, ...] = ("tests/configs/tiny.yaml",)) -> str:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", *configfiles, *args],
-                          cwd=wd, env=env, capture_output=True, text=True, timeout=300)
+def _dry_run(
+    wd: Path, env: dict[str, str], *args: str, configfiles: tuple[str, ...] = ("tests/configs/tiny.yaml",)
+) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", *configfiles, *args],
+        cwd=wd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -91,7 +99,8 @@ def test_both_spellings_combine_the_slurm_and_workflow_profiles(wd, tmp_path, sp
 
 def test_gpu_sizing_follows_the_config(wd, tmp_path):
     (wd / "big.yaml").write_text(
-        "train:\n  resources: {gpus: 8, gpu_model: a100, cpus_per_gpu: 8, mem_mb: 480000, runtime: 2880}\n")
+        "train:\n  resources: {gpus: 8, gpu_model: a100, cpus_per_gpu: 8, mem_mb: 480000, runtime: 2880}\n"
+    )
     out = _dry_run(wd, _env(tmp_path / "xdg"), configfiles=("tests/configs/tiny.yaml", "big.yaml"))
     res = _resources(out)
     assert res["train"]["gpu"] == "8" and res["train"]["gpu_model"] == "a100", res["train"]
@@ -108,7 +117,9 @@ def test_workflow_profile_leaves_site_keys_to_the_global_profile():
     assert site["executor"] == "slurm"
     assert (REPO / "profiles/slurm" / site["slurm-partition-config"]).exists()
     parts = yaml.safe_load((REPO / "profiles/slurm/partitions.yaml").read_text())["partitions"]
-    assert any(p.get("max_gpu", 0) > 0 for p in parts.values()) and any(p.get("max_gpu", 0) == 0 for p in parts.values())
+    assert any(p.get("max_gpu", 0) > 0 for p in parts.values()) and any(
+        p.get("max_gpu", 0) == 0 for p in parts.values()
+    )
     rules = {r for r in wf.get("set-resources", {})} | set(wf.get("set-threads", {}))
     for rule in ("train", "generate"):
         assert rule not in wf.get("set-resources", {}), f"{rule}: its GPU sizing comes from the config"

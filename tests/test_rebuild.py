@@ -40,7 +40,7 @@ def built(tmp_path_factory) -> Path:
     wd = copy_workflow(tmp_path_factory.mktemp("rebuild"), None)
     for path, rule in _outputs(wd):
         p = wd / path
-        if not Path(path).suffix:           # directory() outputs: the checkpoint folder
+        if not Path(path).suffix:  # directory() outputs: the checkpoint folder
             assert rule == "train", (path, rule)
             p.mkdir(parents=True, exist_ok=True)
             (p / "config.json").write_text("{}")
@@ -61,11 +61,14 @@ def test_nothing_to_do_when_nothing_changed(built):
     assert planned_jobs(built) == {}
 
 
-@pytest.mark.parametrize("overlay", [
-    "evaluation:\n  greedy:\n    max_new_tokens: 40\n",
-    "evaluation:\n  limit: 2\n",
-    "evaluation:\n  prompt_template: alpaca\n",
-])
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "evaluation:\n  greedy:\n    max_new_tokens: 40\n",
+        "evaluation:\n  limit: 2\n",
+        "evaluation:\n  prompt_template: alpaca\n",
+    ],
+)
 def test_generation_settings_rerun_predictions_scores_table(built, overlay):
     jobs = _plan_with(built, overlay)
     assert set(jobs) == EVAL_CHAIN, jobs
@@ -76,10 +79,13 @@ def test_execution_settings_rerun_scores_and_table_only(built):
     assert set(jobs) == {"score", "table", "all"}, jobs
 
 
-@pytest.mark.parametrize("overlay", [
-    "train:\n  learning_rate: 1.0e-4\n",
-    "train:\n  max_steps: 3\n",
-])
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "train:\n  learning_rate: 1.0e-4\n",
+        "train:\n  max_steps: 3\n",
+    ],
+)
 def test_training_settings_rerun_train_onward(built, overlay):
     jobs = _plan_with(built, overlay)
     assert set(jobs) == TRAIN_ONWARD, jobs
@@ -90,19 +96,25 @@ def test_tokenizer_settings_rerun_tokenize_and_train_onward(built):
     assert set(jobs) == TRAIN_ONWARD | {"tokenize"}, jobs
 
 
-@pytest.mark.parametrize("overlay", [
-    "evolution:\n  backend:\n    model: some-other-evol-model\n",
-    "evolution:\n  evolve_params: {temperature: 0.9, top_p: 0.95, max_tokens: 48}\n",
-])
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "evolution:\n  backend:\n    model: some-other-evol-model\n",
+        "evolution:\n  evolve_params: {temperature: 0.9, top_p: 0.95, max_tokens: 48}\n",
+    ],
+)
 def test_evolution_model_or_params_rerun_from_round_1(built, overlay):
     jobs = _plan_with(built, overlay)
     assert set(jobs) == FROM_ROUND_1, jobs
-    assert jobs["evolve_round"] == 2, jobs            # both rounds of the tiny config
+    assert jobs["evolve_round"] == 2, jobs  # both rounds of the tiny config
 
 
 def test_prompt_template_edit_reruns_from_round_1(built):
-    templates = sorted(p for p in (built / "src/evolcoder/templates/evol").rglob("*") if p.is_file()) \
-        if (built / "src/evolcoder/templates/evol").exists() else []
+    templates = (
+        sorted(p for p in (built / "src/evolcoder/templates/evol").rglob("*") if p.is_file())
+        if (built / "src/evolcoder/templates/evol").exists()
+        else []
+    )
     if not templates:
         pytest.skip("no evolution prompt templates in src/evolcoder/templates/evol yet")
     original = templates[0].read_text()
@@ -120,10 +132,13 @@ def test_more_rounds_add_only_the_new_round(built):
     assert "seed" not in jobs and "merge" in jobs, jobs
 
 
-@pytest.mark.parametrize("overlay", [
-    "train:\n  resources: {gpus: 8, gpu_model: a100, cpus_per_gpu: 8, mem_mb: 480000, runtime: 2880}\n",
-    "containers:\n  cpu: docker://ghcr.io/example/evolcoder-cpu:9.9.9\n",
-])
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "train:\n  resources: {gpus: 8, gpu_model: a100, cpus_per_gpu: 8, mem_mb: 480000, runtime: 2880}\n",
+        "containers:\n  cpu: docker://ghcr.io/example/evolcoder-cpu:9.9.9\n",
+    ],
+)
 def test_where_it_runs_makes_nothing_stale(built, overlay):
     """Resources and (undeployed) container images say where a stage runs, not what it computes."""
     assert _plan_with(built, overlay) == {}
@@ -154,18 +169,21 @@ def test_editing_a_sandbox_module_reruns_exactly_score_and_table(built):
     assert set(jobs) == {"score", "table", "all"}, jobs
 
 
-@pytest.mark.parametrize("rel, expected", [
-    ("sandbox/pool.py", {"score", "table", "all"}),
-    # the scorer: generation and merge import it through the adapters but never run it (CODE_HASH_EXCLUDES)
-    ("benchmarks/harness.py", {"timings", "score", "table", "all"}),
-    ("passk.py", {"timings", "score", "table", "all"}),
-    # the adapters' base class: generation, timings, scoring, and merge (decontamination texts) run it
-    ("benchmarks/base.py", {"timings", "merge", "tokenize"} | TRAIN_ONWARD),
-    ("evolve/eliminate.py", FROM_ROUND_1),
-    ("train/run.py", TRAIN_ONWARD | {"tokenize"}),
-    ("data/published.yaml", {"table", "all"}),
-    ("templates/eval/wizardcoder/humaneval.txt", EVAL_CHAIN),
-])
+@pytest.mark.parametrize(
+    "rel, expected",
+    [
+        ("sandbox/pool.py", {"score", "table", "all"}),
+        # the scorer: generation and merge import it through the adapters but never run it (CODE_HASH_EXCLUDES)
+        ("benchmarks/harness.py", {"timings", "score", "table", "all"}),
+        ("passk.py", {"timings", "score", "table", "all"}),
+        # the adapters' base class: generation, timings, scoring, and merge (decontamination texts) run it
+        ("benchmarks/base.py", {"timings", "merge", "tokenize"} | TRAIN_ONWARD),
+        ("evolve/eliminate.py", FROM_ROUND_1),
+        ("train/run.py", TRAIN_ONWARD | {"tokenize"}),
+        ("data/published.yaml", {"table", "all"}),
+        ("templates/eval/wizardcoder/humaneval.txt", EVAL_CHAIN),
+    ],
+)
 def test_each_module_marks_exactly_the_stages_that_import_it(built, rel, expected):
     with _edited(built, rel):
         jobs = planned_jobs(built)
@@ -186,8 +204,10 @@ def test_a_local_seed_file_edited_in_place_is_stale(tmp_path):
     import json
 
     wd = copy_workflow(tmp_path, None)
-    seed = [{"instruction": f"Write a function that returns {i}.", "input": "", "output": f"def f():\n    return {i}"}
-            for i in range(6)]
+    seed = [
+        {"instruction": f"Write a function that returns {i}.", "input": "", "output": f"def f():\n    return {i}"}
+        for i in range(6)
+    ]
     (wd / "seed.json").write_text(json.dumps(seed))
     (wd / "seed.yaml").write_text("seed:\n  source: seed.json\n  limit: null\n")
     cfgs = (*TINY, "seed.yaml")

@@ -10,9 +10,9 @@ import pytest
 
 from evolcoder.benchmarks import harness
 from evolcoder.sandbox.child import run_job
+from evolcoder.sandbox.isolation import sandbox_uid
 from evolcoder.sandbox.jobs import Job, Limits
 from evolcoder.sandbox.pool import run_jobs
-from evolcoder.sandbox.isolation import sandbox_uid
 
 FAST = Limits(wall_s=5.0, cpu_s=3.0, memory_mb=512, nproc=16, fsize_mb=1)
 
@@ -82,8 +82,10 @@ def test_a_starved_cpu_bound_program_is_not_killed_by_the_wall_clock():
         return {"done": True}
 
     # each in its own session: under autogroup scheduling a session shares one CPU slot
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-            for _ in range(3 * (os.cpu_count() or 1))]
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(3 * (os.cpu_count() or 1))
+    ]
     try:
         t0 = time.monotonic()
         res = run_job(Job(work, (), Limits(wall_s=1.0, cpu_s=6.0, memory_mb=512)))
@@ -178,8 +180,11 @@ def test_cannot_delete_or_overwrite_files(tmp_path):
         import shutil
 
         errors = 0
-        for action in (lambda: posix.unlink(str(canary)), lambda: shutil.rmtree(str(canary_dir)),
-                       lambda: open(str(canary), "w").write("gone")):
+        for action in (
+            lambda: posix.unlink(str(canary)),
+            lambda: shutil.rmtree(str(canary_dir)),
+            lambda: open(str(canary), "w").write("gone"),
+        ):
             try:
                 action()
             except OSError:
@@ -229,10 +234,18 @@ def test_workdir_is_thrown_away():
 
 def test_pool_keeps_order_and_isolates_jobs():
     sem = {"clock": "cpu", "guard": True}
-    jobs = [Job(harness.run_evalplus, (f"def f(x):\n    return x + {i}\n", "f", "humaneval", [[1]], [1.0], sem),
-                FAST) for i in range(6)]
-    jobs.insert(3, Job(harness.run_evalplus, ("def f(x):\n    while True:\n        pass\n", "f", "humaneval",
-                                              [[1]], [0.5], sem), Limits(wall_s=1.5, cpu_s=1.0, memory_mb=512)))
+    jobs = [
+        Job(harness.run_evalplus, (f"def f(x):\n    return x + {i}\n", "f", "humaneval", [[1]], [1.0], sem), FAST)
+        for i in range(6)
+    ]
+    jobs.insert(
+        3,
+        Job(
+            harness.run_evalplus,
+            ("def f(x):\n    while True:\n        pass\n", "f", "humaneval", [[1]], [0.5], sem),
+            Limits(wall_s=1.5, cpu_s=1.0, memory_mb=512),
+        ),
+    )
     res = run_jobs(jobs, workers=2)
     assert [r.status for r in res] == ["ok"] * 7
     assert res[3].result["stop"][0] == "timeout"

@@ -28,11 +28,11 @@ pytestmark = pytest.mark.skipif(not HE.exists(), reason="shared data not availab
 SRC = REPO / "src"
 SANDBOX_UIDS = (61000, 62000)
 
-_LEAK = '''
+_LEAK = """
 import io, posix
 def _leak(what):
     raise type("LEAKED_" + "".join(c if c.isalnum() else "_" for c in str(what))[:60], (Exception,), {})()
-'''
+"""
 
 # HumanEval/27 (flip_case) has this plus input; its expected output, split in two so that the
 # sample's own constants never hold the whole string.
@@ -45,7 +45,8 @@ def attacks(canary: str) -> dict[str, str]:
     """attack name -> program ({fn}: the task's entry point)."""
     h1, h2 = _NEEDLE[:9], _NEEDLE[9:]
     return {
-        "frame_locals_expected": _LEAK + """
+        "frame_locals_expected": _LEAK
+        + """
 import io, posix
 import sys
 def {fn}(*a):
@@ -108,7 +109,8 @@ for index in range(16):
 def {fn}(*a):
     return None
 """,
-        "read_parent_environ_and_mem": _LEAK + """
+        "read_parent_environ_and_mem": _LEAK
+        + """
 import io, posix
 import os
 def _ancestors():
@@ -149,7 +151,8 @@ def {fn}(*a):
             _leak(k + "=" + v)
     return None
 """,
-        "ctypes_ptrace_and_caps": _LEAK + """
+        "ctypes_ptrace_and_caps": _LEAK
+        + """
 import io, posix
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
@@ -172,7 +175,8 @@ def {fn}(*a):
     ctypes.memset(ctypes.addressof(buf), 0x41, 64)
     return None
 """,
-        "gc_hunt_expected": _LEAK + f"""
+        "gc_hunt_expected": _LEAK
+        + f"""
 import io, posix
 import gc
 _calls = [0]
@@ -190,7 +194,8 @@ def {{fn}}(*a):
         _leak("gc_expected")
     return a[0].swapcase()  # honest, so that it reaches the plus tests, whose expected outputs it hunts
 """,
-        "memory_scan_expected": _LEAK + f"""
+        "memory_scan_expected": _LEAK
+        + f"""
 import ctypes
 def _scan():
     # the process's own memory, read directly (no /proc/self/mem: it is closed to a non-dumpable process)
@@ -299,7 +304,8 @@ os._exit(0)
 def {{fn}}(*a):
     return None
 """,
-        "leave_files_and_read_project": _LEAK + f"""
+        "leave_files_and_read_project": _LEAK
+        + f"""
 import io, posix
 import os
 KEY = os.environ.get("OPENAI_API_KEY", "no-key")
@@ -349,10 +355,29 @@ def attacked(tmp_path_factory):
     out = tmp / "score.json"
     settings = {"jobs": 2, "timings": test_timings("humaneval", HE), "retries": 1, "reference_repeats": 1}
     env = dict(os.environ, PYTHONPATH=str(SRC), OPENAI_API_KEY=key)
-    proc = subprocess.run([sys.executable, "-m", "evolcoder.cli", "score", "--benchmark", "humaneval",
-                           "--predictions", str(pred), "--data", str(HE), "--out", str(out),
-                           "--settings-json", json.dumps(settings)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evolcoder.cli",
+            "score",
+            "--benchmark",
+            "humaneval",
+            "--predictions",
+            str(pred),
+            "--data",
+            str(HE),
+            "--out",
+            str(out),
+            "--settings-json",
+            json.dumps(settings),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), names, key, canary, proc, out
 
@@ -376,8 +401,9 @@ def test_every_attack_fails_and_every_canonical_passes(attacked):
 def test_nothing_was_stolen(attacked):
     res, names, key, _, proc, out = attacked
     text = out.read_text()
-    assert "LEAKED" not in text, [r for e in res["per_task"].values() for r in (e.get("reasons") or {}).values()
-                                  if "LEAKED" in json.dumps(r)]
+    assert "LEAKED" not in text, [
+        r for e in res["per_task"].values() for r in (e.get("reasons") or {}).values() if "LEAKED" in json.dumps(r)
+    ]
     assert key not in text and key not in proc.stdout and key not in proc.stderr
 
 
@@ -399,16 +425,42 @@ def test_signal_tricks_still_time_out(attacked):
 def test_no_file_of_the_sandbox_uids_is_left_and_none_holds_the_key(attacked):
     _, _, key, _, _, _ = attacked
     lo, hi = SANDBOX_UIDS
-    found = subprocess.run(["find", "/", "-xdev", "(", "-path", "/proc", "-o", "-path", "/sys", ")", "-prune",
-                            "-o", "(", "-uid", f"+{lo - 1}", "-uid", f"-{hi}", ")", "-print"],
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        [
+            "find",
+            "/",
+            "-xdev",
+            "(",
+            "-path",
+            "/proc",
+            "-o",
+            "-path",
+            "/sys",
+            ")",
+            "-prune",
+            "-o",
+            "(",
+            "-uid",
+            f"+{lo - 1}",
+            "-uid",
+            f"-{hi}",
+            ")",
+            "-print",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     for d in ("/dev/shm", "/run/lock"):  # other file systems
-        found += subprocess.run(["find", d, "-uid", f"+{lo - 1}", "-uid", f"-{hi}"], capture_output=True,
-                                text=True).stdout.split()
+        found += subprocess.run(
+            ["find", d, "-uid", f"+{lo - 1}", "-uid", f"-{hi}"], capture_output=True, text=True
+        ).stdout.split()
     if os.geteuid() == 0:
         assert found == []
-    leftovers = [p for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", str(REPO), os.path.expanduser("~"))
-                 for p in Path(d).glob("evolcoder-attack-leftover.txt")]
+    leftovers = [
+        p
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", str(REPO), os.path.expanduser("~"))
+        for p in Path(d).glob("evolcoder-attack-leftover.txt")
+    ]
     assert leftovers == []
     assert _files_containing(key, ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]) == []
 

@@ -31,8 +31,23 @@ needs_env = pytest.mark.skipif(not DS_PYTHON, reason="DS-1000 environment not bu
 # Reference solutions that cannot pass in a sandbox without network: they download a file
 # (matplotlib sample images and data, an sklearn dataset) in their code_context or solution.
 # The official harness on this (offline) machine fails exactly these 15 too.
-NETWORK_FETCH = {"519", "539", "565", "566", "567", "577", "598", "624", "629", "650", "654", "655", "656",
-                 "661", "819"}
+NETWORK_FETCH = {
+    "519",
+    "539",
+    "565",
+    "566",
+    "567",
+    "577",
+    "598",
+    "624",
+    "629",
+    "650",
+    "654",
+    "655",
+    "656",
+    "661",
+    "819",
+}
 # Numpy problems whose test code imports TensorFlow: they pass only where TensorFlow is installed.
 TF_IMPORTING = {"379", "380"}
 # The issue's official-harness count, 937 of the 955 non-TensorFlow problems, is 955 minus the 15
@@ -63,8 +78,12 @@ def test_scorer_interpreter_skips_missing_libraries_and_records_pin_mismatch(tmp
     recs += [{"task_id": t["task_id"], "solution": "result = None\n"} for t in pick]
     tf = [t for t in tasks if t["library"] == "Tensorflow"][:2]
     recs += [{"task_id": t["task_id"], "solution": t["reference_code"]} for t in tf]
-    res = score_file("ds1000", str(_write(tmp_path, recs)), str(DS),
-                     {"jobs": 2, "ds1000_python": sys.executable, "ds1000_preimport": ["numpy", "pandas"]})
+    res = score_file(
+        "ds1000",
+        str(_write(tmp_path, recs)),
+        str(DS),
+        {"jobs": 2, "ds1000_python": sys.executable, "ds1000_preimport": ["numpy", "pandas"]},
+    )
     for t in pick:
         assert res["per_task"][t["task_id"]]["base"] == ["pass", "fail"], t["task_id"]
     assert res["base"]["pass@1"] == 50.0 and res["by_library"]["Numpy"] == 50.0
@@ -89,9 +108,24 @@ def test_bad_interpreter_is_one_line_error(tmp_path):
     pred = _write(tmp_path, [{"task_id": t["task_id"], "solution": t["reference_code"]}])
     with pytest.raises(EvolcoderError, match="execution interpreter not found: /nonexistent/python"):
         score_file("ds1000", str(pred), str(DS), {"ds1000_python": "/nonexistent/python"})
-    out = subprocess.run([str(Path(sys.executable).parent / "evolcoder"), "score", "--benchmark", "ds1000", "--predictions",
-                          str(pred), "--data", str(DS), "--out", str(tmp_path / "r.json"),
-                          "--ds1000-python", "/nonexistent/python"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "evolcoder"),
+            "score",
+            "--benchmark",
+            "ds1000",
+            "--predictions",
+            str(pred),
+            "--data",
+            str(DS),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--ds1000-python",
+            "/nonexistent/python",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and not (tmp_path / "r.json").exists()
     assert len(out.stderr.strip().splitlines()) == 1 and "/nonexistent/python" in out.stderr
 
@@ -103,16 +137,24 @@ def test_foreign_workers_run_programs_against_the_pinned_libraries():
     import numpy
 
     assert numpy.__version__ != "1.26.4"
-    context = ("import numpy as np\n"
-               "def test_execution(code):\n"
-               "    g = {'np': np}\n"
-               "    exec(code, g)\n"
-               "    assert np.__version__ == '1.26.4' and g['result'] == 6\n")
+    context = (
+        "import numpy as np\n"
+        "def test_execution(code):\n"
+        "    g = {'np': np}\n"
+        "    exec(code, g)\n"
+        "    assert np.__version__ == '1.26.4' and g['result'] == 6\n"
+    )
     sem = {"clock": "wall", "guard": True}
-    programs = ["result = int(np.arange(4).sum())", "result = 5", "while True: pass",
-                "import os; os._exit(0)", "result = int(np.arange(4).sum())"]
-    jobs = [Job(harness.run_ds1000, (context, p, 3.0, sem), Limits(wall_s=10, cpu_s=5, memory_mb=4096))
-            for p in programs]
+    programs = [
+        "result = int(np.arange(4).sum())",
+        "result = 5",
+        "while True: pass",
+        "import os; os._exit(0)",
+        "result = int(np.arange(4).sum())",
+    ]
+    jobs = [
+        Job(harness.run_ds1000, (context, p, 3.0, sem), Limits(wall_s=10, cpu_s=5, memory_mb=4096)) for p in programs
+    ]
     info: dict = {}
     res = run_jobs(jobs, workers=2, preimport=["numpy"], python=DS_PYTHON, env_info=info)
     assert info["executable"] == DS_PYTHON and info["versions"]["numpy"] == "1.26.4"
@@ -130,8 +172,9 @@ def test_every_reference_solution_passes_but_the_explained_exceptions(tmp_path):
     res = score_file("ds1000", str(_write(tmp_path, recs)), str(DS), {"jobs": 2})
     env = res["execution_env"]
     assert env["pins_match"], env["mismatches"]
-    assert {m: v.split("+")[0] for m, v in env["versions"].items() if OFFICIAL_PINS.get(m)} == \
-        {m: v for m, v in OFFICIAL_PINS.items() if v}
+    assert {m: v.split("+")[0] for m, v in env["versions"].items() if OFFICIAL_PINS.get(m)} == {
+        m: v for m, v in OFFICIAL_PINS.items() if v
+    }
     has_tf = bool(env["versions"].get("tensorflow"))
     fails = {t for t, e in res["per_task"].items() if e["base"] != ["pass"]}
     causes = dict(res["failure_causes"])

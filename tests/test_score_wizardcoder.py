@@ -19,15 +19,29 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    return subprocess.run([sys.executable, "-m", "evolcoder.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "evolcoder.cli", *args], env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.parametrize("semantics", ["evalplus-0.3.1", "evalplus-0.2.0"])
 def test_wizardcoder_15b_humaneval_greedy_is_59_8(tmp_path, semantics):
     out = tmp_path / "score.json"
-    proc = _cli("score", "--benchmark", "humaneval", "--predictions", str(WIZ15), "--data", str(HE),
-                "--out", str(out), "--jobs", "2", "--settings-json", json.dumps({"semantics": semantics}))
+    proc = _cli(
+        "score",
+        "--benchmark",
+        "humaneval",
+        "--predictions",
+        str(WIZ15),
+        "--data",
+        str(HE),
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--settings-json",
+        json.dumps({"semantics": semantics}),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HumanEval: pass@1 = 59.8" in proc.stdout and "HumanEval+: pass@1 = " in proc.stdout
     res = json.loads(out.read_text())

@@ -61,8 +61,11 @@ def test_cli_one_line_error_and_no_output(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"instruction": "x"}]')
     out = tmp_path / "seed.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "evolcoder.cli", "seed", "--source", str(bad), "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "evolcoder.cli", "seed", "--source", str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "missing field 'output'" in proc.stderr
@@ -78,8 +81,11 @@ def test_missing_file_falls_back_to_builtin_only_when_asked(tmp_path):
 
 def test_cli_writes_records_and_manifest(tmp_path):
     out = tmp_path / "seed" / "seed.jsonl"
-    subprocess.run([sys.executable, "-m", "evolcoder.cli", "seed", "--source", "builtin", "--limit", "5",
-                    "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "evolcoder.cli", "seed", "--source", "builtin", "--limit", "5", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     assert len(read_jsonl(out)) == 5
     manifest = json.loads((out.parent / "manifest.json").read_text())
     assert manifest["stage"] == "seed" and manifest["settings"]["limit"] == 5

@@ -92,12 +92,16 @@ def test_the_schema_benchmark_lists_are_the_registry():
 
 def test_no_module_names_benchmarks_by_hand():
     """Outside the adapters and the registry, no code lists the benchmarks or their data keys."""
-    names = re.compile(r'"(humaneval_plus|mbpp_plus|mbpp_original|mbpp_plus_prompts)"|'
-                       r'"humaneval", "mbpp", "mbpp-original"|humaneval\|mbpp')
-    allowed = {SRC / "benchmarks" / f for f in ("__init__.py", "evalplus_bench.py", "mbpp_original.py",
-                                                  "ds1000.py")}
-    offenders = [str(p.relative_to(REPO)) for p in [*SRC.rglob("*.py"), REPO / "Snakefile", *REPO.glob("rules/*.smk")]
-                 if p not in allowed and names.search(p.read_text())]
+    names = re.compile(
+        r'"(humaneval_plus|mbpp_plus|mbpp_original|mbpp_plus_prompts)"|'
+        r'"humaneval", "mbpp", "mbpp-original"|humaneval\|mbpp'
+    )
+    allowed = {SRC / "benchmarks" / f for f in ("__init__.py", "evalplus_bench.py", "mbpp_original.py", "ds1000.py")}
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in [*SRC.rglob("*.py"), REPO / "Snakefile", *REPO.glob("rules/*.smk")]
+        if p not in allowed and names.search(p.read_text())
+    ]
     assert offenders == []
 
 
@@ -126,8 +130,15 @@ def test_code_hash_follows_imports_lazy_ones_and_package_data():
 
     rel = lambda c: {p.relative_to(SRC).as_posix() for p in stage_files(SRC, c)}  # noqa: E731
     score, gen, evolve, table = rel("score"), rel("generate"), rel("evolve"), rel("table")
-    assert {"sandbox/child.py", "sandbox/pool.py", "sandbox/worker.py", "sandbox/values.py",
-            "benchmarks/timings.py", "io.py", "passk.py"} <= score
+    assert {
+        "sandbox/child.py",
+        "sandbox/pool.py",
+        "sandbox/worker.py",
+        "sandbox/values.py",
+        "benchmarks/timings.py",
+        "io.py",
+        "passk.py",
+    } <= score
     assert "templates/eval/wizardcoder/humaneval.txt" in gen and "models.py" in gen
     assert not {"sandbox/child.py", "sandbox/pool.py", "sandbox/isolation.py"} & gen  # generation runs no code
     assert "templates/evol/add_constraints.txt" in evolve and "models.py" in evolve
@@ -149,16 +160,26 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     reg.write_text(text.replace(line, line + '    "tiny-add": "evolcoder.benchmarks.tinyadd:TinyAdd",\n'))
 
     data = tmp_path / "tiny.jsonl"
-    tasks = [{"task_id": f"T/{i}", "prompt": f"def add{i}(a, b):\n", "entry_point": f"add{i}",
-              "test_list": [f"assert add{i}(1, 2) == 3", f"assert add{i}(-1, {i}) == {i - 1}"]} for i in range(3)]
+    tasks = [
+        {
+            "task_id": f"T/{i}",
+            "prompt": f"def add{i}(a, b):\n",
+            "entry_point": f"add{i}",
+            "test_list": [f"assert add{i}(1, 2) == 3", f"assert add{i}(-1, {i}) == {i - 1}"],
+        }
+        for i in range(3)
+    ]
     data.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     pred = tmp_path / "pred.jsonl"
     sols = ["    return a + b\n", "    return a - b\n", "    return b + a\n"]
     pred.write_text("".join(json.dumps({"task_id": t["task_id"], "completion": s}) + "\n" for t, s in zip(tasks, sols)))
-    overlay = {"data": {"tiny_add": str(data)},
-               "evaluation": {"benchmarks": ["humaneval", "tiny-add"],
-                              "external_predictions": [{"name": "reference", "benchmark": "tiny-add",
-                                                        "path": str(pred)}]}}
+    overlay = {
+        "data": {"tiny_add": str(data)},
+        "evaluation": {
+            "benchmarks": ["humaneval", "tiny-add"],
+            "external_predictions": [{"name": "reference", "benchmark": "tiny-add", "path": str(pred)}],
+        },
+    }
     (wd / "tiny-add.yaml").write_text(yaml.safe_dump(overlay))
     cfgs = ("tests/configs/tiny.yaml", "tiny-add.yaml")
     env = {"PYTHONPATH": str(wd / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -174,7 +195,10 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     table = tmp_path / "table"
     proc = __import__("subprocess").run(
         [__import__("sys").executable, "-m", "evolcoder.cli", "table", "--out-dir", str(table), str(wd / target)],
-        env={**os.environ, **env}, capture_output=True, text=True)
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "| reference | TinyAdd |" in (table / "scores.md").read_text()
 
@@ -185,6 +209,7 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- declared exclusions
+
 
 def _excluded_files(modules: tuple[str, ...]) -> set[str]:
     out = set()
@@ -232,11 +257,13 @@ needs_data = pytest.mark.skipif(not shared_data_dir().exists(), reason="shared d
 
 def _data() -> dict:
     d = shared_data_dir()
-    return {"humaneval_plus": str(d / "evalplus/HumanEvalPlus-v0.1.10.jsonl.gz"),
-            "mbpp_plus": str(d / "evalplus/MbppPlus-v0.2.0.jsonl.gz"),
-            "mbpp_original": str(d / "mbpp/mbpp.test.jsonl"),
-            "mbpp_plus_prompts": str(d / "mbpp/wizardcoder_mbppplus_prompts.json"),
-            "ds1000": str(d / "ds1000/ds1000.jsonl.gz")}
+    return {
+        "humaneval_plus": str(d / "evalplus/HumanEvalPlus-v0.1.10.jsonl.gz"),
+        "mbpp_plus": str(d / "evalplus/MbppPlus-v0.2.0.jsonl.gz"),
+        "mbpp_original": str(d / "mbpp/mbpp.test.jsonl"),
+        "mbpp_plus_prompts": str(d / "mbpp/wizardcoder_mbppplus_prompts.json"),
+        "ds1000": str(d / "ds1000/ds1000.jsonl.gz"),
+    }
 
 
 @needs_data
@@ -255,8 +282,15 @@ def test_generation_runs_none_of_what_its_code_hash_leaves_out(tmp_path):
             klass = adapter_class(name)
             opts = {o: data[k] for o, k in klass.data_options.items()}
             raw = tmp_path / f"{name}.raw.jsonl"
-            generate.run_generation("unused", name, str(raw), generate.GenSettings.from_dict({"limit": 2}),
-                                    data[klass.data_key], backend=Canned(), options=opts)
+            generate.run_generation(
+                "unused",
+                name,
+                str(raw),
+                generate.GenSettings.from_dict({"limit": 2}),
+                data[klass.data_key],
+                backend=Canned(),
+                options=opts,
+            )
             generate.gather(name, [str(raw)], str(tmp_path / f"{name}.jsonl"), data[klass.data_key], opts)
 
     assert _functions_run_in(generate.CODE_HASH_EXCLUDES, run) == set()
@@ -268,8 +302,11 @@ def test_merge_runs_none_of_what_its_code_hash_leaves_out():
     from evolcoder.benchmarks import BENCHMARKS
 
     seed = [{"id": f"s{i}", "instruction": f"Sort {i} numbers.", "input": "", "output": "sorted(x)"} for i in range(3)]
-    settings = {"dedup": True, "shuffle_seed": 1,
-                "decontaminate": {"enabled": True, "ngram": 13, "benchmarks": list(BENCHMARKS)}}
+    settings = {
+        "dedup": True,
+        "shuffle_seed": 1,
+        "decontaminate": {"enabled": True, "ngram": 13, "benchmarks": list(BENCHMARKS)},
+    }
     out = {}
 
     def run():
@@ -282,23 +319,32 @@ def test_merge_runs_none_of_what_its_code_hash_leaves_out():
 
 @needs_data
 def test_scoring_and_timings_run_none_of_what_their_code_hashes_leave_out(tmp_path):
-    from conftest import test_timings
     from evolcoder import score
     from evolcoder.benchmarks import get_benchmark
     from evolcoder.benchmarks import timings as tm
     from evolcoder.benchmarks.scoring import ScoreSettings
 
+    from conftest import test_timings
+
     assert score.CODE_HASH_EXCLUDES == tm.CODE_HASH_EXCLUDES == ("evolcoder.benchmarks.prompts",)
     he = shared_data_dir() / "evalplus/HumanEvalPlus-v0.1.10.jsonl.gz"
     tasks = get_benchmark("humaneval").load_tasks(str(he))[:2]
     pred = tmp_path / "p.jsonl"
-    pred.write_text("".join(json.dumps({"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]})
-                            + "\n" for t in tasks))
+    pred.write_text(
+        "".join(
+            json.dumps({"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]}) + "\n"
+            for t in tasks
+        )
+    )
 
     def run():
         tm.compute(get_benchmark("humaneval"), tasks, ScoreSettings(jobs=1, reference_repeats=1))
-        res = score.score_file("humaneval", str(pred), str(he), {"jobs": 1, "timings": test_timings("humaneval", he),
-                                                                  "reference_repeats": 1})
+        res = score.score_file(
+            "humaneval",
+            str(pred),
+            str(he),
+            {"jobs": 1, "timings": test_timings("humaneval", he), "reference_repeats": 1},
+        )
         assert res["base"]["pass@1"] == 100.0
 
     assert _functions_run_in(score.CODE_HASH_EXCLUDES, run) == set()

@@ -53,7 +53,7 @@ def cluster():
 def _env(xdg: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["XDG_CONFIG_HOME"] = str(xdg)          # where `--profile slurm` is looked up (~/.config)
+    env["XDG_CONFIG_HOME"] = str(xdg)  # where `--profile slurm` is looked up (~/.config)
     src = str(REPO / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -62,9 +62,12 @@ def _env(xdg: Path) -> dict[str, str]:
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 2400) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((cwd / ".snakemake/slurm_logs").rglob("*.log")))
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-6000:]}\n{logs[-6000:]}")
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((cwd / ".snakemake/slurm_logs").rglob("*.log"))
+        )
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{logs[-6000:]}"
+        )
     return proc
 
 
@@ -73,8 +76,12 @@ def _sacct(since: str, workdir: Path) -> list[dict[str, str]]:
     fields = ["JobID", "JobName", "Partition", "State", "AllocTRES", "Comment", "WorkDir", "ExitCode"]
     rows: list[dict[str, str]] = []
     for _ in range(30):  # slurmdbd may lag behind slurmctld by a moment
-        out = subprocess.run(["sacct", "-a", "-X", "-P", "-n", "-S", since, "-o", ",".join(f"{f}%300" for f in fields)],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-a", "-X", "-P", "-n", "-S", since, "-o", ",".join(f"{f}%300" for f in fields)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
         rows = [r for r in rows if Path(r["WorkDir"]).resolve() == workdir.resolve()]
         if all(r["State"] not in ("PENDING", "RUNNING", "") for r in rows):
@@ -88,8 +95,11 @@ def _rule_of(comment: str, rules: set[str]) -> str:
     assert m, comment
     name = m.group(1)
     # rule names may contain underscores: prefer the longest known rule the comment starts with
-    known = sorted((r for r in rules if comment == f"rule_{r}" or comment.startswith(f"rule_{r}_wildcards_")),
-                   key=len, reverse=True)
+    known = sorted(
+        (r for r in rules if comment == f"rule_{r}" or comment.startswith(f"rule_{r}_wildcards_")),
+        key=len,
+        reverse=True,
+    )
     return known[0] if known else name
 
 
@@ -114,8 +124,7 @@ def test_tiny_pipeline_under_slurm_then_noop(cluster, tmp_path, shared_data):
     _run(["bash", str(REPO / "scripts/install_slurm_profile.sh")], wd, env)
     assert (xdg / "snakemake/slurm/config.yaml").exists()
     # train on both fake GPUs: the launcher must start one process per GPU inside the allocation
-    (wd / "cluster.yaml").write_text(
-        "train:\n  resources: {gpus: 2, cpus_per_gpu: 1, mem_mb: 4000, runtime: 30}\n")
+    (wd / "cluster.yaml").write_text("train:\n  resources: {gpus: 2, cpus_per_gpu: 1, mem_mb: 4000, runtime: 30}\n")
     cfgs = ["--configfile", "tests/configs/tiny.yaml", "data.yaml", "cluster.yaml"]
     expected = planned_jobs(wd, configfiles=("tests/configs/tiny.yaml", "data.yaml", "cluster.yaml"))
     local = _local_rules()
@@ -144,8 +153,10 @@ def test_tiny_pipeline_under_slurm_then_noop(cluster, tmp_path, shared_data):
             assert r["Partition"] == "cpu", (rule, r)
     # every non-local job ran under SLURM, once; local rules never did
     assert ran == remote_expected, (ran, remote_expected)
-    assert int(re.search(r"gres/gpu=(\d+)", next(r["AllocTRES"] for r in rows if "rule_train" in r["Comment"]))
-               .group(1)) == 2
+    assert (
+        int(re.search(r"gres/gpu=(\d+)", next(r["AllocTRES"] for r in rows if "rule_train" in r["Comment"])).group(1))
+        == 2
+    )
 
     # the training job saw both GPUs and started one process per GPU
     train_log = (wd / "logs/train/tiny-evolcoder.log").read_text()
@@ -168,13 +179,30 @@ def test_multi_gpu_launch_inside_the_allocation(cluster, tmp_path):
         "rule distcheck:\n"
         "    output: 'dist.json'\n"
         "    resources: gpu=2, cpus_per_gpu=1, mem_mb=3000, runtime=10\n"
-        "    shell: 'python -m evolcoder.launch --module evolcoder.train.gpucheck --out {output} > dist.log 2>&1'\n")
+        "    shell: 'python -m evolcoder.launch --module evolcoder.train.gpucheck --out {output} > dist.log 2>&1'\n"
+    )
     env = _env(tmp_path / "xdg")
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     time.sleep(1)
-    _run([sys.executable, "-m", "snakemake", "--executor", "slurm", "--jobs", "1", "--latency-wait", "10",
-          "--slurm-partition-config", str(REPO / "profiles/slurm/partitions.yaml"), *FAST_STATUS],
-         tmp_path, env, timeout=600)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--executor",
+            "slurm",
+            "--jobs",
+            "1",
+            "--latency-wait",
+            "10",
+            "--slurm-partition-config",
+            str(REPO / "profiles/slurm/partitions.yaml"),
+            *FAST_STATUS,
+        ],
+        tmp_path,
+        env,
+        timeout=600,
+    )
     result = json.loads((tmp_path / "dist.json").read_text())
     assert result["world_size"] == 2 and result["rank_sum"] == result["expected_rank_sum"] == 1, result
     assert [r["cuda_visible_devices"] for r in result["ranks"]] == ["0,1", "0,1"], result

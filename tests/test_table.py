@@ -9,11 +9,22 @@ from evolcoder.table import load_published, write_table
 
 
 def _score(model, bench, base, plus=None, n=1, semantics="evalplus-0.3.1", version="v0.1.10"):
-    res = {"model": model, "benchmark": bench, "n_samples_per_task": n, "n_tasks": 164, "complete": True,
-           "dataset": {"name": bench, "version": version, "sha256": "ab" * 32},
-           "evaluator": {"name": "evolcoder", "version": "0.1.0", "semantics": semantics,
-                         "time_limit_policy": "per test max(1s, 4 x reference cpu time)"},
-           "base": base, "retried": ["HumanEval/55"]}
+    res = {
+        "model": model,
+        "benchmark": bench,
+        "n_samples_per_task": n,
+        "n_tasks": 164,
+        "complete": True,
+        "dataset": {"name": bench, "version": version, "sha256": "ab" * 32},
+        "evaluator": {
+            "name": "evolcoder",
+            "version": "0.1.0",
+            "semantics": semantics,
+            "time_limit_policy": "per test max(1s, 4 x reference cpu time)",
+        },
+        "base": base,
+        "retried": ["HumanEval/55"],
+    }
     if plus is not None:
         res["plus"] = plus
     return res
@@ -55,8 +66,11 @@ def test_published_file_has_a_source_for_every_number():
 def test_table_states_the_ds1000_execution_environment(tmp_path):
     """A DS-1000 number says whether it ran against the official library pins, and what was skipped."""
     pinned = {"pins_match": True, "python": "3.11.7", "mismatches": {}}
-    other = {"pins_match": False, "python": "3.11.7",
-             "mismatches": {"numpy": {"want": "1.26.4", "have": "2.4.6"}, "tensorflow": {"want": "2.16.1", "have": None}}}
+    other = {
+        "pins_match": False,
+        "python": "3.11.7",
+        "mismatches": {"numpy": {"want": "1.26.4", "have": "2.4.6"}, "tensorflow": {"want": "2.16.1", "have": None}},
+    }
     files = []
     for name, env, skipped in [("pinned", pinned, []), ("other", other, [str(i) for i in range(955, 1000)])]:
         res = _score(name, "ds1000", {"pass@1": 98.5}, semantics="ds1000-official", version="2024-1000")
@@ -96,8 +110,9 @@ def test_reproduction_rows_are_matched_to_the_papers_numbers_and_comparison_rows
         res["not_in_dataset"] = {"count": 2, "lines": 2, "task_ids": ["HumanEval/998", "HumanEval/999"]}
         path.write_text(json.dumps(res))
         files.append(str(path))
-    rows = write_table(files, str(tmp_path / "out"), matches={"wizardcoder-15b-repro": "WizardCoder-15B-V1.0"},
-                       comparison=True)
+    rows = write_table(
+        files, str(tmp_path / "out"), matches={"wizardcoder-15b-repro": "WizardCoder-15B-V1.0"}, comparison=True
+    )
     by = {(r["benchmark"], r["mode"]): r for r in rows}
     assert by[("HumanEval", "greedy")]["published_reference"] == 59.8 and by[("HumanEval", "greedy")]["delta"] == -4.8
     assert by[("HumanEval", "sampled")]["published_reference"] == 57.3 and by[("HumanEval", "sampled")]["delta"] == 0.0

@@ -28,17 +28,27 @@ SHARED = Path(os.environ.get("EVOLCODER_SHARED_DATA", REPO.parent / "shared" / "
 
 WIZARDCODER_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "
-    "request.\n\n### Instruction:\n{instruction}\n\n### Response:")
+    "request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+)
 WIZARDCODER_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
-    "### Input:\n{input}\n\n### Response:")
+    "### Input:\n{input}\n\n### Response:"
+)
 
 # The run every training test shares: 6 optimizer steps of 4 samples (micro 2 x accumulation 2).
 BASE = {
-    "model_max_length": 128, "global_batch_size": 4, "micro_batch_size": 2, "learning_rate": 3e-3,
-    "num_epochs": 1, "max_steps": 6, "warmup_steps": 1, "lr_scheduler": "cosine", "precision": "fp32",
-    "save_steps": 2, "seed": 7,
+    "model_max_length": 128,
+    "global_batch_size": 4,
+    "micro_batch_size": 2,
+    "learning_rate": 3e-3,
+    "num_epochs": 1,
+    "max_steps": 6,
+    "warmup_steps": 1,
+    "lr_scheduler": "cosine",
+    "precision": "fp32",
+    "save_steps": 2,
+    "seed": 7,
 }
 
 
@@ -46,19 +56,27 @@ BASE = {
 # fixtures
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, hidden-64 random Llama with SmolLM2's tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evolcoder.models import resolve
-    from evolcoder.models import model_config
+    from evolcoder.models import model_config, resolve
 
     src = resolve("smollm2-135m-instruct")
     cfg = model_config(src)
-    cfg.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=16))
+    cfg.update(
+        dict(
+            num_hidden_layers=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg)
     out = tmp_path_factory.mktemp("tiny") / "model"
@@ -72,12 +90,27 @@ def _records(n: int) -> list[dict]:
     if seed_file.exists():
         items = json.loads(seed_file.read_text())[:n]
     else:  # synthetic, still with a spread of lengths and both prompt variants
-        items = [{"instruction": f"Write a function that returns {i} squared.",
-                  "input": "x = %d" % i if i % 3 == 0 else "",
-                  "output": "def f(x):\n    return x * x\n" * (1 + i % 4)} for i in range(n)]
-    return [{"id": f"seed-{i:012x}", "parent_id": None, "root_id": f"seed-{i:012x}", "round": 0,
-             "method": "seed", "instruction": r["instruction"], "input": r.get("input", ""),
-             "output": r["output"]} for i, r in enumerate(items)]
+        items = [
+            {
+                "instruction": f"Write a function that returns {i} squared.",
+                "input": "x = %d" % i if i % 3 == 0 else "",
+                "output": "def f(x):\n    return x * x\n" * (1 + i % 4),
+            }
+            for i in range(n)
+        ]
+    return [
+        {
+            "id": f"seed-{i:012x}",
+            "parent_id": None,
+            "root_id": f"seed-{i:012x}",
+            "round": 0,
+            "method": "seed",
+            "instruction": r["instruction"],
+            "input": r.get("input", ""),
+            "output": r["output"],
+        }
+        for i, r in enumerate(items)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +140,29 @@ def _kill_env(spec: str) -> dict:
 
 
 def _cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evolcoder.cli", *args], env=env or _env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "evolcoder.cli", *args],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def _train(train_file: Path, model: Path, out: Path, settings: dict, env: dict | None = None,
-           tokenized: Path | None = None) -> subprocess.CompletedProcess:
-    args = ["train", "--data", str(train_file), "--base-model", str(model), "--out-dir", str(out),
-            "--settings-json", json.dumps(settings)]
+def _train(
+    train_file: Path, model: Path, out: Path, settings: dict, env: dict | None = None, tokenized: Path | None = None
+) -> subprocess.CompletedProcess:
+    args = [
+        "train",
+        "--data",
+        str(train_file),
+        "--base-model",
+        str(model),
+        "--out-dir",
+        str(out),
+        "--settings-json",
+        json.dumps(settings),
+    ]
     if tokenized:
         args += ["--tokenized", str(tokenized)]
     return _cli(*args, env=env)
@@ -142,6 +190,7 @@ def plain_run(tiny_model, train_file, tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # prompt rendering and labels (no model)
 # ---------------------------------------------------------------------------------------------
+
 
 def test_templates_are_wizardcoders_prompts():
     t = template("wizardcoder")
@@ -215,12 +264,22 @@ def test_the_one_launcher_counts_slurm_gpus_and_builds_torchrun_and_deepspeed_co
 # tokenisation with the real tokenizer
 # ---------------------------------------------------------------------------------------------
 
+
 def test_tokenize_cli_masks_prompt_and_checks_cache(tiny_model, train_file, tmp_path):
     from transformers import AutoTokenizer
 
     out = tmp_path / "tok.pt"
-    proc = _cli("tokenize", "--data", str(train_file), "--base-model", str(tiny_model), "--out", str(out),
-                "--settings-json", json.dumps(BASE))
+    proc = _cli(
+        "tokenize",
+        "--data",
+        str(train_file),
+        "--base-model",
+        str(tiny_model),
+        "--out",
+        str(out),
+        "--settings-json",
+        json.dumps(BASE),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     tokd = D.load_tokenized(out)
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -236,8 +295,8 @@ def test_tokenize_cli_masks_prompt_and_checks_cache(tiny_model, train_file, tmp_
         prompt_ids = tok(D.render_prompt(rec, tmpl))["input_ids"]
         n = len(prompt_ids)
         assert ids[:n] == prompt_ids
-        assert labels[:n] == [-100] * n                   # prompt tokens carry -100
-        assert all(x != -100 for x in labels[n:])          # response tokens are learnt
+        assert labels[:n] == [-100] * n  # prompt tokens carry -100
+        assert all(x != -100 for x in labels[n:])  # response tokens are learnt
         assert n < len(ids) <= 128
         if n + len(tok(rec["output"], add_special_tokens=False)["input_ids"]) + 1 <= 128:
             assert ids[-1] == tok.eos_token_id and labels[-1] == tok.eos_token_id
@@ -255,15 +314,18 @@ def test_tokenize_cli_masks_prompt_and_checks_cache(tiny_model, train_file, tmp_
 # packing: no cross-sample attention, same loss as padding
 # ---------------------------------------------------------------------------------------------
 
+
 def test_packing_has_no_cross_sample_leakage_and_matches_padding(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     model.config.use_cache = False  # as in training (a KV cache object turns packed-sequence masking off)
-    feats = [{"input_ids": [11, 12, 13, 14, 15, 16, 17], "labels": [-100, -100, -100, 14, 15, 16, 17]},
-             {"input_ids": [21, 22, 23, 24], "labels": [-100, -100, 23, 24]},
-             {"input_ids": [31, 32, 33, 34, 35], "labels": [-100, 32, 33, 34, 35]}]
+    feats = [
+        {"input_ids": [11, 12, 13, 14, 15, 16, 17], "labels": [-100, -100, -100, 14, 15, 16, 17]},
+        {"input_ids": [21, 22, 23, 24], "labels": [-100, -100, 23, 24]},
+        {"input_ids": [31, 32, 33, 34, 35], "labels": [-100, 32, 33, 34, 35]},
+    ]
     packed = D.packing_collator()(feats)
     assert packed["input_ids"].shape == (1, 16) and "attention_mask" not in packed
     assert packed["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 0, 1, 2, 3, 4]
@@ -275,7 +337,7 @@ def test_packing_has_no_cross_sample_leakage_and_matches_padding(tiny_model):
         for f in feats:  # each sample alone: packed logits must be identical (no leakage)
             n = len(f["input_ids"])
             alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
-            torch.testing.assert_close(out_packed.logits[0, start:start + n], alone, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(out_packed.logits[0, start : start + n], alone, atol=1e-4, rtol=1e-4)
             start += n
     torch.testing.assert_close(out_packed.loss, out_padded.loss, atol=1e-5, rtol=1e-5)
 
@@ -293,6 +355,7 @@ def test_packed_training_matches_padded_training(plain_run, tiny_model, train_fi
 # ---------------------------------------------------------------------------------------------
 # real training runs
 # ---------------------------------------------------------------------------------------------
+
 
 def test_training_loss_goes_down_and_outputs_are_complete(plain_run):
     losses = _losses(plain_run)
@@ -363,8 +426,8 @@ def test_killed_run_resumes_from_last_complete_checkpoint(plain_run, tiny_model,
     assert man["resumed_from"].endswith("checkpoint-2")
     assert man["steps_done"] == 6
     ref, got = _losses(plain_run), _losses(out)
-    assert sorted(got) == [1, 2, 3, 4, 5, 6]          # history of steps 1-2 comes from the checkpoint
-    for step in (3, 4, 5, 6):                           # same data order, same LR schedule
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]  # history of steps 1-2 comes from the checkpoint
+    for step in (3, 4, 5, 6):  # same data order, same LR schedule
         assert got[step] == pytest.approx(ref[step], abs=1e-4), (step, ref, got)
     assert _lrs(out) == pytest.approx(_lrs(plain_run))
     assert not (out / "checkpoints").exists()  # removed once the final model is saved (keep_checkpoints: false)
@@ -416,8 +479,13 @@ def test_lora_run_saves_a_merged_plain_model(tiny_model, train_file, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "lora"
-    settings = {**BASE, "max_steps": 2, "learning_rate": 5e-2, "gradient_checkpointing": True,
-                "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
+    settings = {
+        **BASE,
+        "max_steps": 2,
+        "learning_rate": 5e-2,
+        "gradient_checkpointing": True,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    }
     proc = _train(train_file, tiny_model, out, settings)
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = load_file(out / "model" / "model.safetensors")
@@ -425,9 +493,9 @@ def test_lora_run_saves_a_merged_plain_model(tiny_model, train_file, tmp_path):
     assert not any("lora" in k for k in merged)
     assert set(merged) == set(base)
     key = "model.layers.0.self_attn.q_proj.weight"
-    assert not (merged[key] == base[key]).all()          # the adapter was merged in
+    assert not (merged[key] == base[key]).all()  # the adapter was merged in
     key = "model.layers.0.mlp.up_proj.weight"
-    assert (merged[key] == base[key]).all()              # untouched modules stay as they were
+    assert (merged[key] == base[key]).all()  # untouched modules stay as they were
     assert (out / "adapter" / "adapter_config.json").exists()
     config = json.loads((out / "model" / "config.json").read_text())
     assert config.get("use_cache") is True  # trained without a KV cache, saved ready for generation

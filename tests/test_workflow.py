@@ -8,7 +8,6 @@ import secrets
 import subprocess
 import sys
 
-
 import pytest
 import yaml
 
@@ -24,33 +23,53 @@ def test_lint_is_clean():
 
 
 def test_snakefmt_formatting():
-    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("configfile, expected", [
-    (None, {"seed": 1, "evolve_round": 4, "merge": 1, "tokenize": 1, "train": 1, "generate": 1, "gather": 1,
-            "score": 1, "table": 1}),
-    ("config/paper.yaml", {"evolve_round": 4, "train": 1, "generate": 32, "gather": 8, "score": 9}),
-])
+@pytest.mark.parametrize(
+    "configfile, expected",
+    [
+        (
+            None,
+            {
+                "seed": 1,
+                "evolve_round": 4,
+                "merge": 1,
+                "tokenize": 1,
+                "train": 1,
+                "generate": 1,
+                "gather": 1,
+                "score": 1,
+                "table": 1,
+            },
+        ),
+        ("config/paper.yaml", {"evolve_round": 4, "train": 1, "generate": 32, "gather": 8, "score": 9}),
+    ],
+)
 def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
     wd = copy_workflow(tmp_path, None)
     # a stand-in for the released predictions file the paper config lists under ../shared
     (wd / "released.jsonl").write_text("")
-    (wd / "ext.yaml").write_text("evaluation:\n  external_predictions:\n"
-                                 "    - {name: released, benchmark: humaneval, path: released.jsonl}\n")
+    (wd / "ext.yaml").write_text(
+        "evaluation:\n  external_predictions:\n    - {name: released, benchmark: humaneval, path: released.jsonl}\n"
+    )
     jobs = planned_jobs(wd, configfiles=(configfile, "ext.yaml") if configfile else ())
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
 
 
-@pytest.mark.parametrize("overlay, where", [
-    ("evaluation:\n  greedy:\n    max_new_tokens: many\n", "evaluation.greedy.max_new_tokens"),
-    ("evaluation:\n  limt: 3\n", "evaluation"),
-    ("train:\n  learning_rate: fast\n", "train.learning_rate"),
-    ("sed:\n  limit: 3\n", "<top level>"),
-])
+@pytest.mark.parametrize(
+    "overlay, where",
+    [
+        ("evaluation:\n  greedy:\n    max_new_tokens: many\n", "evaluation.greedy.max_new_tokens"),
+        ("evaluation:\n  limt: 3\n", "evaluation"),
+        ("train:\n  learning_rate: fast\n", "train.learning_rate"),
+        ("sed:\n  limit: 3\n", "<top level>"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path, overlay, where):
     wd = copy_workflow(tmp_path, None)
     (wd / "bad.yaml").write_text(overlay)
@@ -78,8 +97,7 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     hostile = wd / "hostile.jsonl"
     hostile.write_text("".join(json.dumps(r) + "\n" for r in _hostile_predictions()))
     data = yaml.safe_load((wd / "data.yaml").read_text())
-    data["evaluation"] = {"external_predictions": [{"name": "hostile", "benchmark": "humaneval",
-                                                    "path": str(hostile)}]}
+    data["evaluation"] = {"external_predictions": [{"name": "hostile", "benchmark": "humaneval", "path": str(hostile)}]}
     (wd / "data.yaml").write_text(yaml.safe_dump(data))
     snakemake(wd, env={"OPENAI_API_KEY": key})
     leaks = _files_containing(key, [wd, "/tmp", "/var/tmp", "/dev/shm"])
@@ -143,7 +161,8 @@ def _hostile_predictions() -> list[dict]:
     from conftest import shared_data_dir
 
     task = get_benchmark("humaneval").load_tasks(
-        str(shared_data_dir() / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"))[0]
+        str(shared_data_dir() / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz")
+    )[0]
     spread = """
 import io, os, posix
 def _key():
@@ -166,8 +185,10 @@ for d in ("/tmp", "/var/tmp", "/dev/shm", posix.getcwd(), os.path.expanduser("~"
 def has_close_elements(numbers, threshold):
     raise type("KEY_" + "".join(c if c.isalnum() else "_" for c in KEY), (Exception,), {})()
 """
-    return [{"task_id": task["task_id"], "solution": spread},
-            {"task_id": task["task_id"], "solution": task["prompt"] + task["canonical_solution"]}]
+    return [
+        {"task_id": task["task_id"], "solution": spread},
+        {"task_id": task["task_id"], "solution": task["prompt"] + task["canonical_solution"]},
+    ]
 
 
 def _files_containing(needle: str, roots: list) -> list[str]:
@@ -187,8 +208,10 @@ def _files_containing(needle: str, roots: list) -> list[str]:
     return hits
 
 
-@pytest.mark.skipif(not __import__("os").environ.get("EVOLCODER_DS1000_PYTHON"),
-                    reason="DS-1000 environment not built (EVOLCODER_DS1000_PYTHON)")
+@pytest.mark.skipif(
+    not __import__("os").environ.get("EVOLCODER_DS1000_PYTHON"),
+    reason="DS-1000 environment not built (EVOLCODER_DS1000_PYTHON)",
+)
 def test_execution_config_reaches_the_scorer(tmp_path, shared_data, monkeypatch):
     """`evaluation.execution` travels from the config through the score rule to the scorer: DS-1000
     predictions score under the interpreter and time limit the config names (the environment
@@ -204,11 +227,18 @@ def test_execution_config_reaches_the_scorer(tmp_path, shared_data, monkeypatch)
     wd = copy_workflow(tmp_path / "wf", shared_data)
     pred = tmp_path / "ds1000-reference.jsonl"
     rows = read_jsonl(str(shared_data / "ds1000" / "ds1000.jsonl.gz"))[:3]
-    pred.write_text("".join(json.dumps({"task_id": str(r["metadata"]["problem_id"]),
-                                        "solution": r["reference_code"]}) + "\n" for r in rows))
-    overlay = {"evaluation": {
-        "external_predictions": [{"name": "ds1000-reference", "benchmark": "ds1000", "path": str(pred)}],
-        "execution": {"ds1000_python": ds_python, "ds1000_timeout_s": 90, "jobs": 2}}}
+    pred.write_text(
+        "".join(
+            json.dumps({"task_id": str(r["metadata"]["problem_id"]), "solution": r["reference_code"]}) + "\n"
+            for r in rows
+        )
+    )
+    overlay = {
+        "evaluation": {
+            "external_predictions": [{"name": "ds1000-reference", "benchmark": "ds1000", "path": str(pred)}],
+            "execution": {"ds1000_python": ds_python, "ds1000_timeout_s": 90, "jobs": 2},
+        }
+    }
     (wd / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     target = "results/scores/ds1000-reference/ds1000/greedy.json"
     snakemake(wd, target, configfiles=("tests/configs/tiny.yaml", "overlay.yaml"))

@@ -11,8 +11,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "config.yaml", "config", "profiles", "report", "envs", "src",
-                  "tests/configs")
+WORKFLOW_PARTS = ("Snakefile", "rules", "config.yaml", "config", "profiles", "report", "envs", "src", "tests/configs")
 
 
 def copy_workflow(dest: Path, shared_data: Path | None) -> Path:
@@ -25,19 +24,27 @@ def copy_workflow(dest: Path, shared_data: Path | None) -> Path:
             (dest / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / part)
     if shared_data is not None:
-        overlay = {"data": {
-            "humaneval_plus": str(shared_data / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"),
-            "mbpp_plus": str(shared_data / "evalplus" / "MbppPlus-v0.2.0.jsonl.gz"),
-            "mbpp_original": str(shared_data / "mbpp" / "mbpp.test.jsonl"),
-            "mbpp_plus_prompts": str(shared_data / "mbpp" / "wizardcoder_mbppplus_prompts.json"),
-            "ds1000": str(shared_data / "ds1000" / "ds1000.jsonl.gz"),
-        }}
+        overlay = {
+            "data": {
+                "humaneval_plus": str(shared_data / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"),
+                "mbpp_plus": str(shared_data / "evalplus" / "MbppPlus-v0.2.0.jsonl.gz"),
+                "mbpp_original": str(shared_data / "mbpp" / "mbpp.test.jsonl"),
+                "mbpp_plus_prompts": str(shared_data / "mbpp" / "wizardcoder_mbppplus_prompts.json"),
+                "ds1000": str(shared_data / "ds1000" / "ds1000.jsonl.gz"),
+            }
+        }
         (dest / "data.yaml").write_text(yaml.safe_dump(overlay))
     return dest
 
 
-def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ("tests/configs/tiny.yaml",),
-              check: bool = True, timeout: int = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfiles: tuple[str, ...] = ("tests/configs/tiny.yaml",),
+    check: bool = True,
+    timeout: int = 1800,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     cfgs = list(configfiles)
     if (workdir / "data.yaml").exists():
         cfgs.append("data.yaml")
@@ -47,8 +54,9 @@ def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ("tests/
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 

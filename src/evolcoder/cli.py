@@ -24,7 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("evolcoder.generate", "Generate benchmark completions with a model."),
     "gather": ("evolcoder.generate", "Concatenate generation shards and sanitise them."),
     "score": ("evolcoder.score", "Score predictions on a benchmark (pass@k, base and plus)."),
-    "timings": ("evolcoder.benchmarks.timings", "Measure reference outputs and CPU times once per dataset and machine."),
+    "timings": (
+        "evolcoder.benchmarks.timings",
+        "Measure reference outputs and CPU times once per dataset and machine.",
+    ),
     "plot-evolution": ("evolcoder.evolve.stats", "Plot the evolution statistics of the rounds."),
     "plot-training": ("evolcoder.train.plot", "Plot a training run's loss and learning rate."),
     "table": ("evolcoder.table", "Collect scores into results tables and a chart."),

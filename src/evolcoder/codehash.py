@@ -72,8 +72,12 @@ def _data_path(node: ast.AST) -> list[str] | None:
     if isinstance(node, ast.Call):
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        if name == "files" and len(node.args) == 1 and isinstance(node.args[0], ast.Constant) \
-                and node.args[0].value == PACKAGE:
+        if (
+            name == "files"
+            and len(node.args) == 1
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value == PACKAGE
+        ):
             return []
         if isinstance(func, ast.Attribute) and func.attr == "joinpath":
             base = _data_path(func.value)
@@ -150,7 +154,9 @@ def declared_excludes(root: str | Path, module: str) -> tuple[str, ...]:
     if path is None:
         return ()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         if any(getattr(t, "id", None) == "CODE_HASH_EXCLUDES" for t in targets) and node.value is not None:
             return tuple(ast.literal_eval(node.value))
     return ()

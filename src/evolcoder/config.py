@@ -25,6 +25,7 @@ import yaml
 
 from evolcoder.errors import EvolcoderError
 
+
 @functools.lru_cache(maxsize=1)
 def _raw_schema() -> dict:
     text = (resources.files("evolcoder") / "data" / "config.schema.yaml").read_text(encoding="utf-8")
@@ -104,8 +105,9 @@ class Settings:
         known = cls.known_keys()
         unknown = sorted(set(d) - known)
         if unknown:
-            raise EvolcoderError(f"{cls.where()}: unknown key(s) {', '.join(unknown)}; "
-                                 f"known: {', '.join(sorted(known))}")
+            raise EvolcoderError(
+                f"{cls.where()}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         for name, sub in cls.NESTED.items():
             if name in d and (d[name] is None or isinstance(d[name], dict)):
                 d[name] = sub.from_dict(d[name])

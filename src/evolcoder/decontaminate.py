@@ -38,9 +38,9 @@ _SPLIT = re.compile(r"[^0-9a-z]+")
 
 @dataclass(frozen=True)
 class BenchmarkText:
-    benchmark: str   # a registered benchmark (evolcoder.benchmarks.BENCHMARKS)
+    benchmark: str  # a registered benchmark (evolcoder.benchmarks.BENCHMARKS)
     task_id: str
-    field: str       # prompt | canonical_solution | text | code | reference_code | ...
+    field: str  # prompt | canonical_solution | text | code | reference_code | ...
     text: str
 
 
@@ -51,7 +51,7 @@ def normalise(text: str) -> list[str]:
 
 def _ngrams(tokens: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:
     for i in range(len(tokens) - n + 1):
-        yield tuple(tokens[i:i + n])
+        yield tuple(tokens[i : i + n])
 
 
 def _informative(gram: Sequence[str], k: int) -> bool:
@@ -83,8 +83,14 @@ def _as_texts(benchmark_texts: Mapping[str, Iterable] | Iterable) -> list[Benchm
 class NgramIndex:
     """n-gram -> the benchmark (task, field) it came from, minus boilerplate shared by many tasks."""
 
-    def __init__(self, texts: Iterable[BenchmarkText], ngram: int = 13, min_short_tokens: int = 8,
-                 max_ngram_tasks: int = 5, min_informative_tokens: int = 3):
+    def __init__(
+        self,
+        texts: Iterable[BenchmarkText],
+        ngram: int = 13,
+        min_short_tokens: int = 8,
+        max_ngram_tasks: int = 5,
+        min_informative_tokens: int = 3,
+    ):
         if ngram < 1:
             raise EvolcoderError(f"decontamination: ngram must be >= 1, got {ngram}")
         self.n = ngram
@@ -131,9 +137,16 @@ class NgramIndex:
         return None
 
 
-def decontaminate(records: Sequence[dict], benchmark_texts: Mapping[str, Iterable] | Iterable[BenchmarkText],
-                  ngram: int = 13, *, fields: Sequence[str] = DEFAULT_FIELDS, min_short_tokens: int = 8,
-                  max_ngram_tasks: int = 5, min_informative_tokens: int = 3) -> tuple[list[dict], list[dict]]:
+def decontaminate(
+    records: Sequence[dict],
+    benchmark_texts: Mapping[str, Iterable] | Iterable[BenchmarkText],
+    ngram: int = 13,
+    *,
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    min_short_tokens: int = 8,
+    max_ngram_tasks: int = 5,
+    min_informative_tokens: int = 3,
+) -> tuple[list[dict], list[dict]]:
     """Split ``records`` into (kept, dropped_with_reasons).
 
     ``benchmark_texts``: ``{benchmark: [BenchmarkText | str, ...]}`` (what ``load_benchmark_texts``
@@ -141,8 +154,7 @@ def decontaminate(records: Sequence[dict], benchmark_texts: Mapping[str, Iterabl
     ``{"id", "reason", "field", "benchmark", "task_id", "benchmark_field", "match", "instruction"}``.
     Order of ``kept`` is the input order.
     """
-    index = NgramIndex(_as_texts(benchmark_texts), ngram, min_short_tokens, max_ngram_tasks,
-                       min_informative_tokens)
+    index = NgramIndex(_as_texts(benchmark_texts), ngram, min_short_tokens, max_ngram_tasks, min_informative_tokens)
     kept: list[dict] = []
     dropped: list[dict] = []
     for rec in records:
@@ -160,21 +172,24 @@ def decontaminate(records: Sequence[dict], benchmark_texts: Mapping[str, Iterabl
             continue
         f, bt, match = hit
         n = len(match.split())
-        dropped.append({
-            "id": rec.get("id"),
-            "reason": f"{f} shares a {n}-gram with {bt.benchmark} {bt.task_id} ({bt.field})",
-            "field": f,
-            "benchmark": bt.benchmark,
-            "task_id": bt.task_id,
-            "benchmark_field": bt.field,
-            "match": match,
-            "instruction": (rec.get("instruction") or "")[:300],
-        })
+        dropped.append(
+            {
+                "id": rec.get("id"),
+                "reason": f"{f} shares a {n}-gram with {bt.benchmark} {bt.task_id} ({bt.field})",
+                "field": f,
+                "benchmark": bt.benchmark,
+                "task_id": bt.task_id,
+                "benchmark_field": bt.field,
+                "match": match,
+                "instruction": (rec.get("instruction") or "")[:300],
+            }
+        )
     return kept, dropped
 
 
-def decontamination_report(n_records: int, dropped: Sequence[dict], ngram: int,
-                           benchmark_texts: Mapping[str, Sequence] | None = None) -> dict:
+def decontamination_report(
+    n_records: int, dropped: Sequence[dict], ngram: int, benchmark_texts: Mapping[str, Sequence] | None = None
+) -> dict:
     """Summary for ``decontamination.json``: counts by benchmark and by field, plus every drop."""
     by_bench: dict[str, int] = {}
     by_field: dict[str, int] = {}
@@ -207,8 +222,9 @@ def _path(data: Mapping, key: str, base_dir: str | os.PathLike | None) -> Path:
     return p
 
 
-def load_benchmark_texts(data: Mapping, benchmarks: Iterable[str],
-                         base_dir: str | os.PathLike | None = None) -> dict[str, list[BenchmarkText]]:
+def load_benchmark_texts(
+    data: Mapping, benchmarks: Iterable[str], base_dir: str | os.PathLike | None = None
+) -> dict[str, list[BenchmarkText]]:
     """Each benchmark's texts as its adapter names them (``decontamination_texts``: prompts and
     reference solutions, with the adapter's own task ids), from the config's ``data:`` paths (the
     adapter's ``data_key``, and its ``data_options`` where set). Relative paths are resolved against

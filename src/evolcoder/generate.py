@@ -28,8 +28,8 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import click
 
@@ -44,8 +44,13 @@ log = logging.getLogger(__name__)
 
 # Imported through the benchmark adapters, never run here: generation and gathering run no scoring
 # code, so editing the scorer does not regenerate (evolcoder.codehash; checked by the test suite).
-CODE_HASH_EXCLUDES = ("evolcoder.benchmarks.harness", "evolcoder.benchmarks.scoring", "evolcoder.benchmarks.timings",
-                      "evolcoder.sandbox", "evolcoder.passk")
+CODE_HASH_EXCLUDES = (
+    "evolcoder.benchmarks.harness",
+    "evolcoder.benchmarks.scoring",
+    "evolcoder.benchmarks.timings",
+    "evolcoder.sandbox",
+    "evolcoder.passk",
+)
 
 
 _EV, _SAMPLING = "evaluation", "evaluation.sampling"
@@ -61,14 +66,14 @@ class GenSettings(Settings):
     limit: int | None = _default(_EV, "limit")
     prompt_template: str = _default(_EV, "prompt_template")
     backend: str = _default(_EV, "backend")
-    mode: str = "greedy"                                     # greedy | sampled
-    n: int = 1                                               # samples per task (greedy: 1)
+    mode: str = "greedy"  # greedy | sampled
+    n: int = 1  # samples per task (greedy: 1)
     temperature: float = _default(_SAMPLING, "temperature")  # sampled mode
     top_p: float = _default(_SAMPLING, "top_p")
     max_new_tokens: int = _default(_SAMPLING, "max_new_tokens")
     batch_size: int = _default(_SAMPLING, "batch_size")
     seed: int = 42
-    dtype: str = "auto"                                      # auto | fp32 | fp16 | bf16
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
 
     def check(self) -> None:
         if self.mode not in ("greedy", "sampled"):
@@ -119,6 +124,7 @@ def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_sh
 
 # ----------------------------------------------------------------------------- backends
 
+
 class HFBackend:
     """transformers, left-padded batches, stop sequences applied while generating."""
 
@@ -144,8 +150,11 @@ class HFBackend:
                 done = [any(st in t for st in stops) for t in tails]
                 return torch.tensor(done, device=input_ids.device)
 
-        kwargs = dict(max_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id,
-                      stopping_criteria=StoppingCriteriaList([Stop()]) if stops else None)
+        kwargs = dict(
+            max_new_tokens=s.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([Stop()]) if stops else None,
+        )
         if s.mode == "sampled":
             torch.manual_seed(seed)
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
@@ -164,8 +173,9 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError:
-            raise BackendError("backend vllm: the vllm package is not installed "
-                               "(pip install 'evolcoder[vllm]' on a GPU machine)") from None
+            raise BackendError(
+                "backend vllm: the vllm package is not installed (pip install 'evolcoder[vllm]' on a GPU machine)"
+            ) from None
         from evolcoder.models import resolve
 
         self.llm = LLM(model=resolve(model), seed=settings.seed)
@@ -177,8 +187,11 @@ class VLLMBackend:
         s = self.settings
         params = SamplingParams(
             temperature=s.temperature if s.mode == "sampled" else 0.0,
-            top_p=s.top_p if s.mode == "sampled" else 1.0, max_tokens=s.max_new_tokens,
-            stop=list(stops), seed=seed)
+            top_p=s.top_p if s.mode == "sampled" else 1.0,
+            max_tokens=s.max_new_tokens,
+            stop=list(stops),
+            seed=seed,
+        )
         outs = self.llm.generate(prompts, params)
         return [truncate_at_stop(o.outputs[0].text, stops) for o in outs]
 
@@ -189,9 +202,17 @@ def generation_backend(model: str, settings: GenSettings):
     return (VLLMBackend if settings.backend == "vllm" else HFBackend)(model, settings)
 
 
-def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
-                   data_path: str | None = None, shard: int = 0, num_shards: int = 1,
-                   backend=None, options: dict | None = None) -> int:
+def run_generation(
+    model: str,
+    benchmark: str,
+    out: str,
+    settings: GenSettings,
+    data_path: str | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
+    backend=None,
+    options: dict | None = None,
+) -> int:
     """Generate the shard's items into ``out`` (resumable); returns the number of records."""
     bench = get_benchmark(benchmark, **(options or {}))
     items = plan(bench, data_path, settings, shard, num_shards)
@@ -204,8 +225,15 @@ def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
         except (DataError, KeyError):
             log.warning("%s: unreadable tail, keeping the readable lines", partial)
     todo = [it for it in items if (it["task_id"], it["sample_idx"]) not in done]
-    log.info("%s shard %d/%d: %d items, %d on disk, %d to generate", benchmark, shard, num_shards,
-             len(items), len(items) - len(todo), len(todo))
+    log.info(
+        "%s shard %d/%d: %d items, %d on disk, %d to generate",
+        benchmark,
+        shard,
+        num_shards,
+        len(items),
+        len(items) - len(todo),
+        len(todo),
+    )
     if todo:
         backend = backend or generation_backend(model, settings)
         stops = tuple(bench.stop_sequences)
@@ -215,7 +243,7 @@ def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
         bs = settings.batch_size
         with open(partial, "a", encoding="utf-8") as fh:
             for b in range(0, len(todo), bs):
-                batch = todo[b:b + bs]
+                batch = todo[b : b + bs]
                 seed = settings.seed + 7919 * items.index(batch[0])
                 texts = backend.generate([it["prompt"] for it in batch], stops, seed)
                 for it, text in zip(batch, texts):
@@ -231,8 +259,14 @@ def run_generation(model: str, benchmark: str, out: str, settings: GenSettings,
     return len(records)
 
 
-def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = None,
-           options: dict | None = None, postprocess: str = "wizardcoder") -> int:
+def gather(
+    benchmark: str,
+    shards: list[str],
+    out: str,
+    data_path: str | None = None,
+    options: dict | None = None,
+    postprocess: str = "wizardcoder",
+) -> int:
     """Concatenate shards in task order and post-process: ``{task_id, sample_idx, solution, raw}``
     (``raw`` as the model wrote it; ``solution`` from it with the template's tabs undone)."""
     bench = get_benchmark(benchmark, **(options or {}))
@@ -253,12 +287,19 @@ def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = 
             raise DataError(f"duplicate prediction {key} across shards")
         seen.add(key)
     recs.sort(key=lambda r: (order[str(r["task_id"])], int(r.get("sample_idx", 0))))
-    out_recs = [{"task_id": str(r["task_id"]), "sample_idx": int(r.get("sample_idx", 0)),
-                 "solution": bench.solution_from_record(by_id[str(r["task_id"])],
-                                                        {"raw": r.get("raw", ""), "tabs": r.get("tabs", False)},
-                                                        postprocess),
-                 "raw": r.get("raw", ""), "tabs": bool(r.get("tabs", False)), "postprocess": postprocess}
-                for r in recs]
+    out_recs = [
+        {
+            "task_id": str(r["task_id"]),
+            "sample_idx": int(r.get("sample_idx", 0)),
+            "solution": bench.solution_from_record(
+                by_id[str(r["task_id"])], {"raw": r.get("raw", ""), "tabs": r.get("tabs", False)}, postprocess
+            ),
+            "raw": r.get("raw", ""),
+            "tabs": bool(r.get("tabs", False)),
+            "postprocess": postprocess,
+        }
+        for r in recs
+    ]
     return write_jsonl(out, out_recs)
 
 
@@ -271,11 +312,18 @@ def gather(benchmark: str, shards: list[str], out: str, data_path: str | None = 
 @click.option("--option", "options", multiple=True, help="A file the benchmark takes: NAME=PATH (repeatable).")
 @click.option("--shard", type=int, default=0, show_default=True)
 @click.option("--num-shards", type=int, default=1, show_default=True)
-def cli(model: str, benchmark: str, out: str, settings_json: str | None, data_path: str | None,
-        options: tuple[str, ...], shard: int, num_shards: int) -> None:
+def cli(
+    model: str,
+    benchmark: str,
+    out: str,
+    settings_json: str | None,
+    data_path: str | None,
+    options: tuple[str, ...],
+    shard: int,
+    num_shards: int,
+) -> None:
     settings = GenSettings.from_dict(parse_json_option(settings_json, "settings-json"))
-    n = run_generation(model, benchmark, out, settings, data_path, shard, num_shards,
-                       options=parse_options(options))
+    n = run_generation(model, benchmark, out, settings, data_path, shard, num_shards, options=parse_options(options))
     click.echo(f"{benchmark}: {n} completions -> {out}")
 
 
@@ -283,12 +331,22 @@ def cli(model: str, benchmark: str, out: str, settings_json: str | None, data_pa
 @click.option("--benchmark", required=True, type=click.Choice(list(BENCHMARKS)))
 @click.option("--out", required=True, help="Sanitised predictions (JSONL).")
 @click.option("--data", "data_path", default=None, help="Dataset file.")
-@click.option("--settings-json", "settings_json", default=None,
-              help="Post-processing settings: {postprocess: wizardcoder | evalplus}.")
+@click.option(
+    "--settings-json",
+    "settings_json",
+    default=None,
+    help="Post-processing settings: {postprocess: wizardcoder | evalplus}.",
+)
 @click.option("--option", "options", multiple=True, help="A file the benchmark takes: NAME=PATH (repeatable).")
 @click.argument("shards", nargs=-1, required=True)
-def gather_cli(benchmark: str, out: str, data_path: str | None, settings_json: str | None,
-               options: tuple[str, ...], shards: tuple[str, ...]) -> None:
+def gather_cli(
+    benchmark: str,
+    out: str,
+    data_path: str | None,
+    settings_json: str | None,
+    options: tuple[str, ...],
+    shards: tuple[str, ...],
+) -> None:
     settings = parse_json_option(settings_json, "settings-json")
     method = settings.get("postprocess") or "wizardcoder"
     if method not in POSTPROCESS_METHODS:

@@ -56,8 +56,10 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                                f"{exc.start + 1}); re-encode the file as UTF-8") from None
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                    f"{exc.start + 1}); re-encode the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -137,12 +139,13 @@ def sha256_json(obj: Any) -> str:
 
 def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
-        )
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -151,8 +154,19 @@ def git_revision(cwd: str | os.PathLike | None = None) -> str | None:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-_VERSIONED = ("evolcoder", "torch", "transformers", "deepspeed", "peft", "accelerate", "datasets",
-              "openai", "evalplus", "snakemake", "numpy")
+_VERSIONED = (
+    "evolcoder",
+    "torch",
+    "transformers",
+    "deepspeed",
+    "peft",
+    "accelerate",
+    "datasets",
+    "openai",
+    "evalplus",
+    "snakemake",
+    "numpy",
+)
 
 
 def package_versions(names: Iterable[str] = _VERSIONED) -> dict[str, str]:
@@ -165,8 +179,14 @@ def package_versions(names: Iterable[str] = _VERSIONED) -> dict[str, str]:
     return out
 
 
-def write_manifest(path: str | os.PathLike, *, stage: str, inputs: dict[str, str | os.PathLike] | None = None,
-                   settings: Any = None, extra: dict | None = None) -> dict:
+def write_manifest(
+    path: str | os.PathLike,
+    *,
+    stage: str,
+    inputs: dict[str, str | os.PathLike] | None = None,
+    settings: Any = None,
+    extra: dict | None = None,
+) -> dict:
     """Write a provenance manifest next to a stage's output.
 
     Records input hashes, the config slice, package versions, git revision and container image
@@ -175,15 +195,17 @@ def write_manifest(path: str | os.PathLike, *, stage: str, inputs: dict[str, str
     manifest = {
         "stage": stage,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {k: {"path": str(v), "sha256": sha256_tree(v)} for k, v in (inputs or {}).items()
-                   if v and Path(v).exists()},
+        "inputs": {
+            k: {"path": str(v), "sha256": sha256_tree(v)} for k, v in (inputs or {}).items() if v and Path(v).exists()
+        },
         "settings": settings,
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_revision": git_revision(Path(__file__).parent),
         "container": os.environ.get("EVOLCODER_CONTAINER")
-        or os.environ.get("APPTAINER_NAME") or os.environ.get("SINGULARITY_NAME"),
+        or os.environ.get("APPTAINER_NAME")
+        or os.environ.get("SINGULARITY_NAME"),
     }
     if extra:
         manifest.update(extra)

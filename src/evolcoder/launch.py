@@ -56,8 +56,9 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> int | None:
     return None
 
 
-def process_count(env: Mapping[str, str] | None = None, *, probe_torch: bool = True,
-                  requested: int | None = None) -> int:
+def process_count(
+    env: Mapping[str, str] | None = None, *, probe_torch: bool = True, requested: int | None = None
+) -> int:
     """How many processes to start: ``$EVOLCODER_NPROC``, else ``requested`` (e.g. ``train.num_gpus``),
     else one per usable GPU, at least one."""
     env = os.environ if env is None else env
@@ -79,9 +80,15 @@ def process_count(env: Mapping[str, str] | None = None, *, probe_torch: bool = T
     return max(1, n or 0)
 
 
-def command(args: Sequence[str], nproc: int, *, launcher: str = "torchrun", module: str = DEFAULT_MODULE,
-            python: str = sys.executable, env: Mapping[str, str] | None = None
-            ) -> tuple[list[str], dict[str, str]]:
+def command(
+    args: Sequence[str],
+    nproc: int,
+    *,
+    launcher: str = "torchrun",
+    module: str = DEFAULT_MODULE,
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """(argv, env) that run ``module args`` on ``nproc`` processes of this node with ``launcher``
     (torchrun, or DeepSpeed's launcher); one process and torchrun: the module itself."""
     env = dict(os.environ if env is None else env)
@@ -91,8 +98,19 @@ def command(args: Sequence[str], nproc: int, *, launcher: str = "torchrun", modu
     if launcher == "torchrun":
         if nproc <= 1:
             return [python, "-m", module, *args], env
-        return [python, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-                "--nproc-per-node", str(nproc), "-m", module, *args], env
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            str(nproc),
+            "-m",
+            module,
+            *args,
+        ], env
     argv = [python, "-m", "deepspeed.launcher.runner", "--no_local_rank"]
     cvd = env.get("CUDA_VISIBLE_DEVICES")
     if cvd is not None:
@@ -104,16 +122,19 @@ def command(args: Sequence[str], nproc: int, *, launcher: str = "torchrun", modu
     return argv + ["--master_port", str(port), "--module", module, *args], env
 
 
-def build_command(args: Sequence[str], nproc: int, *, module: str = DEFAULT_MODULE,
-                  python: str = sys.executable) -> list[str]:
+def build_command(
+    args: Sequence[str], nproc: int, *, module: str = DEFAULT_MODULE, python: str = sys.executable
+) -> list[str]:
     """The torchrun command line that runs ``module args`` on ``nproc`` local processes."""
     return command(args, nproc, module=module, python=python, env={})[0]
 
 
 def describe(nproc: int, argv: Sequence[str]) -> str:
     """The launch line the logs show (and the SLURM test reads)."""
-    return (f"evolcoder.launch: {nproc} process(es) (CUDA_VISIBLE_DEVICES="
-            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): {' '.join(argv)}")
+    return (
+        f"evolcoder.launch: {nproc} process(es) (CUDA_VISIBLE_DEVICES="
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): {' '.join(argv)}"
+    )
 
 
 USAGE = "usage: python -m evolcoder.launch [--nproc auto|N] [--module M] [--dry-run] [--] ARGS..."

@@ -18,9 +18,15 @@ from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl,
 # Imported through the benchmark adapters (their decontamination texts), never run here: editing the
 # scorer or the evaluation prompts does not re-merge, and so does not retrain (evolcoder.codehash;
 # checked by the test suite).
-CODE_HASH_EXCLUDES = ("evolcoder.benchmarks.harness", "evolcoder.benchmarks.scoring", "evolcoder.benchmarks.timings",
-                      "evolcoder.benchmarks.prompts", "evolcoder.benchmarks.postprocess", "evolcoder.sandbox",
-                      "evolcoder.passk")
+CODE_HASH_EXCLUDES = (
+    "evolcoder.benchmarks.harness",
+    "evolcoder.benchmarks.scoring",
+    "evolcoder.benchmarks.timings",
+    "evolcoder.benchmarks.prompts",
+    "evolcoder.benchmarks.postprocess",
+    "evolcoder.sandbox",
+    "evolcoder.passk",
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +89,9 @@ def decontaminate_records(records: list[dict], decon: dict, data: dict) -> tuple
     return kept, report
 
 
-def merge(seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict | None = None
-          ) -> tuple[list[dict], dict, dict]:
+def merge(
+    seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict | None = None
+) -> tuple[list[dict], dict, dict]:
     records = list(seed)
     for recs in rounds:
         records.extend(recs)
@@ -99,23 +106,37 @@ def merge(seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict
     records = shuffle(records, int(settings.get("shuffle_seed", 42)))
     stats = merge_stats(records)
     # whether this run used the two improvements over the paper (docs/DEVIATIONS.md)
-    stats.update({"dedup": bool(settings.get("dedup", True)), "decontaminated": bool(decon_report.get("enabled")),
-                  "input_records": n_in, "duplicates_dropped": len(dropped_dups),
-                  "contaminated_dropped": decon_report.get("n_dropped", 0),
-                  "decontamination_skipped": sorted(decon_report.get("skipped", {}))})
+    stats.update(
+        {
+            "dedup": bool(settings.get("dedup", True)),
+            "decontaminated": bool(decon_report.get("enabled")),
+            "input_records": n_in,
+            "duplicates_dropped": len(dropped_dups),
+            "contaminated_dropped": decon_report.get("n_dropped", 0),
+            "decontamination_skipped": sorted(decon_report.get("skipped", {})),
+        }
+    )
     return records, stats, decon_report
 
 
-@click.command(help="Merge the seed and the evolution rounds (explicit inputs), dedup, decontaminate "
-                    "against the benchmarks, and shuffle with a fixed seed.")
+@click.command(
+    help="Merge the seed and the evolution rounds (explicit inputs), dedup, decontaminate "
+    "against the benchmarks, and shuffle with a fixed seed."
+)
 @click.option("--seed", "seed_path", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--round", "round_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="evolved.jsonl of a round; repeat in round order.")
+@click.option(
+    "--round",
+    "round_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="evolved.jsonl of a round; repeat in round order.",
+)
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--settings-json", default=None, help="The config's merge: section (JSON).")
 @click.option("--data-json", default=None, help="The config's data: section (benchmark paths, JSON).")
-def cli(seed_path: str, round_paths: tuple[str, ...], out_dir: str, settings_json: str | None,
-        data_json: str | None) -> None:
+def cli(
+    seed_path: str, round_paths: tuple[str, ...], out_dir: str, settings_json: str | None, data_json: str | None
+) -> None:
     settings = parse_json_option(settings_json, "settings-json")
     data = parse_json_option(data_json, "data-json")
     records, stats, decon = merge(read_jsonl(seed_path), [read_jsonl(p) for p in round_paths], settings, data)
@@ -123,8 +144,14 @@ def cli(seed_path: str, round_paths: tuple[str, ...], out_dir: str, settings_jso
     write_jsonl(out / "train.jsonl", records)
     write_json(out / "stats.json", stats)
     write_json(out / "decontamination.json", decon)
-    write_manifest(out / "manifest.json", stage="merge",
-                   inputs={"seed": seed_path, **{f"round_{i + 1}": p for i, p in enumerate(round_paths)}},
-                   settings=settings, extra={"stats": stats})
-    click.echo(f"merge: {stats['records']} records ({stats['duplicates_dropped']} duplicates, "
-               f"{stats['contaminated_dropped']} contaminated dropped) -> {out / 'train.jsonl'}")
+    write_manifest(
+        out / "manifest.json",
+        stage="merge",
+        inputs={"seed": seed_path, **{f"round_{i + 1}": p for i, p in enumerate(round_paths)}},
+        settings=settings,
+        extra={"stats": stats},
+    )
+    click.echo(
+        f"merge: {stats['records']} records ({stats['duplicates_dropped']} duplicates, "
+        f"{stats['contaminated_dropped']} contaminated dropped) -> {out / 'train.jsonl'}"
+    )

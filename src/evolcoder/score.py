@@ -42,9 +42,16 @@ log = logging.getLogger(__name__)
 CODE_HASH_EXCLUDES = ("evolcoder.benchmarks.prompts",)
 
 
-def score_file(benchmark: str, predictions: str, data_path: str | None = None,
-               settings: dict | ScoreSettings | None = None, model_name: str | None = None,
-               options: dict | None = None, progress=None, postprocess: str | None = None) -> dict:
+def score_file(
+    benchmark: str,
+    predictions: str,
+    data_path: str | None = None,
+    settings: dict | ScoreSettings | None = None,
+    model_name: str | None = None,
+    options: dict | None = None,
+    progress=None,
+    postprocess: str | None = None,
+) -> dict:
     """Score ``predictions``; returns the score record (see docs/ARCHITECTURE.md)."""
     if isinstance(settings, dict) and "postprocess" in settings:  # the rule's settings carry it
         settings = dict(settings)
@@ -59,14 +66,16 @@ def score_file(benchmark: str, predictions: str, data_path: str | None = None,
     report: dict = {}
     samples = bench.load_predictions(predictions, tasks, postprocess, report)
     result = score_samples(bench, samples, data_path, st, progress=progress)
-    head = {"model": model_name or default_model_name(predictions),
-            "predictions": {"path": str(predictions), "sha256": sha256_file(predictions),
-                            "postprocess": postprocess}}
+    head = {
+        "model": model_name or default_model_name(predictions),
+        "predictions": {"path": str(predictions), "sha256": sha256_file(predictions), "postprocess": postprocess},
+    }
     return {**head, **result, **report}
 
 
-def score_samples(bench: Benchmark, samples: list[Sample], data_path: str | None, settings: ScoreSettings,
-                  progress=None) -> dict:
+def score_samples(
+    bench: Benchmark, samples: list[Sample], data_path: str | None, settings: ScoreSettings, progress=None
+) -> dict:
     """Run every sample's tests in the sandbox; pass@k, per-task verdicts, retries.
 
     The benchmark adapter first picks what can be scored (:meth:`~Benchmark.select`: DS-1000 drops
@@ -92,14 +101,23 @@ def score_samples(bench: Benchmark, samples: list[Sample], data_path: str | None
     env_info: dict = {}
 
     def run(items: list[tuple[int, str, int]], factor: float, workers: int, prog=None) -> None:
-        jobs = [bench.make_job(by_id[samples[si].task_id], samples[si], split, ctx, settings,
-                              time_factor=factor, start=start) for si, split, start in items]
-        results = run_jobs(jobs, python=bench.execution_python(settings), workers=workers,
-                           preimport=bench.preimport(settings), isolate_network=settings.isolate_network,
-                           progress=prog, env_info=env_info if not env_info else None)
+        jobs = [
+            bench.make_job(
+                by_id[samples[si].task_id], samples[si], split, ctx, settings, time_factor=factor, start=start
+            )
+            for si, split, start in items
+        ]
+        results = run_jobs(
+            jobs,
+            python=bench.execution_python(settings),
+            workers=workers,
+            preimport=bench.preimport(settings),
+            isolate_network=settings.isolate_network,
+            progress=prog,
+            env_info=env_info if not env_info else None,
+        )
         for (si, split, start), r in zip(items, results):
-            verdict[(si, split)] = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings,
-                                              r, start)
+            verdict[(si, split)] = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings, r, start)
 
     todo = list(range(len(samples)))
     for split in splits:
@@ -110,30 +128,39 @@ def score_samples(bench: Benchmark, samples: list[Sample], data_path: str | None
             if not late:
                 break
             factor *= settings.retry_time_factor
-            log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", bench.name,
-                     len(late), factor)
+            log.info("%s: re-running %d timed-out job(s) alone (time limits x%.2f)", bench.name, len(late), factor)
             before = {si: verdict[(si, split)].get("reason", "") for si in late}
             run([(si, split, verdict[(si, split)].get("failed") or 0) for si in late], factor, 1)
             for si in late:
                 s = samples[si]
                 retried.setdefault(s.task_id, []).append(
-                    {"sample_idx": s.sample_idx, "split": split, "attempt": attempt + 1,
-                     "timed_out": before[si], "status": verdict[(si, split)]["status"]})
+                    {
+                        "sample_idx": s.sample_idx,
+                        "split": split,
+                        "attempt": attempt + 1,
+                        "timed_out": before[si],
+                        "status": verdict[(si, split)]["status"],
+                    }
+                )
         todo = [si for si in todo if verdict[(si, split)]["status"] == PASS]
     keys = [(si, split) for si in range(len(samples)) for split in splits]
-    verdicts = [verdict.get(k) or {"status": FAIL, "reason": "base tests failed", "skipped": True}
-                for k in keys]
-    out = aggregate(bench, samples, keys, verdicts, tasks, settings, ctx, retried,
-                    data_path, time.time() - t0, all_tasks)
+    verdicts = [verdict.get(k) or {"status": FAIL, "reason": "base tests failed", "skipped": True} for k in keys]
+    out = aggregate(
+        bench, samples, keys, verdicts, tasks, settings, ctx, retried, data_path, time.time() - t0, all_tasks
+    )
     if env_info.get("isolation", {}).get("missing"):
-        log.warning("sandbox (%s): missing protections: %s", env_info["isolation"]["mode"],
-                    "; ".join(env_info["isolation"]["missing"]))
+        log.warning(
+            "sandbox (%s): missing protections: %s",
+            env_info["isolation"]["mode"],
+            "; ".join(env_info["isolation"]["missing"]),
+        )
     out["execution_env"] = env_info
     return bench.finalize(out, extra)
 
 
-def aggregate(bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, retried, data_path,
-              elapsed, all_tasks) -> dict:
+def aggregate(
+    bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, retried, data_path, elapsed, all_tasks
+) -> dict:
     per_sample: dict[tuple[str, int], dict] = {}
     for (si, split), v in zip(keys, verdicts):
         s = samples[si]
@@ -146,8 +173,11 @@ def aggregate(bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, r
         entry["base"].append(b)
         entry["base_correct"] += b == PASS
         if "plus" in splits:
-            p = splits["plus"]["status"] if b == PASS else (FAIL if splits["plus"]["status"] == PASS
-                                                            else splits["plus"]["status"])
+            p = (
+                splits["plus"]["status"]
+                if b == PASS
+                else (FAIL if splits["plus"]["status"] == PASS else splits["plus"]["status"])
+            )
             entry.setdefault("plus", []).append(p)
             entry["plus_correct"] = entry.get("plus_correct", 0) + (b == PASS and p == PASS)
         reasons = {k: v.get("reason") for k, v in splits.items() if v["status"] != PASS and v.get("reason")}
@@ -165,8 +195,7 @@ def aggregate(bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, r
         "base": pass_at_k_table(ns, [e["base_correct"] for e in per_task.values()], settings.ks),
     }
     if bench.has_plus:
-        out["plus"] = pass_at_k_table(ns, [e.get("plus_correct", 0) for e in per_task.values()],
-                                      settings.ks)
+        out["plus"] = pass_at_k_table(ns, [e.get("plus_correct", 0) for e in per_task.values()], settings.ks)
     out["status_counts"] = _status_counts(per_task)
     # why each timeout that survived the retries timed out: "cpu" (a CPU limit: the test's or
     # the job's budget spent) or "stall" (no progress: sleeping, blocked or stopped)
@@ -221,31 +250,62 @@ def summary_line(res: dict) -> str:
         extra += f"; uneven n ({u['min']}..{u['max']})"
     retried = res.get("retried") or []
     ds = res.get("dataset", {})
-    return (" | ".join(parts) + f"  ({res['n_tasks']} tasks, n={res['n_samples_per_task']}, "
-            f"{ds.get('version', '?')}, {res['evaluator']['semantics']}, "
-            f"{len(retried)} retried{extra})")
+    return (
+        " | ".join(parts) + f"  ({res['n_tasks']} tasks, n={res['n_samples_per_task']}, "
+        f"{ds.get('version', '?')}, {res['evaluator']['semantics']}, "
+        f"{len(retried)} retried{extra})"
+    )
 
 
 @click.command(help="Score predictions on a benchmark: pass@k (base and plus), per-task verdicts.")
 @click.option("--benchmark", required=True, type=click.Choice(list(BENCHMARKS)))
-@click.option("--predictions", required=True, type=click.Path(dir_okay=False),
-              help="JSONL: {task_id, solution|completion|all_code|raw}, one line per sample.")
+@click.option(
+    "--predictions",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="JSONL: {task_id, solution|completion|all_code|raw}, one line per sample.",
+)
 @click.option("--out", required=True, help="Score file (JSON) to write.")
 @click.option("--data", "data_path", default=None, help="Dataset file (default: evalplus download).")
-@click.option("--settings-json", "settings_json", default=None,
-              help="Execution settings: jobs, timeout_s, memory_mb, semantics, retries, ... (JSON or file).")
+@click.option(
+    "--settings-json",
+    "settings_json",
+    default=None,
+    help="Execution settings: jobs, timeout_s, memory_mb, semantics, retries, ... (JSON or file).",
+)
 @click.option("--model-name", default=None, help="Model name shown in the results table.")
 @click.option("--timings", default=None, help="Reference timings file (read; written when missing).")
 @click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (overrides settings).")
-@click.option("--option", "options", multiple=True,
-              help="A file the benchmark takes: NAME=PATH (repeatable; e.g. mbpp: prompts_file=...).")
-@click.option("--postprocess", type=click.Choice(list(POSTPROCESS_METHODS)), default=None,
-              help="Raw outputs (raw, all_code): WizardCoder's process scripts (default) or evalplus's sanitize.")
-@click.option("--ds1000-python", default=None,
-              help="DS-1000: interpreter of its pinned environment (default $EVOLCODER_DS1000_PYTHON).")
-def cli(benchmark: str, predictions: str, out: str, data_path: str | None, settings_json: str | None,
-        model_name: str | None, timings: str | None, jobs: int | None, options: tuple[str, ...],
-        postprocess: str | None, ds1000_python: str | None) -> None:
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    help="A file the benchmark takes: NAME=PATH (repeatable; e.g. mbpp: prompts_file=...).",
+)
+@click.option(
+    "--postprocess",
+    type=click.Choice(list(POSTPROCESS_METHODS)),
+    default=None,
+    help="Raw outputs (raw, all_code): WizardCoder's process scripts (default) or evalplus's sanitize.",
+)
+@click.option(
+    "--ds1000-python",
+    default=None,
+    help="DS-1000: interpreter of its pinned environment (default $EVOLCODER_DS1000_PYTHON).",
+)
+def cli(
+    benchmark: str,
+    predictions: str,
+    out: str,
+    data_path: str | None,
+    settings_json: str | None,
+    model_name: str | None,
+    timings: str | None,
+    jobs: int | None,
+    options: tuple[str, ...],
+    postprocess: str | None,
+    ds1000_python: str | None,
+) -> None:
     settings = parse_json_option(settings_json, "settings-json")
     if ds1000_python:
         settings["ds1000_python"] = ds1000_python
@@ -253,8 +313,9 @@ def cli(benchmark: str, predictions: str, out: str, data_path: str | None, setti
         settings["timings"] = timings
     if jobs:
         settings["jobs"] = jobs
-    res = score_file(benchmark, predictions, data_path, settings, model_name, parse_options(options),
-                     postprocess=postprocess)
+    res = score_file(
+        benchmark, predictions, data_path, settings, model_name, parse_options(options), postprocess=postprocess
+    )
     write_json(out, res)
     click.echo(summary_line(res))
     sys.stdout.flush()

@@ -53,8 +53,14 @@ def normalise(item: dict, where: str) -> dict:
     input_ = input_.strip()
     sid = seed_id(rec["instruction"], input_)
     return {
-        "id": sid, "parent_id": None, "root_id": sid, "round": 0, "method": "seed",
-        "instruction": rec["instruction"], "input": input_, "output": rec["output"],
+        "id": sid,
+        "parent_id": None,
+        "root_id": sid,
+        "round": 0,
+        "method": "seed",
+        "instruction": rec["instruction"],
+        "input": input_,
+        "output": rec["output"],
     }
 
 
@@ -89,7 +95,9 @@ def load_raw(source: str, fallback_builtin: bool = False) -> tuple[list[dict], s
         try:
             ds = datasets.load_dataset(name, split=split or "train")
         except Exception as exc:  # network, missing dataset, …
-            raise DataError(f"seed source {source}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            raise DataError(
+                f"seed source {source}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from None
         return [dict(row) for row in ds], source
     path = Path(source)
     if not path.exists():
@@ -105,8 +113,9 @@ def load_raw(source: str, fallback_builtin: bool = False) -> tuple[list[dict], s
     return _load_json_list(path), str(path)
 
 
-def build_seed(source: str, limit: int | None = None, sample_seed: int = 42,
-               fallback_builtin: bool = False) -> tuple[list[dict], dict]:
+def build_seed(
+    source: str, limit: int | None = None, sample_seed: int = 42, fallback_builtin: bool = False
+) -> tuple[list[dict], dict]:
     raw, resolved = load_raw(source, fallback_builtin)
     records, seen, dups = [], set(), 0
     for i, item in enumerate(raw):
@@ -125,8 +134,10 @@ def build_seed(source: str, limit: int | None = None, sample_seed: int = 42,
     return records, stats
 
 
-@click.command(help="Load a seed set (JSON list, JSONL, hf:<dataset>[:split] or 'builtin') and write "
-                    "normalised instruction records with stable ids.")
+@click.command(
+    help="Load a seed set (JSON list, JSONL, hf:<dataset>[:split] or 'builtin') and write "
+    "normalised instruction records with stable ids."
+)
 @click.option("--source", required=True, help="Seed file, hf:<dataset>[:split], or 'builtin'.")
 @click.option("--limit", type=int, default=None, help="Keep a seeded random subset of this size.")
 @click.option("--sample-seed", type=int, default=42, show_default=True)
@@ -136,6 +147,11 @@ def cli(source: str, limit: int | None, sample_seed: int, fallback_builtin: bool
     records, stats = build_seed(source, limit, sample_seed, fallback_builtin)
     write_jsonl(out, records)
     inputs = {"source": stats["source"]} if Path(stats["source"]).exists() else {}
-    write_manifest(Path(out).with_name("manifest.json"), stage="seed", inputs=inputs,
-                   settings={"source": source, "limit": limit, "sample_seed": sample_seed}, extra={"stats": stats})
+    write_manifest(
+        Path(out).with_name("manifest.json"),
+        stage="seed",
+        inputs=inputs,
+        settings={"source": source, "limit": limit, "sample_seed": sample_seed},
+        extra={"stats": stats},
+    )
     click.echo(f"seed: {stats['records']} records from {stats['source']} -> {out}")

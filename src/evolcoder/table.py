@@ -28,7 +28,6 @@ from evolcoder.io import atomic_path, read_json, write_json
 log = logging.getLogger(__name__)
 
 
-
 def bench_label(bench: str, split: str = "base", res: dict | None = None) -> str:
     """Display name of a benchmark split: the score file's own labels, else the adapter's."""
     names = (res or {}).get("labels")
@@ -37,6 +36,7 @@ def bench_label(bench: str, split: str = "base", res: dict | None = None) -> str
 
         names = labels(bench)
     return names.get(split) or names.get("base", bench)
+
 
 TOLERANCE = 0.05  # published numbers are rounded to 0.1
 
@@ -72,8 +72,9 @@ def _mode(res: dict, path: str) -> str:
     return res.get("mode") or ("greedy" if res.get("n_samples_per_task", 1) == 1 else "sampled")
 
 
-def build_rows(scores: list[tuple[str, dict]], published: list[dict],
-               matches: dict[str, str] | None = None) -> list[dict]:
+def build_rows(
+    scores: list[tuple[str, dict]], published: list[dict], matches: dict[str, str] | None = None
+) -> list[dict]:
     """``matches``: our model name -> the published model it reproduces (its numbers are our reference)."""
     matches = {k.lower(): v for k, v in (matches or {}).items()}
     rows = []
@@ -89,22 +90,33 @@ def build_rows(scores: list[tuple[str, dict]], published: list[dict],
             if split not in res:
                 continue
             label = bench_label(bench, split, res)
-            pubs = [e for e in published if e["benchmark"] == bench and e["split"] == split
-                    and wanted & _names(e) and e.get("metric", "pass@1") == "pass@1"]
+            pubs = [
+                e
+                for e in published
+                if e["benchmark"] == bench
+                and e["split"] == split
+                and wanted & _names(e)
+                and e.get("metric", "pass@1") == "pass@1"
+            ]
             ours = res[split].get("pass@1")
             ref = next((e for e in pubs if e.get("reference") and e.get("mode", mode) == mode), None)
             delta = None if (ref is None or ours is None) else round(ours - float(ref["value"]), 1)
             row: dict[str, Any] = {
-                "model": model, "reproduces": reproduces, "benchmark": label, "benchmark_id": bench,
-                "split": split, "mode": mode, "n": res.get("n_samples_per_task"),
-                "n_tasks": res.get("n_tasks"), "complete": res.get("complete", True),
+                "model": model,
+                "reproduces": reproduces,
+                "benchmark": label,
+                "benchmark_id": bench,
+                "split": split,
+                "mode": mode,
+                "n": res.get("n_samples_per_task"),
+                "n_tasks": res.get("n_tasks"),
+                "complete": res.get("complete", True),
                 "pass@1": ours,
             }
             for k, v in res[split].items():
                 if k.startswith("pass@") and k != "pass@1":
                     row[k] = v
-            row["published"] = "; ".join(
-                f"{e['value']} ({e.get('mode', '?')}: {e.get('setting', '')})" for e in pubs)
+            row["published"] = "; ".join(f"{e['value']} ({e.get('mode', '?')}: {e.get('setting', '')})" for e in pubs)
             row["published_reference"] = ref["value"] if ref else None
             row["delta"] = delta
             row["differs"] = bool(delta is not None and abs(ours - float(ref["value"])) > TOLERANCE)
@@ -142,7 +154,8 @@ def _env_summary(env: dict) -> str:
     if env["pins_match"]:
         return f"official library pins (python {env.get('python', '?')})"
     return "⚠ not the official library pins: " + ", ".join(
-        f"{m} {d.get('have') or 'missing'} (pin {d.get('want')})" for m, d in (env.get("mismatches") or {}).items())
+        f"{m} {d.get('have') or 'missing'} (pin {d.get('want')})" for m, d in (env.get("mismatches") or {}).items()
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -154,33 +167,65 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
-    ks = sorted({k for r in rows for k in r if k.startswith("pass@") and k != "pass@1"},
-                key=lambda k: int(k.split("@")[1]))
-    head = ["model", "benchmark", "mode", "n", "tasks", "pass@1", *ks, "published", "Δ vs published",
-            "evaluator", "dataset", "time limits"]
+    ks = sorted(
+        {k for r in rows for k in r if k.startswith("pass@") and k != "pass@1"}, key=lambda k: int(k.split("@")[1])
+    )
+    head = [
+        "model",
+        "benchmark",
+        "mode",
+        "n",
+        "tasks",
+        "pass@1",
+        *ks,
+        "published",
+        "Δ vs published",
+        "evaluator",
+        "dataset",
+        "time limits",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
-        tasks = (f"{r['n_tasks']}" + ("" if r["complete"] else " (subset)")
-                 + (f", {r['skipped']} skipped" if r.get("skipped") else "")
-                 + (f", {r['not_in_dataset']} ids not in dataset skipped" if r.get("not_in_dataset") else "")
-                 + (", uneven n" if r.get("uneven_samples") else ""))
+        tasks = (
+            f"{r['n_tasks']}"
+            + ("" if r["complete"] else " (subset)")
+            + (f", {r['skipped']} skipped" if r.get("skipped") else "")
+            + (f", {r['not_in_dataset']} ids not in dataset skipped" if r.get("not_in_dataset") else "")
+            + (", uneven n" if r.get("uneven_samples") else "")
+        )
         evaluator = r["evaluator"] + (f"; {r['execution_env']}" if r.get("execution_env") else "")
         model = r["model"] + (f" (reproduces {r['reproduces']})" if r.get("reproduces") else "")
-        cells = [model, r["benchmark"], r["mode"], _fmt(r["n"]), tasks, _fmt(r["pass@1"]),
-                 *[_fmt(r.get(k)) for k in ks], r["published"] or "–", delta, evaluator,
-                 r["dataset"], r["time_limit_policy"]]
+        cells = [
+            model,
+            r["benchmark"],
+            r["mode"],
+            _fmt(r["n"]),
+            tasks,
+            _fmt(r["pass@1"]),
+            *[_fmt(r.get(k)) for k in ks],
+            r["published"] or "–",
+            delta,
+            evaluator,
+            r["dataset"],
+            r["time_limit_policy"],
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    notes = ["", "Δ: our pass@1 minus the published number that the same setting (and decoding mode) should "
-             "reproduce; ⚠ marks a difference beyond rounding (0.05)."]
+    notes = [
+        "",
+        "Δ: our pass@1 minus the published number that the same setting (and decoding mode) should "
+        "reproduce; ⚠ marks a difference beyond rounding (0.05).",
+    ]
     diffs = [r for r in rows if r.get("difference_note")]
     if diffs:
         notes.append("What differs where Δ is marked:")
         notes += [f"- {r['model']} {r['benchmark']} ({r['mode']}): {r['difference_note']}" for r in diffs]
     skipped = [r for r in rows if r.get("not_in_dataset") and r["split"] == "base"]
     for r in skipped:
-        notes.append(f"- {r['model']} {bench_label(r['benchmark_id'])}: "
-                     f"{r['not_in_dataset']} predicted task id(s) not in the dataset, skipped: {r['not_in_dataset_ids']}")
+        notes.append(
+            f"- {r['model']} {bench_label(r['benchmark_id'])}: "
+            f"{r['not_in_dataset']} predicted task id(s) not in the dataset, skipped: {r['not_in_dataset_ids']}"
+        )
     notes.append("Sources of published numbers:")
     seen = set()
     for r in rows:
@@ -188,12 +233,23 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
             seen.add(r["sources"])
             notes.append(f"- {r['model']} {r['benchmark']}: {r['sources']}")
     if comparison:
-        notes += ["", "### Published comparison rows (other models, as printed in the papers; not evaluated here)", "",
-                  "| model | benchmark | pass@1 | mode | setting | source |", "|---|---|---|---|---|---|"]
+        notes += [
+            "",
+            "### Published comparison rows (other models, as printed in the papers; not evaluated here)",
+            "",
+            "| model | benchmark | pass@1 | mode | setting | source |",
+            "|---|---|---|---|---|---|",
+        ]
         for e in comparison:
             label = bench_label(e["benchmark"], e["split"])
-            cells = [e["model"], label, _fmt(float(e["value"])), e.get("mode", "?"), e.get("setting", ""),
-                     e.get("source", "")]
+            cells = [
+                e["model"],
+                label,
+                _fmt(float(e["value"])),
+                e.get("mode", "?"),
+                e.get("setting", ""),
+                e.get("source", ""),
+            ]
             notes.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines + notes) + "\n"
 
@@ -208,8 +264,9 @@ def write_chart(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4.5))
     xs = range(len(rows))
     ax.bar([x - 0.2 for x in xs], [r["pass@1"] or 0 for r in rows], width=0.4, label="ours (pass@1)")
-    ax.bar([x + 0.2 for x in xs], [r["published_reference"] or 0 for r in rows], width=0.4,
-           label="published", alpha=0.6)
+    ax.bar(
+        [x + 0.2 for x in xs], [r["published_reference"] or 0 for r in rows], width=0.4, label="published", alpha=0.6
+    )
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("pass@1 (%)")
@@ -221,8 +278,13 @@ def write_chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_table(score_files: list[str], out_dir: str, published: str | None = None,
-                matches: dict[str, str] | None = None, comparison: bool = False) -> list[dict]:
+def write_table(
+    score_files: list[str],
+    out_dir: str,
+    published: str | None = None,
+    matches: dict[str, str] | None = None,
+    comparison: bool = False,
+) -> list[dict]:
     scores = []
     for f in score_files:
         res = read_json(f)
@@ -249,13 +311,21 @@ def write_table(score_files: list[str], out_dir: str, published: str | None = No
 @click.command(help="Collect score files into results tables (md/csv/json) and a bar chart.")
 @click.option("--out-dir", required=True, help="Folder for scores.{md,csv,json,png}.")
 @click.option("--published", default=None, help="YAML of published numbers (default: bundled).")
-@click.option("--match", "match", multiple=True, metavar="OURS=PUBLISHED",
-              help="Our model OURS reproduces the published model PUBLISHED: compare with its numbers (repeatable).")
-@click.option("--comparison/--no-comparison", default=False, show_default=True,
-              help="Add the papers' rows of other models as a separate block.")
+@click.option(
+    "--match",
+    "match",
+    multiple=True,
+    metavar="OURS=PUBLISHED",
+    help="Our model OURS reproduces the published model PUBLISHED: compare with its numbers (repeatable).",
+)
+@click.option(
+    "--comparison/--no-comparison",
+    default=False,
+    show_default=True,
+    help="Add the papers' rows of other models as a separate block.",
+)
 @click.argument("scores", nargs=-1, required=True)
-def cli(out_dir: str, published: str | None, match: tuple[str, ...], comparison: bool,
-        scores: tuple[str, ...]) -> None:
+def cli(out_dir: str, published: str | None, match: tuple[str, ...], comparison: bool, scores: tuple[str, ...]) -> None:
     matches = {}
     for m in match:
         if "=" not in m:

@@ -42,8 +42,10 @@ def get_benchmark(name: str, **options: Any):
     options = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(options) - set(klass.data_options))
     if unknown:
-        raise EvolcoderError(f"benchmark {name}: unknown option(s) {', '.join(unknown)}"
-                             f"{' (it takes ' + ', '.join(klass.data_options) + ')' if klass.data_options else ''}")
+        raise EvolcoderError(
+            f"benchmark {name}: unknown option(s) {', '.join(unknown)}"
+            f"{' (it takes ' + ', '.join(klass.data_options) + ')' if klass.data_options else ''}"
+        )
     return klass(**options) if options else klass()
 
 
@@ -64,8 +66,13 @@ def describe() -> dict[str, dict]:
     out = {}
     for name in BENCHMARKS:
         k = adapter_class(name)
-        out[name] = {"labels": dict(k.labels), "data_key": k.data_key, "data_options": dict(k.data_options),
-                     "needs_timings": bool(k.needs_timings), "has_plus": bool(k.has_plus)}
+        out[name] = {
+            "labels": dict(k.labels),
+            "data_key": k.data_key,
+            "data_options": dict(k.data_options),
+            "needs_timings": bool(k.needs_timings),
+            "has_plus": bool(k.has_plus),
+        }
     return out
 
 

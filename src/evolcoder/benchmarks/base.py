@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evolcoder.benchmarks.postprocess import (POSTPROCESS_METHODS, evalplus_sanitize, process_humaneval,
-                                              strip_response)
+from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS, evalplus_sanitize, process_humaneval, strip_response
 from evolcoder.errors import DataError, EvolcoderError
 from evolcoder.io import iter_jsonl, sha256_file
 
@@ -34,17 +33,18 @@ class Sample:
 
 # ----------------------------------------------------------------------------- the adapter
 
+
 class Benchmark:
     """One benchmark: dataset, prompts, post-processing and scorer (registered in
     :data:`evolcoder.benchmarks.BENCHMARKS`; what the workflow reads is the class attributes)."""
 
     name: str = ""
-    labels: dict[str, str] = {}           # display names of the splits: {"base": ..., "plus": ...}
-    has_plus: bool = False                # a second, harder split ("plus") of the same tasks
+    labels: dict[str, str] = {}  # display names of the splits: {"base": ..., "plus": ...}
+    has_plus: bool = False  # a second, harder split ("plus") of the same tasks
     stop_sequences: tuple[str, ...] = ("\n### Instruction", "\n### Input:", "\n### Response:")
-    data_key: str = ""                    # key under config `data:` of the dataset file
-    data_options: dict[str, str] = {}     # constructor option -> `data:` key of the file it takes
-    needs_timings: bool = False           # per-test limits from reference timings (`evolcoder timings`)
+    data_key: str = ""  # key under config `data:` of the dataset file
+    data_options: dict[str, str] = {}  # constructor option -> `data:` key of the file it takes
+    needs_timings: bool = False  # per-test limits from reference timings (`evolcoder timings`)
     decontamination_fields: tuple[str, ...] = ("prompt",)  # task fields merge checks for overlap
 
     # --- dataset -------------------------------------------------------------------------
@@ -70,13 +70,21 @@ class Benchmark:
         if path is None or not Path(path).exists():
             raise DataError(f"{self.name}: dataset not found ({data_path})")
         tasks = tasks if tasks is not None else self.load_tasks(path)
-        return {"name": self.name, "version": self.dataset_version(path, tasks), "path": str(path),
-                "sha256": sha256_file(path), "n_tasks": len(tasks)}
+        return {
+            "name": self.name,
+            "version": self.dataset_version(path, tasks),
+            "path": str(path),
+            "sha256": sha256_file(path),
+            "n_tasks": len(tasks),
+        }
 
     def decontamination_texts(self, data_path: str | None) -> list[tuple[str, str, str]]:
         """(task_id, field, text) of every text merge's decontamination checks for overlap."""
-        return [(str(t["task_id"]), f, t.get(f) or "") for t in self.load_tasks(data_path)
-                for f in self.decontamination_fields]
+        return [
+            (str(t["task_id"]), f, t.get(f) or "")
+            for t in self.load_tasks(data_path)
+            for f in self.decontamination_fields
+        ]
 
     # --- prompts ---------------------------------------------------------------------------
     def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
@@ -120,8 +128,9 @@ class Benchmark:
             return self.postprocess(task, raw, method)
         raise DataError("prediction has none of solution, completion, all_code, raw")
 
-    def load_predictions(self, path: str, tasks: list[dict], method: str = "wizardcoder",
-                         report: dict | None = None) -> list[Sample]:
+    def load_predictions(
+        self, path: str, tasks: list[dict], method: str = "wizardcoder", report: dict | None = None
+    ) -> list[Sample]:
         """The samples of a predictions file. Several lines per task are samples (n). Lines for tasks the
         dataset does not have are skipped with one warning (as official evalplus does) and listed in
         ``report["not_in_dataset"]``; uneven n per task is warned about and listed in
@@ -139,8 +148,7 @@ class Benchmark:
             if "task_id" not in rec:
                 raise DataError(f"{path}:{lineno}: prediction without task_id")
             tid = str(rec["task_id"])
-            if tid not in by_id and (not prefixes or "/" not in tid
-                                     or tid.rsplit("/", 1)[0].lower() in prefixes):
+            if tid not in by_id and (not prefixes or "/" not in tid or tid.rsplit("/", 1)[0].lower() in prefixes):
                 tid = alias.get(self.short_id(tid), tid)
             if tid not in by_id:
                 unknown[str(rec["task_id"])] = unknown.get(str(rec["task_id"]), 0) + 1
@@ -155,25 +163,48 @@ class Benchmark:
             raise DataError(f"{path}: no predictions")
         if not samples:
             example = ", ".join(list(unknown)[:3])
-            raise DataError(f"{path}: none of its {len(unknown)} task ids is in {self.name} "
-                            f"({len(tasks)} tasks; e.g. {example}): wrong --benchmark or dataset version?")
+            raise DataError(
+                f"{path}: none of its {len(unknown)} task ids is in {self.name} "
+                f"({len(tasks)} tasks; e.g. {example}): wrong --benchmark or dataset version?"
+            )
         if unknown:
             n_lines = sum(unknown.values())
-            log.warning("%s: skipped %d prediction line(s) for %d task(s) not in the %s dataset (%s%s); "
-                        "scoring the %d task(s) it has", path, n_lines, len(unknown), self.name,
-                        ", ".join(list(unknown)[:5]), ", ..." if len(unknown) > 5 else "", len(counter))
+            log.warning(
+                "%s: skipped %d prediction line(s) for %d task(s) not in the %s dataset (%s%s); "
+                "scoring the %d task(s) it has",
+                path,
+                n_lines,
+                len(unknown),
+                self.name,
+                ", ".join(list(unknown)[:5]),
+                ", ..." if len(unknown) > 5 else "",
+                len(counter),
+            )
         ns = sorted(set(counter.values()))
         if len(ns) > 1:
             mode = max(ns, key=lambda n: sum(1 for v in counter.values() if v == n))
             odd = {t: n for t, n in counter.items() if n != mode}
-            log.warning("%s: uneven number of samples per task (%s; %d task(s) differ from n=%d): "
-                        "pass@k uses each task's own n", path, "/".join(map(str, ns)), len(odd), mode)
+            log.warning(
+                "%s: uneven number of samples per task (%s; %d task(s) differ from n=%d): "
+                "pass@k uses each task's own n",
+                path,
+                "/".join(map(str, ns)),
+                len(odd),
+                mode,
+            )
         if report is not None:
-            report["not_in_dataset"] = {"count": len(unknown), "lines": sum(unknown.values()),
-                                        "task_ids": sorted(unknown, key=_order)}
+            report["not_in_dataset"] = {
+                "count": len(unknown),
+                "lines": sum(unknown.values()),
+                "task_ids": sorted(unknown, key=_order),
+            }
             if len(ns) > 1:
-                report["uneven_samples"] = {"min": ns[0], "max": ns[-1], "most_common": mode,
-                                            "tasks": {t: odd[t] for t in sorted(odd, key=_order)}}
+                report["uneven_samples"] = {
+                    "min": ns[0],
+                    "max": ns[-1],
+                    "most_common": mode,
+                    "tasks": {t: odd[t] for t in sorted(odd, key=_order)},
+                }
         return samples
 
     @staticmethod
@@ -188,8 +219,16 @@ class Benchmark:
         """Per-run context (expected outputs, reference timings); None by default."""
         return None
 
-    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0, start: int = 0) -> Job:
+    def make_job(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        time_factor: float = 1.0,
+        start: int = 0,
+    ) -> Job:
         """The sandbox job of one sample on one split; ``start``: first test to run (retries)."""
         raise NotImplementedError
 
@@ -199,15 +238,29 @@ class Benchmark:
     def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
         from evolcoder.benchmarks.scoring import _version
 
-        return {"name": "evolcoder", "version": _version(), "semantics": settings.semantics,
-                "time_limit_policy": self.time_limit_policy(settings, ctx)}
+        return {
+            "name": "evolcoder",
+            "version": _version(),
+            "semantics": settings.semantics,
+            "time_limit_policy": self.time_limit_policy(settings, ctx),
+        }
 
     def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
-        return (f"{settings.timeout_s:g}s per program ({settings.clock} time); timeouts retried "
-                f"{settings.retries}x alone at x{settings.retry_time_factor:g}")
+        return (
+            f"{settings.timeout_s:g}s per program ({settings.clock} time); timeouts retried "
+            f"{settings.retries}x alone at x{settings.retry_time_factor:g}"
+        )
 
-    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-              result: JobResult, start: int = 0) -> dict:
+    def check(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        result: JobResult,
+        start: int = 0,
+    ) -> dict:
         """The verdict of one job, decided in the scoring process (default: what the harness reported)."""
         from evolcoder.benchmarks.scoring import _verdict
 
@@ -217,8 +270,9 @@ class Benchmark:
         """The interpreter whose workers run the programs; None: this process's own."""
         return None
 
-    def select(self, samples: list[Sample], data_path: str | None,
-               settings: ScoreSettings) -> tuple[list[Sample], ScoreSettings, Any]:
+    def select(
+        self, samples: list[Sample], data_path: str | None, settings: ScoreSettings
+    ) -> tuple[list[Sample], ScoreSettings, Any]:
         """Before scoring: the samples that can be scored, the settings to score them with (a copy
         where they change) and anything :meth:`finalize` needs. Default: all of them, unchanged."""
         return samples, settings, None

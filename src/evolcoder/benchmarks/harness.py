@@ -46,16 +46,48 @@ class UntrustedOutput(Exception):
 
 # ----------------------------------------------------------------------------- trusted values
 
-_SCALARS = {type(None), bool, int, float, complex, str, bytes, decimal.Decimal, fractions.Fraction,
-            type(Ellipsis), type(NotImplemented)}
+_SCALARS = {
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    decimal.Decimal,
+    fractions.Fraction,
+    type(Ellipsis),
+    type(NotImplemented),
+}
 _SEQUENCES = {list, tuple, set, frozenset, collections.deque, bytearray, range}
 _MAPPINGS = {dict, collections.OrderedDict, collections.defaultdict, collections.Counter}
 _PLAIN = _SCALARS | _SEQUENCES | _MAPPINGS
-_HARMLESS = {"__module__", "__qualname__", "__doc__", "__slots__", "__dict__", "__weakref__",
-             "__annotations__", "__new__", "__init__", "__repr__", "__str__", "__getnewargs__",
-             "__match_args__", "_fields", "_field_defaults", "_make", "_asdict", "_replace",
-             "__orig_bases__", "__parameters__", "__firstlineno__", "__static_attributes__",
-             "__init_subclass__", "__class_getitem__"}
+_HARMLESS = {
+    "__module__",
+    "__qualname__",
+    "__doc__",
+    "__slots__",
+    "__dict__",
+    "__weakref__",
+    "__annotations__",
+    "__new__",
+    "__init__",
+    "__repr__",
+    "__str__",
+    "__getnewargs__",
+    "__match_args__",
+    "_fields",
+    "_field_defaults",
+    "_make",
+    "_asdict",
+    "_replace",
+    "__orig_bases__",
+    "__parameters__",
+    "__firstlineno__",
+    "__static_attributes__",
+    "__init_subclass__",
+    "__class_getitem__",
+}
 
 
 def _plain_base(t: type) -> type | None:
@@ -128,6 +160,7 @@ def check_trusted(x: Any, _depth: int = 0, _seen: set | None = None) -> None:
 
 # ----------------------------------------------------------------------------- guard and io
 
+
 class _Sink(io.StringIO):
     def write(self, s: str) -> int:  # discard, but count like a stream
         return len(s)
@@ -166,10 +199,34 @@ def reliability_guard() -> None:
     builtins.exit = None
     builtins.quit = None
     os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid",
-                 "fork", "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink",
-                 "fchmod", "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown",
-                 "getcwd", "chdir"):
+    for name in (
+        "kill",
+        "system",
+        "putenv",
+        "remove",
+        "removedirs",
+        "rmdir",
+        "fchdir",
+        "setuid",
+        "fork",
+        "forkpty",
+        "killpg",
+        "rename",
+        "renames",
+        "truncate",
+        "replace",
+        "unlink",
+        "fchmod",
+        "fchown",
+        "chmod",
+        "chown",
+        "chroot",
+        "lchflags",
+        "lchmod",
+        "lchown",
+        "getcwd",
+        "chdir",
+    ):
         setattr(os, name, None)
     builtins.open = None
     shutil.rmtree = None
@@ -204,9 +261,16 @@ class _Timer:
 # ----------------------------------------------------------------------------- evalplus oracles
 
 MBPP_OUTPUT_NOT_NONE_TASKS = ["check_str", "text_match_three", "text_starta_endb"]
-MBPP_OUTPUT_SET_EQ_TASKS = ["similar_elements", "find_char_long", "common_in_nested_lists",
-                            "extract_singly", "larg_nnum", "intersection_array", "find_dissimilar",
-                            "Diff"]
+MBPP_OUTPUT_SET_EQ_TASKS = [
+    "similar_elements",
+    "find_char_long",
+    "common_in_nested_lists",
+    "extract_singly",
+    "larg_nnum",
+    "intersection_array",
+    "find_dissimilar",
+    "Diff",
+]
 
 
 def _poly(xs: list, x: float):
@@ -278,14 +342,20 @@ def to_plain(x: Any, _depth: int = 0) -> Any:
     return base(items)
 
 
-_SCALAR_COPY = {int: int.__int__, float: float.__float__, complex: lambda v: complex(v.real, v.imag),
-                str: lambda v: str.__add__("", v), bytes: lambda v: bytes.__add__(b"", v),
-                decimal.Decimal: lambda v: decimal.Decimal(str(decimal.Decimal.__str__(v))),
-                fractions.Fraction: lambda v: fractions.Fraction(int(v.numerator), int(v.denominator))}
+_SCALAR_COPY = {
+    int: int.__int__,
+    float: float.__float__,
+    complex: lambda v: complex(v.real, v.imag),
+    str: lambda v: str.__add__("", v),
+    bytes: lambda v: bytes.__add__(b"", v),
+    decimal.Decimal: lambda v: decimal.Decimal(str(decimal.Decimal.__str__(v))),
+    fractions.Fraction: lambda v: fractions.Fraction(int(v.numerator), int(v.denominator)),
+}
 
 
-def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, time_limits: list[float],
-                 sem: dict, start: int = 0) -> dict:
+def run_evalplus(
+    code: str, entry_point: str, dataset: str, inputs: list, time_limits: list[float], sem: dict, start: int = 0
+) -> dict:
     """In the sandboxed child: the sample on each input in order (evalplus's ``unsafe_execute``
     without the comparison, which :func:`check_evalplus` does in the scoring process).
 
@@ -321,8 +391,14 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, time_l
                 plain = to_plain(out)
                 outs.append(dumps((True, plain) if not_none else plain, proto))
         except TimeLimitExceeded:
-            return {"outputs": outs, "stop": ["timeout", i, f"time limit {time_limits[i]:.3g}s "
-                                                           f"({sem.get('clock', 'cpu')} time) at test {i}"]}
+            return {
+                "outputs": outs,
+                "stop": [
+                    "timeout",
+                    i,
+                    f"time limit {time_limits[i]:.3g}s ({sem.get('clock', 'cpu')} time) at test {i}",
+                ],
+            }
         except UntrustedOutput as exc:
             return {"outputs": outs, "stop": ["fail", i, str(exc)]}
         except BaseException as exc:
@@ -330,8 +406,9 @@ def run_evalplus(code: str, entry_point: str, dataset: str, inputs: list, time_l
     return {"outputs": outs, "stop": None}
 
 
-def check_evalplus(result: dict, entry_point: str, dataset: str, inputs: list, expected: list, atol: float,
-                   sem: dict, start: int = 0) -> dict:
+def check_evalplus(
+    result: dict, entry_point: str, dataset: str, inputs: list, expected: list, atol: float, sem: dict, start: int = 0
+) -> dict:
     """In the scoring process: the outputs a sandboxed run sent back against the expected ones
     (evalplus's checks and special oracles, first failure decides).
 
@@ -395,7 +472,7 @@ def check_evalplus(result: dict, entry_point: str, dataset: str, inputs: list, e
                 atol = 1e-6  # evalplus keeps this for the following inputs too
             if not exact_match and atol != 0:
                 if sem.get("allclose_type_check", True):
-                    assert type(out) == type(exp)
+                    assert type(out) == type(exp)  # noqa: E721 (evalplus's own comparison)
                     if isinstance(exp, (list, tuple)):
                         assert len(out) == len(exp)
                 assert allclose(out, exp, rtol=1e-07, atol=atol)
@@ -414,16 +491,31 @@ def check_evalplus(result: dict, entry_point: str, dataset: str, inputs: list, e
     if n < len(inputs):
         return {"status": FAIL, "done": n, "failed": n, "reason": "incomplete result"}
     if uncounted:
-        return {"status": FAIL, "done": len(inputs) - uncounted, "failed": None,
-                "reason": "find_zero: inputs not counted (evalplus 0.3.1 quirk)"}
+        return {
+            "status": FAIL,
+            "done": len(inputs) - uncounted,
+            "failed": None,
+            "reason": "find_zero: inputs not counted (evalplus 0.3.1 quirk)",
+        }
     return {"status": PASS, "done": len(inputs), "failed": None, "reason": ""}
 
 
 # ----------------------------------------------------------------------------- MBPP asserts
 
 # Names a test may use that the scoring process provides itself (never taken from the sample).
-_CHECK_MODULES = ("math", "cmath", "re", "collections", "itertools", "heapq", "decimal", "fractions",
-                  "string", "operator", "functools")
+_CHECK_MODULES = (
+    "math",
+    "cmath",
+    "re",
+    "collections",
+    "itertools",
+    "heapq",
+    "decimal",
+    "fractions",
+    "string",
+    "operator",
+    "functools",
+)
 # Calls the checker evaluates itself around values computed by the sample (numeric, no iteration).
 _PASSTHROUGH = {"math.isclose", "cmath.isclose", "abs", "round", "float", "int", "complex", "len", "str", "bool"}
 
@@ -459,8 +551,7 @@ class _Leaves(ast.NodeTransformer):
             return node
         if isinstance(node, (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp, ast.Tuple, ast.List)):
             return self.generic_visit(node)
-        if isinstance(node, ast.Call) and ast.unparse(node.func) in _PASSTHROUGH \
-                and not self._needs_sample(node.func):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in _PASSTHROUGH and not self._needs_sample(node.func):
             node.args = [self.visit(a) for a in node.args]
             for kw in node.keywords:
                 kw.value = self.visit(kw.value)
@@ -494,8 +585,11 @@ def shadowed_names(glb: dict) -> list[str]:
     """The builtin and checker-module names a program's globals rebind (a module imported under its
     own name is not a rebinding)."""
     modules = sys.modules
-    return sorted(n for n in _trusted_names() if n in glb and not n.startswith("__")
-                  and not (n in _CHECK_MODULES and glb[n] is modules.get(n)))
+    return sorted(
+        n
+        for n in _trusted_names()
+        if n in glb and not n.startswith("__") and not (n in _CHECK_MODULES and glb[n] is modules.get(n))
+    )
 
 
 def run_assert_leaves(code: str, setup: str, tests: list[str], time_limit: float, sem: dict) -> dict:
@@ -524,9 +618,11 @@ def run_assert_leaves(code: str, setup: str, tests: list[str], time_limit: float
         finally:
             timer.stop()
     except TimeLimitExceeded:
-        return {"outputs": outs, "stop": ["timeout", max(t, 0), f"time limit {time_limit:.3g}s "
-                                                               f"({sem.get('clock', 'cpu')} time)"],
-                "shadowed": shadowed}
+        return {
+            "outputs": outs,
+            "stop": ["timeout", max(t, 0), f"time limit {time_limit:.3g}s ({sem.get('clock', 'cpu')} time)"],
+            "shadowed": shadowed,
+        }
     except UntrustedOutput as exc:
         return {"outputs": outs, "stop": ["fail", max(t, 0), str(exc)], "shadowed": shadowed}
     except BaseException as exc:
@@ -543,8 +639,12 @@ def check_asserts(result: dict, tests: list[str] | tuple[str, ...], plan_of=None
 
     outs, stop, shadowed = result.get("outputs"), result.get("stop"), result.get("shadowed", [])
     names = _trusted_names()
-    if (not isinstance(outs, list) or not (stop is None or (isinstance(stop, list) and len(stop) == 3))
-            or not isinstance(shadowed, list) or not all(type(n) is str and n in names for n in shadowed)):
+    if (
+        not isinstance(outs, list)
+        or not (stop is None or (isinstance(stop, list) and len(stop) == 3))
+        or not isinstance(shadowed, list)
+        or not all(type(n) is str and n in names for n in shadowed)
+    ):
         return {"status": FAIL, "done": 0, "failed": 0, "reason": "malformed result"}
     plan = (plan_of or plan_asserts)(tuple(tests), tuple(sorted(set(shadowed))))
     base_ns = _check_namespace()
@@ -580,11 +680,17 @@ def check_asserts(result: dict, tests: list[str] | tuple[str, ...], plan_of=None
 
 # ----------------------------------------------------------------------------- DS-1000
 
+
 def run_ds1000(code_context: str, solution: str, time_limit: float, sem: dict) -> dict:
     """DS-1000's official check: ``code_context`` + ``test_execution(solution)`` (+ ``test_string``)."""
     timer = _Timer(sem.get("clock", "wall"))
-    program = (code_context + "\n" + f"code = {solution!r}\n" + "test_execution(code)\n"
-               + ("test_string(code)\n" if "test_string(" in code_context else ""))
+    program = (
+        code_context
+        + "\n"
+        + f"code = {solution!r}\n"
+        + "test_execution(code)\n"
+        + ("test_string(code)\n" if "test_string(" in code_context else "")
+    )
     glb: dict = {"__name__": "__main__"}
     try:
         timer.start(time_limit)
@@ -602,8 +708,10 @@ def run_ds1000(code_context: str, solution: str, time_limit: float, sem: dict) -
 
 # ----------------------------------------------------------------------------- reference (trusted)
 
-def run_reference(code: str, entry_point: str, input_groups: dict[str, list], repeats: int,
-                  output_not_none: bool) -> dict:
+
+def run_reference(
+    code: str, entry_point: str, input_groups: dict[str, list], repeats: int, output_not_none: bool
+) -> dict:
     """Expected outputs and per-input CPU times of the canonical solution (trusted code).
 
     Each input is timed ``repeats`` times (on a deep copy) and the minimum CPU time is kept, so a

@@ -32,8 +32,7 @@ class MbppOriginal(Benchmark):
     labels = {"base": "MBPP"}
     data_key = "mbpp_original"
     decontamination_fields = ("text", "code")
-    stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__",
-                      "\n# Example usage")
+    stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")
 
     def load_tasks(self, data_path: str | None = None) -> list[dict]:
         path = self.resolve_path(data_path)
@@ -63,18 +62,36 @@ class MbppOriginal(Benchmark):
             return rec["completion"]  # no prompt to prepend: the completion is the program
         return super().solution_from_record(task, rec, method)
 
-    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0, start: int = 0) -> Job:
+    def make_job(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        time_factor: float = 1.0,
+        start: int = 0,
+    ) -> Job:
         """The solution and setup code, then each assert's sample-side values (see :meth:`check`)."""
         limit = settings.timeout_s * time_factor
         tests = tuple(task["test_list"])
         _plan(tests)  # a test the checker cannot split is a data error, raised here
-        return Job(harness.run_assert_leaves,
-                   (sample.solution, task.get("test_setup_code", ""), list(tests), limit, settings.sem()),
-                   limits_for(settings, limit))
+        return Job(
+            harness.run_assert_leaves,
+            (sample.solution, task.get("test_setup_code", ""), list(tests), limit, settings.sem()),
+            limits_for(settings, limit),
+        )
 
-    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-              result: JobResult, start: int = 0) -> dict:
+    def check(
+        self,
+        task: dict,
+        sample: Sample,
+        split: str,
+        ctx: Any,
+        settings: ScoreSettings,
+        result: JobResult,
+        start: int = 0,
+    ) -> dict:
         if result.status != "ok" or result.result is None:
             return _verdict(result)  # timeout or crash: decided by the sandbox guard, not the sample
         return harness.check_asserts(result.result, task["test_list"], plan_of=_plan)

@@ -29,15 +29,16 @@ def _cut(code: str, marker: str) -> str:
     return code[: code.index(marker)].strip() if marker in code else code
 
 
-def wizardcoder_extract(completion: str, *, fence_end: str = "```", drop_cr: bool = True,
-                        cut_at: tuple[str, ...] = ()) -> str:
+def wizardcoder_extract(
+    completion: str, *, fence_end: str = "```", drop_cr: bool = True, cut_at: tuple[str, ...] = ()
+) -> str:
     """The extraction shared by WizardCoder's process scripts: from the first ```` ```python ````
     (every ```` ```python ```` removed) to the next ``fence_end``, stripped; then cut at
     ``if __name__ == "__main__":``, at ``# Example usage`` and at each of ``cut_at``. Text without a
     ```` ```python ```` block is kept as it is (cuts aside), as there."""
     c = completion.replace("\r", "") if drop_cr else completion
     if "```python" in c:
-        c = c[c.index("```python"):].strip().replace("```python", "")
+        c = c[c.index("```python") :].strip().replace("```python", "")
         if fence_end in c:
             c = c[: c.index(fence_end)].strip()
     c = _cut(c, 'if __name__ == "__main__":') if '__name__ == "__main__"' in c else c

@@ -12,7 +12,6 @@ import yaml
 
 from evolcoder.errors import EvolcoderError
 
-
 _EVAL_TEMPLATES = resources.files("evolcoder") / "templates" / "eval"
 
 
@@ -55,12 +54,18 @@ def prompt_template(template: str, benchmark: str) -> PromptTemplate:
         return PromptTemplate(str(path), path.read_text(encoding="utf-8"))
     ref = _EVAL_TEMPLATES / template / f"{benchmark}.txt"
     if not ref.is_file():
-        raise EvolcoderError(f"unknown prompt template {template!r} for {benchmark} "
-                             f"(available: {', '.join(template_names())}, or a .txt path)")
+        raise EvolcoderError(
+            f"unknown prompt template {template!r} for {benchmark} "
+            f"(available: {', '.join(template_names())}, or a .txt path)"
+        )
     meta_ref = _EVAL_TEMPLATES / template / "template.yaml"
     meta = yaml.safe_load(meta_ref.read_text(encoding="utf-8")) if meta_ref.is_file() else {}
-    return PromptTemplate(template, ref.read_text(encoding="utf-8"), tabs=bool(meta.get("tabs", False)),
-                          humaneval_problems=str(meta.get("humaneval_problems", "evalplus")))
+    return PromptTemplate(
+        template,
+        ref.read_text(encoding="utf-8"),
+        tabs=bool(meta.get("tabs", False)),
+        humaneval_problems=str(meta.get("humaneval_problems", "evalplus")),
+    )
 
 
 def load_template(template: str, benchmark: str) -> str:

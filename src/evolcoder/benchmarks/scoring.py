@@ -14,16 +14,26 @@ from evolcoder.sandbox.jobs import FAIL, PASS, TIMEOUT, JobResult, Limits
 # Scoring semantics of evalplus releases ("era pinning"). The default is the current release.
 SEMANTICS: dict[str, dict[str, Any]] = {
     "evalplus-0.3.1": {
-        "min_time_limit": 1.0, "gt_time_limit_factor": 4.0, "task_time_cap": 60.0,
-        "mbpp_set_eq": True, "mbpp_not_none_bool": True, "mbpp_extra_oracles": True,
-        "allclose_type_check": True, "find_zero_quirk": True,
+        "min_time_limit": 1.0,
+        "gt_time_limit_factor": 4.0,
+        "task_time_cap": 60.0,
+        "mbpp_set_eq": True,
+        "mbpp_not_none_bool": True,
+        "mbpp_extra_oracles": True,
+        "allclose_type_check": True,
+        "find_zero_quirk": True,
     },
     # Current when WizardCoder-33B-V1.1 (Jan 2024) reported 78.9/66.9 on MBPP/MBPP+ (v0.1.0):
     # 0.2 s time floor, outputs compared as lists, regex tasks only checked for "not None".
     "evalplus-0.2.0": {
-        "min_time_limit": 0.2, "gt_time_limit_factor": 4.0, "task_time_cap": 60.0,
-        "mbpp_set_eq": False, "mbpp_not_none_bool": False, "mbpp_extra_oracles": False,
-        "allclose_type_check": False, "find_zero_quirk": True,
+        "min_time_limit": 0.2,
+        "gt_time_limit_factor": 4.0,
+        "task_time_cap": 60.0,
+        "mbpp_set_eq": False,
+        "mbpp_not_none_bool": False,
+        "mbpp_extra_oracles": False,
+        "allclose_type_check": False,
+        "find_zero_quirk": True,
     },
 }
 DEFAULT_SEMANTICS = "evalplus-0.3.1"
@@ -40,17 +50,17 @@ class ScoreSettings(Settings):
     SECTION: ClassVar[str] = _EX
     WHERE: ClassVar[str] = "score settings"
 
-    jobs: int = _default(_EX, "jobs")                    # parallel sandbox workers
-    timeout_s: float = _default(_EX, "timeout_s")        # per-program limit (mbpp-original)
+    jobs: int = _default(_EX, "jobs")  # parallel sandbox workers
+    timeout_s: float = _default(_EX, "timeout_s")  # per-program limit (mbpp-original)
     memory_mb: int = _default(_EX, "memory_mb")
     nproc: int = _default(_EX, "nproc")
     fsize_mb: int = _default(_EX, "fsize_mb")
-    semantics: str = _default(_EX, "semantics")          # evalplus-0.3.1 | evalplus-0.2.0
-    clock: str = _default(_EX, "clock")                  # per-test limits on CPU time or "wall"
+    semantics: str = _default(_EX, "semantics")  # evalplus-0.3.1 | evalplus-0.2.0
+    clock: str = _default(_EX, "clock")  # per-test limits on CPU time or "wall"
     min_time_limit: float | None = _default(_EX, "min_time_limit")
     gt_time_limit_factor: float | None = _default(_EX, "gt_time_limit_factor")
-    wall_factor: float = _default(_EX, "wall_factor")    # no-progress guard (see the schema)
-    retries: int = _default(_EX, "retries")              # re-runs of a timed-out sample, alone
+    wall_factor: float = _default(_EX, "wall_factor")  # no-progress guard (see the schema)
+    retries: int = _default(_EX, "retries")  # re-runs of a timed-out sample, alone
     retry_time_factor: float = _default(_EX, "retry_time_factor")
     reference_repeats: int = _default(_EX, "reference_repeats")
     semantics_overrides: dict = _default(_EX, "semantics_overrides")
@@ -60,7 +70,7 @@ class ScoreSettings(Settings):
     ds1000_timeout_s: float = _default(_EX, "ds1000_timeout_s")
     # not config keys: the rule derives them
     ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
-    timings: str | None = None          # reference timings file (read, or written when missing)
+    timings: str | None = None  # reference timings file (read, or written when missing)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ScoreSettings":
@@ -74,8 +84,9 @@ class ScoreSettings(Settings):
 
     def check(self) -> None:
         if self.semantics not in SEMANTICS:
-            raise EvolcoderError(f"score settings: unknown semantics {self.semantics!r} "
-                                 f"(one of {', '.join(SEMANTICS)})")
+            raise EvolcoderError(
+                f"score settings: unknown semantics {self.semantics!r} (one of {', '.join(SEMANTICS)})"
+            )
         if self.clock not in ("cpu", "wall"):
             raise EvolcoderError(f"score settings: clock must be 'cpu' or 'wall', not {self.clock!r}")
 
@@ -119,6 +130,10 @@ def _version() -> str:
 
 def limits_for(settings: ScoreSettings, cpu_budget: float, memory_mb: int | None = None) -> Limits:
     """Sandbox limits of a job whose tests may use ``cpu_budget`` CPU seconds in total."""
-    return Limits(wall_s=cpu_budget * settings.wall_factor + 2.0, cpu_s=cpu_budget + 1.0,
-                  memory_mb=memory_mb or settings.memory_mb, nproc=settings.nproc,
-                  fsize_mb=settings.fsize_mb)
+    return Limits(
+        wall_s=cpu_budget * settings.wall_factor + 2.0,
+        cpu_s=cpu_budget + 1.0,
+        memory_mb=memory_mb or settings.memory_mb,
+        nproc=settings.nproc,
+        fsize_mb=settings.fsize_mb,
+    )

@@ -46,8 +46,14 @@ def machine_info() -> dict:
         pass
     cores = os.cpu_count() or 1
     klass = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu or platform.machine()}-{cores}c").strip("-").lower()
-    return {"machine_class": klass, "cpu": cpu, "cores": cores, "machine": platform.machine(),
-            "python": sys.version.split()[0], "platform": platform.platform()}
+    return {
+        "machine_class": klass,
+        "cpu": cpu,
+        "cores": cores,
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
 
 
 def default_cache_path(benchmark: str, sha256: str, machine_class: str) -> Path:
@@ -68,18 +74,30 @@ def compute(bench, tasks: list[dict], settings) -> dict[str, dict]:
     not_none = set(harness.MBPP_OUTPUT_NOT_NONE_TASKS) if bench.dataset == "mbpp" else set()
     out = {}
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, int(settings.jobs)), mp_context=ctx,
-                             initializer=_init_reference_worker) as pool:
-        futures = [(t, pool.submit(harness.run_reference, t["prompt"] + t["canonical_solution"],
-                                   t["entry_point"], {"base": t["base_input"], "plus": t["plus_input"]},
-                                   settings.reference_repeats, t["entry_point"] in not_none))
-                   for t in tasks]
+    with ProcessPoolExecutor(
+        max_workers=max(1, int(settings.jobs)), mp_context=ctx, initializer=_init_reference_worker
+    ) as pool:
+        futures = [
+            (
+                t,
+                pool.submit(
+                    harness.run_reference,
+                    t["prompt"] + t["canonical_solution"],
+                    t["entry_point"],
+                    {"base": t["base_input"], "plus": t["plus_input"]},
+                    settings.reference_repeats,
+                    t["entry_point"] in not_none,
+                ),
+            )
+            for t in tasks
+        ]
         for t, fut in futures:
             try:
                 out[t["task_id"]] = fut.result()
             except Exception as exc:
-                raise EvolcoderError(f"reference solution of {t['task_id']} failed: "
-                                     f"{type(exc).__name__}: {exc}"[:500]) from None
+                raise EvolcoderError(
+                    f"reference solution of {t['task_id']} failed: {type(exc).__name__}: {exc}"[:500]
+                ) from None
     return out
 
 
@@ -114,31 +132,46 @@ def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> 
     """
     info = bench.dataset_info(data_path)
     machine = machine_info()
-    path = Path(settings.timings) if settings.timings else default_cache_path(
-        bench.name, info["sha256"], machine["machine_class"])
+    path = (
+        Path(settings.timings)
+        if settings.timings
+        else default_cache_path(bench.name, info["sha256"], machine["machine_class"])
+    )
     data: dict[str, Any] | None = None
     if path.exists():
         data = load(path)
         meta = data["meta"]
         if meta.get("dataset_sha256") != info["sha256"]:
-            raise DataError(f"{path}: reference timings were measured on another dataset "
-                            f"(sha256 {meta.get('dataset_sha256', '?')[:12]}…, this one "
-                            f"{info['sha256'][:12]}…)")
+            raise DataError(
+                f"{path}: reference timings were measured on another dataset "
+                f"(sha256 {meta.get('dataset_sha256', '?')[:12]}…, this one "
+                f"{info['sha256'][:12]}…)"
+            )
         if meta.get("machine_class") != machine["machine_class"]:
-            log.warning("%s: reference timings were measured on %s, this machine is %s",
-                        path, meta.get("machine_class"), machine["machine_class"])
+            log.warning(
+                "%s: reference timings were measured on %s, this machine is %s",
+                path,
+                meta.get("machine_class"),
+                machine["machine_class"],
+            )
     missing = [t for t in tasks if data is None or t["task_id"] not in data["tasks"]]
     if missing:
-        log.info("%s: measuring reference solutions of %d task(s) (once; stored in %s)",
-                 bench.name, len(missing), path)
+        log.info("%s: measuring reference solutions of %d task(s) (once; stored in %s)", bench.name, len(missing), path)
         measured = compute(bench, missing, settings)
         if data is None:
-            data = {"format": FORMAT, "meta": {
-                "benchmark": bench.name, "dataset_version": info["version"],
-                "dataset_sha256": info["sha256"], **machine, "clock": "cpu",
-                "repeats": settings.reference_repeats,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                "tasks": {}}
+            data = {
+                "format": FORMAT,
+                "meta": {
+                    "benchmark": bench.name,
+                    "dataset_version": info["version"],
+                    "dataset_sha256": info["sha256"],
+                    **machine,
+                    "clock": "cpu",
+                    "repeats": settings.reference_repeats,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                },
+                "tasks": {},
+            }
         data["tasks"].update(measured)
         save(path, data)
     meta = dict(data["meta"])
@@ -154,8 +187,9 @@ def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> 
 @click.option("--settings-json", "settings_json", default=None, help="Score settings (jobs, reference_repeats).")
 @click.option("--limit", type=int, default=None, help="Only the first N tasks.")
 @click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (the setting `jobs`).")
-def cli(benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None,
-        jobs: int | None) -> None:
+def cli(
+    benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None, jobs: int | None
+) -> None:
     from evolcoder.benchmarks import get_benchmark
     from evolcoder.benchmarks.scoring import ScoreSettings
 
@@ -170,5 +204,4 @@ def cli(benchmark: str, data_path: str | None, out: str, settings_json: str | No
         tasks = tasks[:limit]
     ref = reference_for(bench, tasks, data_path, settings)
     meta = ref["meta"]
-    click.echo(f"{benchmark}: reference timings of {meta['n_tasks']} tasks on {meta['machine_class']} "
-               f"-> {out}")
+    click.echo(f"{benchmark}: reference timings of {meta['n_tasks']} tasks on {meta['machine_class']} -> {out}")

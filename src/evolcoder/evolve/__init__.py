@@ -30,17 +30,30 @@ def _clean_stale_tmp(out: Path) -> None:
             pass
 
 
-@click.command(help="Run one Code Evol-Instruct round: choose a method per item (seeded), rewrite the "
-                    "instruction with the evolver LLM, answer it, eliminate failed evolutions.")
-@click.option("--pool", "pool_path", required=True, type=click.Path(dir_okay=False),
-              help="Seed file (round 1) or the previous round's pool.jsonl.")
+@click.command(
+    help="Run one Code Evol-Instruct round: choose a method per item (seeded), rewrite the "
+    "instruction with the evolver LLM, answer it, eliminate failed evolutions."
+)
+@click.option(
+    "--pool",
+    "pool_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Seed file (round 1) or the previous round's pool.jsonl.",
+)
 @click.option("--round", "round_", required=True, type=click.IntRange(min=1), help="Round number K (>= 1).")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--settings-json", default=None, help="The config's evolution: section (JSON or a JSON file).")
-@click.option("--cache-dir", default="results/cache/llm", show_default=True, type=click.Path(file_okay=False),
-              help="Append-only LLM response cache (never a Snakemake output).")
+@click.option(
+    "--cache-dir",
+    default="results/cache/llm",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Append-only LLM response cache (never a Snakemake output).",
+)
 def cli(pool_path: str, round_: int, out_dir: str, settings_json: str | None, cache_dir: str) -> None:
-    from evolcoder.evolve.engine import EvolutionSettings, run_round as _run
+    from evolcoder.evolve.engine import EvolutionSettings
+    from evolcoder.evolve.engine import run_round as _run
     from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl, write_manifest
 
     raw = parse_json_option(settings_json, "settings-json")
@@ -55,11 +68,22 @@ def cli(pool_path: str, round_: int, out_dir: str, settings_json: str | None, ca
     write_jsonl(out / "pool.jsonl", res.pool)
     write_json(out / "stats.json", res.stats)
     write_json(out / "ledger.json", res.ledger)
-    write_manifest(out / "manifest.json", stage="evolve", inputs={"pool": pool_path}, settings=raw,
-                   extra={"round": round_, "stats": res.stats,
-                          "ledger_total": res.ledger.get("total"), "cache_file": res.ledger.get("cache_file")})
+    write_manifest(
+        out / "manifest.json",
+        stage="evolve",
+        inputs={"pool": pool_path},
+        settings=raw,
+        extra={
+            "round": round_,
+            "stats": res.stats,
+            "ledger_total": res.ledger.get("total"),
+            "cache_file": res.ledger.get("cache_file"),
+        },
+    )
     st, t = res.stats, res.ledger["total"]
-    click.echo(f"evolve round {round_}: {st['items_in']} in -> {st['evolved']} evolved, {st['rejected']} "
-               f"eliminated ({st['elimination_rate']:.0%}), next pool {st['next_pool']}; requests sent "
-               f"{int(t.get('sent', 0))}, cached {int(t.get('cache_hits', 0))}, retries {int(t.get('retries', 0))}, "
-               f"cost ${t.get('cost_usd', 0):.4f} -> {out}")
+    click.echo(
+        f"evolve round {round_}: {st['items_in']} in -> {st['evolved']} evolved, {st['rejected']} "
+        f"eliminated ({st['elimination_rate']:.0%}), next pool {st['next_pool']}; requests sent "
+        f"{int(t.get('sent', 0))}, cached {int(t.get('cache_hits', 0))}, retries {int(t.get('retries', 0))}, "
+        f"cost ${t.get('cost_usd', 0):.4f} -> {out}"
+    )

@@ -42,8 +42,8 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 @dataclass(frozen=True)
 class Request:
     messages: list[dict]
-    params: dict          # temperature, top_p, max_tokens, seed, ...
-    purpose: str = "evolve"   # evolve | answer | judge (ledger bucket; not part of the key)
+    params: dict  # temperature, top_p, max_tokens, seed, ...
+    purpose: str = "evolve"  # evolve | answer | judge (ledger bucket; not part of the key)
 
     def key(self, model: str) -> str:
         return request_key(model, self.messages, self.params)
@@ -53,10 +53,10 @@ class Request:
 class Completion:
     text: str
     finish_reason: str | None
-    usage: dict           # prompt_tokens, completion_tokens
+    usage: dict  # prompt_tokens, completion_tokens
     key: str
     cached: bool = False
-    error: str | None = None   # set when the request failed permanently for this item (e.g. HTTP 400)
+    error: str | None = None  # set when the request failed permanently for this item (e.g. HTTP 400)
 
 
 class RequestRejected(Exception):
@@ -72,8 +72,8 @@ class BackendSettings(Settings):
 
     SECTION: ClassVar[str] = _BE
 
-    kind: str = "local"                      # required in the config
-    model: str = "smollm2-135m-instruct"     # required in the config
+    kind: str = "local"  # required in the config
+    model: str = "smollm2-135m-instruct"  # required in the config
     base_url: str | None = None
     api_key_env: str = _default(_BE, "api_key_env")
     concurrency: int = _default(_BE, "concurrency")
@@ -105,6 +105,7 @@ class BackendSettings(Settings):
 @dataclass
 class Ledger:
     """Requests, tokens and cost of one round, per purpose."""
+
     model: str
     backend: str
     cost_per_1m_prompt_tokens: float = 0.0
@@ -113,9 +114,21 @@ class Ledger:
     started: float = field(default_factory=time.monotonic)
 
     def _b(self, purpose: str) -> dict[str, float]:
-        return self.buckets.setdefault(purpose, {
-            "requests": 0, "cache_hits": 0, "sent": 0, "completed": 0, "attempts": 0, "retries": 0,
-            "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0})
+        return self.buckets.setdefault(
+            purpose,
+            {
+                "requests": 0,
+                "cache_hits": 0,
+                "sent": 0,
+                "completed": 0,
+                "attempts": 0,
+                "retries": 0,
+                "failed": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "latency_s": 0.0,
+            },
+        )
 
     def hit(self, purpose: str) -> None:
         b = self._b(purpose)
@@ -144,22 +157,28 @@ class Ledger:
         self._b(purpose)["failed"] += 1
 
     def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
-        return (prompt_tokens * self.cost_per_1m_prompt_tokens
-                + completion_tokens * self.cost_per_1m_completion_tokens) / 1e6
+        return (
+            prompt_tokens * self.cost_per_1m_prompt_tokens + completion_tokens * self.cost_per_1m_completion_tokens
+        ) / 1e6
 
     def to_dict(self) -> dict:
         total: dict[str, float] = {}
         for b in self.buckets.values():
             for k, v in b.items():
                 total[k] = total.get(k, 0) + v
-        by_purpose = {p: {**b, "cost_usd": round(self.cost(b["prompt_tokens"], b["completion_tokens"]), 6)}
-                      for p, b in sorted(self.buckets.items())}
+        by_purpose = {
+            p: {**b, "cost_usd": round(self.cost(b["prompt_tokens"], b["completion_tokens"]), 6)}
+            for p, b in sorted(self.buckets.items())
+        }
         wall = time.monotonic() - self.started
         total_cost = self.cost(total.get("prompt_tokens", 0), total.get("completion_tokens", 0))
         return {
-            "model": self.model, "backend": self.backend,
-            "price": {"per_1m_prompt_tokens": self.cost_per_1m_prompt_tokens,
-                      "per_1m_completion_tokens": self.cost_per_1m_completion_tokens},
+            "model": self.model,
+            "backend": self.backend,
+            "price": {
+                "per_1m_prompt_tokens": self.cost_per_1m_prompt_tokens,
+                "per_1m_completion_tokens": self.cost_per_1m_completion_tokens,
+            },
             "total": {**total, "cost_usd": round(total_cost, 6)},
             "by_purpose": by_purpose,
             "wall_s": round(wall, 3),
@@ -199,10 +218,16 @@ def retry_after_s(headers: Any) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random,
-                  retry_after: float | None = None, retry_after_cap: float = 600.0) -> float:
+def backoff_delay(
+    attempt: int,
+    base: float,
+    cap: float,
+    rng: random.Random,
+    retry_after: float | None = None,
+    retry_after_cap: float = 600.0,
+) -> float:
     """Exponential backoff with full jitter; a server's Retry-After is a floor (capped)."""
-    delay = rng.uniform(0, min(cap, base * (2 ** attempt)))
+    delay = rng.uniform(0, min(cap, base * (2**attempt)))
     if retry_after is not None:
         delay = max(delay, min(retry_after, retry_after_cap))
     return delay
@@ -232,11 +257,14 @@ class OpenAIBackend:
         key = os.environ.get(s.api_key_env or "OPENAI_API_KEY")
         if not key:
             if s.base_url is None:
-                raise BackendError(f"backend openai: environment variable {s.api_key_env} is not set "
-                                   f"(the API key is read only from the environment)")
+                raise BackendError(
+                    f"backend openai: environment variable {s.api_key_env} is not set "
+                    f"(the API key is read only from the environment)"
+                )
             if not _is_local_url(s.base_url):
-                log.warning("backend openai: %s is not set; sending requests to %s without a key",
-                            s.api_key_env, s.base_url)
+                log.warning(
+                    "backend openai: %s is not set; sending requests to %s without a key", s.api_key_env, s.base_url
+                )
             key = "EMPTY"
         self._secret = key
         # our own retry loop (Retry-After, jitter, ledger), so the client's retries are off
@@ -265,20 +293,26 @@ class OpenAIBackend:
                 elif status in (400, 413, 422):
                     raise RequestRejected(f"HTTP {status}: {_short(exc, secret=self._secret)}") from None
                 else:
-                    raise BackendError(f"backend openai ({self.s.base_url or 'api.openai.com'}): HTTP {status}: "
-                                       f"{_short(exc, secret=self._secret)}") from None
+                    raise BackendError(
+                        f"backend openai ({self.s.base_url or 'api.openai.com'}): HTTP {status}: "
+                        f"{_short(exc, secret=self._secret)}"
+                    ) from None
             else:
                 try:
                     return _parse_chat_completion(resp, key)
                 except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
                     why, ra = f"malformed response ({type(exc).__name__}: {exc})", None
             if attempt >= self.s.max_retries:
-                raise BackendError(f"backend openai ({self.s.base_url or 'api.openai.com'}): {why} after "
-                                   f"{attempt + 1} attempts; completed requests are cached, rerun to resume")
-            delay = backoff_delay(attempt, self.s.backoff_base_s, self.s.backoff_max_s, rng, ra,
-                                  self.s.retry_after_max_s)
-            log.info("retrying a request after %s in %.1fs (attempt %d/%d)", why, delay, attempt + 1,
-                     self.s.max_retries)
+                raise BackendError(
+                    f"backend openai ({self.s.base_url or 'api.openai.com'}): {why} after "
+                    f"{attempt + 1} attempts; completed requests are cached, rerun to resume"
+                )
+            delay = backoff_delay(
+                attempt, self.s.backoff_base_s, self.s.backoff_max_s, rng, ra, self.s.retry_after_max_s
+            )
+            log.info(
+                "retrying a request after %s in %.1fs (attempt %d/%d)", why, delay, attempt + 1, self.s.max_retries
+            )
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -299,9 +333,15 @@ def _parse_chat_completion(resp: Any, key: str) -> Completion:
     if not isinstance(text, str):  # content parts
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     usage = resp.get("usage") or {}
-    return Completion(text=text, finish_reason=choice.get("finish_reason"), key=key,
-                      usage={"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                             "completion_tokens": int(usage.get("completion_tokens") or 0)})
+    return Completion(
+        text=text,
+        finish_reason=choice.get("finish_reason"),
+        key=key,
+        usage={
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+        },
+    )
 
 
 _KEYLIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
@@ -387,8 +427,7 @@ class LocalBackend:
         texts = [self.tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in reqs]
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         temperature = float(p.get("temperature", 0.0) or 0.0)
-        gen: dict[str, Any] = {"max_new_tokens": int(p.get("max_tokens", 256)),
-                               "pad_token_id": self.tok.pad_token_id}
+        gen: dict[str, Any] = {"max_new_tokens": int(p.get("max_tokens", 256)), "pad_token_id": self.tok.pad_token_id}
         if temperature > 0:
             gen.update(do_sample=True, temperature=temperature, top_p=float(p.get("top_p", 1.0)))
             seed = int(hashlib.sha256("".join(keys).encode()).hexdigest()[:8], 16)
@@ -407,9 +446,14 @@ class LocalBackend:
                 n_gen -= 1
             finished = n_gen < len(new)
             text = self.tok.decode(new[:n_gen], skip_special_tokens=True)
-            res.append(Completion(
-                text=text, finish_reason="stop" if finished else "length", key=key,
-                usage={"prompt_tokens": int(enc["attention_mask"][i].sum()), "completion_tokens": n_gen + finished}))
+            res.append(
+                Completion(
+                    text=text,
+                    finish_reason="stop" if finished else "length",
+                    key=key,
+                    usage={"prompt_tokens": int(enc["attention_mask"][i].sum()), "completion_tokens": n_gen + finished},
+                )
+            )
         return res
 
     async def aclose(self) -> None:
@@ -473,14 +517,14 @@ class Runner:
             r = hit["response"]
             if self.progress is not None:
                 self.progress.update(1)
-            return Completion(text=r["text"], finish_reason=r.get("finish_reason"), usage=r.get("usage", {}),
-                              key=key, cached=True)
+            return Completion(
+                text=r["text"], finish_reason=r.get("finish_reason"), usage=r.get("usage", {}), key=key, cached=True
+            )
         async with self.sem:  # bounds requests in flight; the fsync below does not hold a slot
             self.ledger.sent(req.purpose)
             t0 = time.monotonic()
             try:
-                comp = await self.backend.complete(
-                    req, key, lambda retry: self.ledger.attempt(req.purpose, retry))
+                comp = await self.backend.complete(req, key, lambda retry: self.ledger.attempt(req.purpose, retry))
             except RequestRejected as exc:
                 self.ledger.failed(req.purpose)
                 if self.progress is not None:
@@ -490,11 +534,15 @@ class Runner:
                 self.ledger.failed(req.purpose)
                 raise
             latency = time.monotonic() - t0
-        entry = {"key": key, "model": model, "purpose": req.purpose,
-                 "request": {"messages": req.messages, "params": req.params},
-                 "response": {"text": comp.text, "finish_reason": comp.finish_reason, "usage": comp.usage},
-                 "latency_s": round(latency, 4),
-                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        entry = {
+            "key": key,
+            "model": model,
+            "purpose": req.purpose,
+            "request": {"messages": req.messages, "params": req.params},
+            "response": {"text": comp.text, "finish_reason": comp.finish_reason, "usage": comp.usage},
+            "latency_s": round(latency, 4),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         await self.commit.put(entry)  # durable (written + fsync'ed) before the response is used
         self.ledger.done(req.purpose, comp.usage, latency)
         if self.progress is not None:

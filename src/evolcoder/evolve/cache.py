@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 
 def request_key(model: str, messages: list[dict], params: dict) -> str:
     """sha256 of the canonical JSON of (model, messages, parameters)."""
-    blob = json.dumps({"model": model, "messages": messages, "params": params},
-                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        {"model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -26,18 +26,39 @@ SORRY_SHORT_RESPONSE = "sorry_short_response"
 PUNCTUATION_STOPWORDS_ONLY = "punctuation_stopwords_only"
 API_ERROR = "api_error"
 
-REASONS = (EMPTY_INSTRUCTION, INSTRUCTION_TOO_LONG, COPIED_EVOL_PROMPT, NO_INFORMATION_GAIN, EMPTY_RESPONSE,
-           RESPONSE_TOO_LONG, TRUNCATED_RESPONSE, SORRY_SHORT_RESPONSE, PUNCTUATION_STOPWORDS_ONLY, API_ERROR)
+REASONS = (
+    EMPTY_INSTRUCTION,
+    INSTRUCTION_TOO_LONG,
+    COPIED_EVOL_PROMPT,
+    NO_INFORMATION_GAIN,
+    EMPTY_RESPONSE,
+    RESPONSE_TOO_LONG,
+    TRUNCATED_RESPONSE,
+    SORRY_SHORT_RESPONSE,
+    PUNCTUATION_STOPWORDS_ONLY,
+    API_ERROR,
+)
 
 # Words of the evolving prompts that must not leak into an evolved instruction (case-insensitive).
 COPY_PHRASES = (
-    "#given test#", "#rewritten test#", "rewritten test", "given programming test question",
-    "#the given prompt#", "#given prompt#", "#rewritten prompt#", "#created prompt#",
-    "given prompt", "rewritten prompt", "created prompt", "prompt rewriter", "prompt creator",
+    "#given test#",
+    "#rewritten test#",
+    "rewritten test",
+    "given programming test question",
+    "#the given prompt#",
+    "#given prompt#",
+    "#rewritten prompt#",
+    "#created prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+    "prompt rewriter",
+    "prompt creator",
 )
 
 # English stop words (NLTK's list, plus a few contractions' stems)
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 a about above after again against ain all am an and any are aren aren't as at be because been before being
 below between both but by can couldn couldn't d did didn didn't do does doesn doesn't doing don don't down
 during each few for from further had hadn hadn't has hasn hasn't have haven haven't having he her here hers
@@ -47,7 +68,8 @@ out over own re s same shan shan't she she's should should've shouldn shouldn't 
 that'll the their theirs them themselves then there these they this those through to too under until up ve
 very was wasn wasn't we were weren weren't what when where which while who whom why will with won won't
 wouldn wouldn't y you you'd you'll you're you've your yours yourself yourselves ok okay yes sure here's
-""".split())
+""".split()
+)
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _WORD_RE = re.compile(r"[A-Za-z0-9_']+")
@@ -71,11 +93,11 @@ class EliminationSettings(Settings):
 
     SECTION: ClassVar[str] = _EL
 
-    sorry_max_words: int = _default(_EL, "sorry_max_words")        # "sorry" in a shorter response -> rejected
+    sorry_max_words: int = _default(_EL, "sorry_max_words")  # "sorry" in a shorter response -> rejected
     max_instruction_tokens: int = _default(_EL, "max_instruction_tokens")  # over-length evolved instruction
-    max_response_tokens: int = _default(_EL, "max_response_tokens")        # over-length response
+    max_response_tokens: int = _default(_EL, "max_response_tokens")  # over-length response
     min_instruction_tokens: int = _default(_EL, "min_instruction_tokens")  # shorter counts as empty
-    reject_truncated: bool = _default(_EL, "reject_truncated")     # reject answers cut by max_tokens
+    reject_truncated: bool = _default(_EL, "reject_truncated")  # reject answers cut by max_tokens
     copy_phrases_extra: list[str] = _default(_EL, "copy_phrases_extra")
 
 

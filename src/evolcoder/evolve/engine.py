@@ -19,14 +19,30 @@ from evolcoder.errors import BackendError, DataError, EvolcoderError
 from evolcoder.evolve import eliminate as el
 from evolcoder.evolve.backends import BackendSettings, Completion, Ledger, Request, Runner, make_backend
 from evolcoder.evolve.cache import ResponseCache
-from evolcoder.evolve.methods import (choose_method, evolved_id, item_rng, load_method, load_template,
-                                      normalise_weights, request_seed)
+from evolcoder.evolve.methods import (
+    choose_method,
+    evolved_id,
+    item_rng,
+    load_method,
+    load_template,
+    normalise_weights,
+    request_seed,
+)
 from evolcoder.evolve.stats import round_stats
 
 log = logging.getLogger(__name__)
 
-_PARAM_KEYS = {"temperature", "top_p", "max_tokens", "seed", "stop", "presence_penalty", "frequency_penalty",
-               "logit_bias", "extra_body"}
+_PARAM_KEYS = {
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "extra_body",
+}
 
 
 _J, _E = "evolution.judge", "evolution"
@@ -47,10 +63,9 @@ class EvolutionSettings(Settings):
     """One round's settings: the config's ``evolution`` section (defaults and documentation: the schema)."""
 
     SECTION: ClassVar[str] = _E
-    NESTED: ClassVar[dict] = {"backend": BackendSettings, "elimination": el.EliminationSettings,
-                              "judge": JudgeSettings}
+    NESTED: ClassVar[dict] = {"backend": BackendSettings, "elimination": el.EliminationSettings, "judge": JudgeSettings}
 
-    rounds: int = 4                    # the workflow's; one call runs one round
+    rounds: int = 4  # the workflow's; one call runs one round
     seed: int = _default(_E, "seed")
     methods: Any = "code"
     retry_eliminated: bool = _default(_E, "retry_eliminated")
@@ -70,8 +85,9 @@ class EvolutionSettings(Settings):
                 raise EvolcoderError(f"evolution.{name}: expected a mapping")
             bad = sorted(set(p) - _PARAM_KEYS)
             if bad:
-                raise EvolcoderError(f"evolution.{name}: unknown parameter(s) {', '.join(bad)}; "
-                                     f"known: {', '.join(sorted(_PARAM_KEYS))}")
+                raise EvolcoderError(
+                    f"evolution.{name}: unknown parameter(s) {', '.join(bad)}; known: {', '.join(sorted(_PARAM_KEYS))}"
+                )
         self.seed = int(self.seed)
         self.weights = normalise_weights(self.methods)  # type: ignore[attr-defined]
 
@@ -135,8 +151,9 @@ class _Progress:
             self.bar.close()
 
 
-async def _evolve_item(parent: dict, round_: int, s: EvolutionSettings, runner: Runner, model: str,
-                       judge_template: str | None) -> tuple[dict, str | None]:
+async def _evolve_item(
+    parent: dict, round_: int, s: EvolutionSettings, runner: Runner, model: str, judge_template: str | None
+) -> tuple[dict, str | None]:
     """-> (record, None) when accepted, (record with reject fields, reason) when eliminated."""
     pid = parent["id"]
     method_name = choose_method(s.weights, item_rng(s.seed, round_, pid))  # type: ignore[attr-defined]
@@ -169,8 +186,13 @@ async def _evolve_item(parent: dict, round_: int, s: EvolutionSettings, runner: 
             rec["usage"][k] += int(c.usage.get(k) or 0)
 
     def reject(stage: str, reason: str, detail: str) -> tuple[dict, str]:
-        rec.update(reject_reason=reason, reject_detail=detail, reject_stage=stage,
-                   parent_instruction=parent["instruction"], retried=bool(s.retry_eliminated))
+        rec.update(
+            reject_reason=reason,
+            reject_detail=detail,
+            reject_stage=stage,
+            parent_instruction=parent["instruction"],
+            retried=bool(s.retry_eliminated),
+        )
         return rec, reason
 
     messages = [{"role": "user", "content": prompt}]
@@ -210,22 +232,33 @@ async def _evolve_item(parent: dict, round_: int, s: EvolutionSettings, runner: 
     return rec, None
 
 
-async def run_round_async(pool: list[dict], round_: int, s: EvolutionSettings, cache_dir: str,
-                          backend=None) -> RoundResult:
+async def run_round_async(
+    pool: list[dict], round_: int, s: EvolutionSettings, cache_dir: str, backend=None
+) -> RoundResult:
     validate_pool(pool)
     own_backend = backend is None
     backend = backend or make_backend(s.backend)
     model = backend.model
     cache = ResponseCache(cache_dir, model)
-    ledger = Ledger(model=model, backend=s.backend.kind,
-                    cost_per_1m_prompt_tokens=float(s.backend.cost_per_1m_prompt_tokens),
-                    cost_per_1m_completion_tokens=float(s.backend.cost_per_1m_completion_tokens))
+    ledger = Ledger(
+        model=model,
+        backend=s.backend.kind,
+        cost_per_1m_prompt_tokens=float(s.backend.cost_per_1m_prompt_tokens),
+        cost_per_1m_completion_tokens=float(s.backend.cost_per_1m_completion_tokens),
+    )
     per_item = 2 + (1 if s.judge.enabled else 0)
     progress = _Progress(len(pool), per_item * len(pool), s.progress, round_)
     runner = Runner(backend, cache, ledger, s.backend.concurrency, progress)
     judge_template = load_template("judge_equal") if s.judge.enabled else None
-    log.info("round %d: %d items, backend %s (%s), cache %s (%d entries)", round_, len(pool), s.backend.kind,
-             model, cache.path, len(cache))
+    log.info(
+        "round %d: %d items, backend %s (%s), cache %s (%d entries)",
+        round_,
+        len(pool),
+        s.backend.kind,
+        model,
+        cache.path,
+        len(cache),
+    )
 
     async def one(parent: dict):
         out = await _evolve_item(parent, round_, s, runner, model, judge_template)
@@ -257,14 +290,19 @@ async def run_round_async(pool: list[dict], round_: int, s: EvolutionSettings, c
             if s.retry_eliminated:
                 next_pool.append(parent)
     ledger_d = ledger.to_dict()
-    ledger_d.update(round=round_, items=len(pool), cache_file=str(cache.path),
-                    base_url=s.backend.base_url if s.backend.kind == "openai" else None,
-                    concurrency=s.backend.concurrency)
+    ledger_d.update(
+        round=round_,
+        items=len(pool),
+        cache_file=str(cache.path),
+        base_url=s.backend.base_url if s.backend.kind == "openai" else None,
+        concurrency=s.backend.concurrency,
+    )
     stats = round_stats(round_, pool, evolved, rejects, next_pool, ledger_d)
     return RoundResult(evolved, rejects, next_pool, stats, ledger_d)
 
 
-def run_round(pool: list[dict], round_: int, settings: EvolutionSettings | dict, cache_dir: str,
-              backend=None) -> RoundResult:
+def run_round(
+    pool: list[dict], round_: int, settings: EvolutionSettings | dict, cache_dir: str, backend=None
+) -> RoundResult:
     s = settings if isinstance(settings, EvolutionSettings) else EvolutionSettings.from_dict(settings)
     return asyncio.run(run_round_async(pool, round_, s, cache_dir, backend))

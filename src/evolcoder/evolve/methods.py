@@ -23,15 +23,25 @@ from importlib import resources
 from evolcoder.errors import EvolcoderError
 
 CODE_METHODS = ("add_constraints", "replace_requirement", "add_reasoning_steps", "erroneous_code", "complexity")
-DEPTH_METHODS = ("general_add_constraints", "general_deepening", "general_concretizing",
-                 "general_reasoning_steps", "general_complicate_input")
+DEPTH_METHODS = (
+    "general_add_constraints",
+    "general_deepening",
+    "general_concretizing",
+    "general_reasoning_steps",
+    "general_complicate_input",
+)
 BREADTH_METHODS = ("general_breadth",)
 ALL_METHODS = CODE_METHODS + DEPTH_METHODS + BREADTH_METHODS
 
 # The paper: the first four methods equally, higher-complexity requirements "rarely".
 PRESETS: dict[str, dict[str, float]] = {
-    "code": {"add_constraints": 1.0, "replace_requirement": 1.0, "add_reasoning_steps": 1.0,
-             "erroneous_code": 1.0, "complexity": 0.25},
+    "code": {
+        "add_constraints": 1.0,
+        "replace_requirement": 1.0,
+        "add_reasoning_steps": 1.0,
+        "erroneous_code": 1.0,
+        "complexity": 0.25,
+    },
     "depth": {m: 1.0 for m in DEPTH_METHODS},
     "breadth": {"general_breadth": 1.0},
     "wizardlm": {**{m: 1.0 for m in DEPTH_METHODS}, "general_breadth": 1.0},

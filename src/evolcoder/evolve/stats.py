@@ -23,8 +23,14 @@ def _instr(rec: dict) -> str:
     return rec.get("instruction", "") + ("\n" + inp if inp.strip() else "")
 
 
-def round_stats(round_: int, pool: Sequence[dict], evolved: Sequence[dict], rejects: Sequence[dict],
-                next_pool: Sequence[dict], ledger: dict | None = None) -> dict:
+def round_stats(
+    round_: int,
+    pool: Sequence[dict],
+    evolved: Sequence[dict],
+    rejects: Sequence[dict],
+    next_pool: Sequence[dict],
+    ledger: dict | None = None,
+) -> dict:
     """Items in/out, elimination rate by reason, method mix and mean lengths (tokens) of one round."""
     n_in = len(pool)
     by_reason = collections.Counter(r["reject_reason"] for r in rejects)
@@ -51,8 +57,19 @@ def round_stats(round_: int, pool: Sequence[dict], evolved: Sequence[dict], reje
     }
     if ledger:
         t = ledger.get("total", {})
-        stats["requests"] = {k: t.get(k, 0) for k in ("requests", "sent", "cache_hits", "retries", "failed",
-                                                      "prompt_tokens", "completion_tokens", "cost_usd")}
+        stats["requests"] = {
+            k: t.get(k, 0)
+            for k in (
+                "requests",
+                "sent",
+                "cache_hits",
+                "retries",
+                "failed",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost_usd",
+            )
+        }
     return stats
 
 
@@ -130,8 +147,10 @@ def plot_stats(stats_paths: Iterable[str | os.PathLike], out_png: str | os.PathL
     return out_png
 
 
-@click.command(help="Plot the evolution statistics of the rounds (difficulty by round, method mix, "
-                    "elimination rates) into one PNG.")
+@click.command(
+    help="Plot the evolution statistics of the rounds (difficulty by round, method mix, "
+    "elimination rates) into one PNG."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.argument("stats", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def cli(out: str, stats: tuple[str, ...]) -> None:

@@ -48,8 +48,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from evolcoder.sandbox import isolation
-from evolcoder.sandbox.isolation import (Isolation, _drop_capabilities, _isolate_mounts, _libc, sandbox_uid, set_dumpable,
-                                         setup_isolation)
+from evolcoder.sandbox.isolation import (
+    Isolation,
+    _drop_capabilities,
+    _isolate_mounts,
+    _libc,
+    sandbox_uid,
+    set_dumpable,
+    setup_isolation,
+)
 from evolcoder.sandbox.jobs import TIMEOUT, Job, JobResult, Limits
 from evolcoder.sandbox.values import UnsafeResult, safe_loads
 
@@ -60,15 +67,32 @@ log = logging.getLogger(__name__)
 MIN_RESULT_BYTES = 64 * 1024 * 1024
 
 
-_ENV_KEEP = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-             "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND",
-             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_ENV_KEEP = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "MPLBACKEND",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
 
 
 def minimal_env(home: str) -> dict[str, str]:
     """The whole environment a sandboxed program sees (an allow-list, no caller variables)."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": home,
-           "TMPDIR": home, "TMP": home, "TEMP": home, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": home,
+        "TMPDIR": home,
+        "TMP": home,
+        "TEMP": home,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     env.update({k: os.environ[k] for k in _ENV_KEEP if k in os.environ})
     return env
 
@@ -167,7 +191,6 @@ def _count_user_procs() -> int:
     return n
 
 
-
 def _active_seconds(pid: int) -> float | None:
     """Time ``pid`` spent running or waiting for a CPU (max over its threads), from schedstat."""
     best = None
@@ -239,7 +262,6 @@ class _Progress:
             self.idle += now - self.last_t
         self.last_cpu, self.last_t = cpu, now
         return self.idle
-
 
 
 def run_job(job: Job, slot: int = 0) -> JobResult:
@@ -316,17 +338,28 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
     if too_big:
         return JobResult("crash", None, f"result larger than its memory limit ({max_bytes >> 20} MiB)", wall)
     if over_cpu and not complete:
-        return JobResult(TIMEOUT, None, f"CPU budget spent ({cpu_budget:.1f}s CPU by the job's processes together)",
-                         wall, cause="cpu")
+        return JobResult(
+            TIMEOUT,
+            None,
+            f"CPU budget spent ({cpu_budget:.1f}s CPU by the job's processes together)",
+            wall,
+            cause="cpu",
+        )
     if timed_out and not complete:
-        return JobResult(TIMEOUT, None, f"no progress for {stall:.1f}s of wall time (sleeping, blocked or stopped)",
-                         wall, cause="stall")
-    data = bytes(buf[8:8 + need]) if complete else b""
+        return JobResult(
+            TIMEOUT,
+            None,
+            f"no progress for {stall:.1f}s of wall time (sleeping, blocked or stopped)",
+            wall,
+            cause="stall",
+        )
+    data = bytes(buf[8 : 8 + need]) if complete else b""
     if not data:
         if os.WIFSIGNALED(wstatus) and os.WTERMSIG(wstatus) in (signal.SIGXCPU, signal.SIGKILL):
             cpu = job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1
-            return JobResult(TIMEOUT, None, f"CPU budget spent ({cpu:.1f}s CPU, signal {os.WTERMSIG(wstatus)})",
-                             wall, cause="cpu")
+            return JobResult(
+                TIMEOUT, None, f"CPU budget spent ({cpu:.1f}s CPU, signal {os.WTERMSIG(wstatus)})", wall, cause="cpu"
+            )
         code = os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else -os.WTERMSIG(wstatus)
         return JobResult("crash", None, f"no result (exit status {code})", wall)
     try:
@@ -350,7 +383,6 @@ def _waitpid(pid: int) -> tuple[int, int]:
             continue
         except ChildProcessError:
             return pid, 0
-
 
 
 def _set_subreaper() -> None:
@@ -433,11 +465,37 @@ _SUBREAPER: list = []  # set once per process
 _STDLIB_LOADED: list = []
 
 # stdlib modules never pre-imported (side effects, GUI, test suites, platform-specific)
-_STDLIB_SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip", "venv",
-                "lib2to3", "test", "__phello__", "_tkinter", "pydoc_data", "msvcrt", "winreg", "winsound",
-                "_winapi", "nt", "_msi", "msilib", "_overlapped", "asyncio.windows_events",
-                "asyncio.windows_utils", "multiprocessing.popen_spawn_win32", "encodings.mbcs",
-                "encodings.oem", "distutils.command.bdist_msi", "readline", "rlcompleter"}
+_STDLIB_SKIP = {
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "ensurepip",
+    "venv",
+    "lib2to3",
+    "test",
+    "__phello__",
+    "_tkinter",
+    "pydoc_data",
+    "msvcrt",
+    "winreg",
+    "winsound",
+    "_winapi",
+    "nt",
+    "_msi",
+    "msilib",
+    "_overlapped",
+    "asyncio.windows_events",
+    "asyncio.windows_utils",
+    "multiprocessing.popen_spawn_win32",
+    "encodings.mbcs",
+    "encodings.oem",
+    "distutils.command.bdist_msi",
+    "readline",
+    "rlcompleter",
+}
 
 
 def stdlib_readable_by_others() -> bool:
@@ -479,8 +537,9 @@ def preload_stdlib() -> int:
             try:
                 spec = importlib.util.find_spec(name)
                 origin = getattr(spec, "origin", None) or ""
-                if spec is None or (origin not in ("built-in", "frozen")
-                                    and not os.path.realpath(origin).startswith(stdlib)):
+                if spec is None or (
+                    origin not in ("built-in", "frozen") and not os.path.realpath(origin).startswith(stdlib)
+                ):
                     continue  # absent, or shadowed by a file of the same name outside the stdlib
                 mod = importlib.import_module(name)
                 n += 1
@@ -489,8 +548,12 @@ def preload_stdlib() -> int:
             if hasattr(mod, "__path__"):
                 for info in pkgutil.walk_packages(mod.__path__, name + ".", onerror=lambda _: None):
                     sub = info.name
-                    if (sub in _STDLIB_SKIP or sub.split(".")[0] in _STDLIB_SKIP or ".test" in sub
-                            or sub.endswith("__main__")):
+                    if (
+                        sub in _STDLIB_SKIP
+                        or sub.split(".")[0] in _STDLIB_SKIP
+                        or ".test" in sub
+                        or sub.endswith("__main__")
+                    ):
                         continue
                     try:
                         importlib.import_module(sub)
@@ -508,17 +571,28 @@ def prepare_process_for_sandbox() -> None:
     if not _SUBREAPER:
         _set_subreaper()
         _SUBREAPER.append(True)
-        if os.geteuid() == 0 and isolation.current().mode == "root" and not isolation.current().mounts and not stdlib_readable_by_others():
+        if (
+            os.geteuid() == 0
+            and isolation.current().mode == "root"
+            and not isolation.current().mounts
+            and not stdlib_readable_by_others()
+        ):
             preload_stdlib()
 
 
-
-def init_worker(slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str] = (),
-                keep: Sequence[str] = ()) -> Isolation:
+def init_worker(
+    slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = ()
+) -> Isolation:
     """Set up a worker process: thread caps, pre-imports, isolation, subreaper, non-dumpable."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    for var in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+    ):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -540,4 +614,3 @@ def preload(modules: Sequence[str]) -> None:
             __import__(name)
         except Exception as exc:  # optional libraries (tensorflow) may be absent
             log.debug("pre-import of %s failed: %s", name, exc)
-

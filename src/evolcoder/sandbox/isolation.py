@@ -18,31 +18,47 @@ SANDBOX_UIDS = 1000
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (
-    1, 2, 4, 32, 4096, 16384, 1 << 18)
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (1, 2, 4, 32, 4096, 16384, 1 << 18)
 _PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # never hidden, whatever the working directory or $HOME
-_SYSTEM_DIRS = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/dev", "/sys", "/run", "/var",
-                "/opt", "/tmp", "/var/tmp"}
+_SYSTEM_DIRS = {
+    "/",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/etc",
+    "/proc",
+    "/dev",
+    "/sys",
+    "/run",
+    "/var",
+    "/opt",
+    "/tmp",
+    "/var/tmp",
+}
 
 
 @dataclass
 class Isolation:
     """How this worker process isolates its jobs (decided once, in :func:`init_worker`)."""
 
-    mode: str = "none"             # "root" (uid switch), "userns" (unprivileged user namespace), "none"
-    mounts: bool = False           # a mount namespace per job (private tmp dirs, hidden project tree)
-    network: bool = False          # the worker sits in an empty network namespace
-    hide: tuple[str, ...] = ()     # directories hidden under an empty tmpfs in each job
-    keep: tuple[str, ...] = ()     # directories under ``hide`` bound back read-only (the interpreter)
+    mode: str = "none"  # "root" (uid switch), "userns" (unprivileged user namespace), "none"
+    mounts: bool = False  # a mount namespace per job (private tmp dirs, hidden project tree)
+    network: bool = False  # the worker sits in an empty network namespace
+    hide: tuple[str, ...] = ()  # directories hidden under an empty tmpfs in each job
+    keep: tuple[str, ...] = ()  # directories under ``hide`` bound back read-only (the interpreter)
     private: tuple[str, ...] = ()  # world-writable directories replaced by a private tmpfs
 
     def missing(self) -> list[str]:
         """The protections this worker lacks, in words."""
         out = []
         if self.mode == "none":
-            out.append("no separate uid (a sample can signal this user's processes and read their "
-                       "/proc files unless they are non-dumpable)")
+            out.append(
+                "no separate uid (a sample can signal this user's processes and read their "
+                "/proc files unless they are non-dumpable)"
+            )
         elif self.mode == "userns":
             out.append("no separate uid (the /proc files of this user's other processes stay readable)")
         if not self.mounts:
@@ -76,7 +92,9 @@ def _errno_text() -> str:
 
 
 def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(s):
+        return s.encode() if s is not None else None
+
     if _libc().mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
         raise OSError(f"mount {target}: {_errno_text()}")
 
@@ -108,8 +126,13 @@ def plan_isolation(hide: Sequence[str] = (), keep: Sequence[str] = ()) -> tuple[
         if rp in _SYSTEM_DIRS or not os.path.isdir(rp) or any(_under(rp, h) for h in hidden):
             continue
         hidden = [h for h in hidden if not _under(h, rp)] + [rp]
-    wanted = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-              *keep]
+    wanted = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        *keep,
+    ]
     kept: list[str] = []
     for p in wanted:
         rp = os.path.realpath(p)
@@ -206,8 +229,7 @@ def _drop_capabilities() -> None:
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
     class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
     libc = _libc()
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
@@ -225,7 +247,6 @@ def set_dumpable(value: bool) -> None:
         _libc().prctl(4, 1 if value else 0, 0, 0, 0)
 
 
-
 def unshare_network() -> bool:
     """Put this process into an empty network namespace (root only); False when impossible."""
     try:
@@ -235,11 +256,13 @@ def unshare_network() -> bool:
 
 
 def describe_isolation(iso: Isolation) -> dict:
-    return {"mode": iso.mode, "private_tmp": iso.mounts, "network_isolated": iso.network,
-            "hidden": list(iso.hide) if iso.mounts else [], "missing": iso.missing()}
-
-
-
+    return {
+        "mode": iso.mode,
+        "private_tmp": iso.mounts,
+        "network_isolated": iso.network,
+        "hidden": list(iso.hide) if iso.mounts else [],
+        "missing": iso.missing(),
+    }
 
 
 _CLAIMED_UID: list = []  # (uid, lock fd) held for this process's lifetime
@@ -270,4 +293,3 @@ def sandbox_uid() -> int:
         _CLAIMED_UID.append((uid, fd))
         return uid
     raise RuntimeError(f"all {SANDBOX_UIDS} sandbox uids from {SANDBOX_UID_BASE} are in use")
-

@@ -14,11 +14,11 @@ TIMEOUT = "timeout"
 class Limits:
     """Resource limits of one sandboxed job."""
 
-    wall_s: float = 10.0          # no-progress guard: wall time spent neither running nor runnable
-    cpu_s: float | None = None    # RLIMIT_CPU (default: wall_s + 1)
-    memory_mb: int = 2048         # RLIMIT_AS on top of the worker's own address space
-    nproc: int = 32               # RLIMIT_NPROC (as the sandbox uid when root)
-    fsize_mb: int = 64            # RLIMIT_FSIZE, and the size of each private tmpfs
+    wall_s: float = 10.0  # no-progress guard: wall time spent neither running nor runnable
+    cpu_s: float | None = None  # RLIMIT_CPU (default: wall_s + 1)
+    memory_mb: int = 2048  # RLIMIT_AS on top of the worker's own address space
+    nproc: int = 32  # RLIMIT_NPROC (as the sandbox uid when root)
+    fsize_mb: int = 64  # RLIMIT_FSIZE, and the size of each private tmpfs
     drop_privileges: bool = True  # root only: run as a dedicated unprivileged uid
 
 
@@ -33,9 +33,8 @@ class Job:
 
 @dataclass
 class JobResult:
-    status: str                     # "ok" (the harness returned), "timeout", "crash"
-    result: dict | None             # what fn returned (only when status == "ok")
+    status: str  # "ok" (the harness returned), "timeout", "crash"
+    result: dict | None  # what fn returned (only when status == "ok")
     detail: str = ""
     wall_s: float = 0.0
-    cause: str = ""                 # timeouts: "cpu" (CPU budget spent) or "stall" (no progress)
-
+    cause: str = ""  # timeouts: "cpu" (CPU budget spent) or "stall" (no progress)

@@ -49,16 +49,26 @@ def default_hidden() -> list[str]:
 
 
 class _Worker:
-    def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool,
-                 hide: Sequence[str]):
+    def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str]):
         env = child_env()
         self.slot = slot
         self.stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
-                [python, "-m", "evolcoder.sandbox.worker", str(slot), json.dumps(list(preimport)),
-                 "1" if isolate_network else "0", json.dumps(list(hide))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+                [
+                    python,
+                    "-m",
+                    "evolcoder.sandbox.worker",
+                    str(slot),
+                    json.dumps(list(preimport)),
+                    "1" if isolate_network else "0",
+                    json.dumps(list(hide)),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env=env,
+            )
         except OSError as exc:
             raise EvolcoderError(f"execution interpreter {python!r} cannot be started: {exc}") from None
         self.fd = self.proc.stdout.fileno()
@@ -87,9 +97,16 @@ class _Worker:
         self.stderr.close()
 
 
-def run_jobs(jobs: Sequence[Any], python: str | None = None, workers: int = 1, preimport: Sequence[str] = (),
-             isolate_network: bool = False, progress: Callable[[int, int], None] | None = None,
-             env_info: dict | None = None, hide: Sequence[str] | None = None) -> list:
+def run_jobs(
+    jobs: Sequence[Any],
+    python: str | None = None,
+    workers: int = 1,
+    preimport: Sequence[str] = (),
+    isolate_network: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    env_info: dict | None = None,
+    hide: Sequence[str] | None = None,
+) -> list:
     """Run sandbox jobs on ``workers`` worker processes under ``python`` (default: this interpreter);
     one :class:`~evolcoder.sandbox.jobs.JobResult` per job, in job order.
 
@@ -118,8 +135,10 @@ def run_jobs(jobs: Sequence[Any], python: str | None = None, workers: int = 1, p
         except (EOFError, pickle.UnpicklingError) as exc:
             tail = w.stderr_tail()
             w.close()
-            raise EvolcoderError(f"execution interpreter {python} failed to start a worker"
-                                 f"{': ' + tail if tail else f' ({type(exc).__name__})'}") from None
+            raise EvolcoderError(
+                f"execution interpreter {python} failed to start a worker"
+                f"{': ' + tail if tail else f' ({type(exc).__name__})'}"
+            ) from None
         if env_info is not None and not env_info:
             env_info.update(w.hello)
         sel.register(w.fd, selectors.EVENT_READ, w)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+
 def same_interpreter(python: str) -> bool:
     """Whether ``python`` names this process's own interpreter.
 
@@ -50,9 +51,24 @@ def describe_interpreter(modules: Sequence[str], imported: bool = True) -> dict:
 
 
 # variables a worker keeps from the caller's environment; nothing else (API keys, tokens) reaches it
-_WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-               "TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND", "HUMANEVAL_OVERRIDE_PATH", "MBPP_OVERRIDE_PATH")
+_WORKER_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "MPLBACKEND",
+    "HUMANEVAL_OVERRIDE_PATH",
+    "MBPP_OVERRIDE_PATH",
+)
 
 
 def child_env() -> dict[str, str]:

@@ -7,15 +7,42 @@ import pickle
 from typing import Any
 
 # Globals a result pickle may name: constructors of plain values, nothing that runs code.
-_SAFE_GLOBALS = {
-    ("builtins", n) for n in ("complex", "list", "dict", "set", "frozenset", "tuple", "int", "float", "str",
-                              "bytes", "bool", "bytearray", "range", "slice", "Ellipsis", "NotImplemented")
-} | {("collections", n) for n in ("OrderedDict", "deque", "Counter", "defaultdict")} | {
-    ("decimal", "Decimal"), ("fractions", "Fraction"), ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
-}
+_SAFE_GLOBALS = (
+    {
+        ("builtins", n)
+        for n in (
+            "complex",
+            "list",
+            "dict",
+            "set",
+            "frozenset",
+            "tuple",
+            "int",
+            "float",
+            "str",
+            "bytes",
+            "bool",
+            "bytearray",
+            "range",
+            "slice",
+            "Ellipsis",
+            "NotImplemented",
+        )
+    }
+    | {("collections", n) for n in ("OrderedDict", "deque", "Counter", "defaultdict")}
+    | {
+        ("decimal", "Decimal"),
+        ("fractions", "Fraction"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+    }
+)
 
 
 class UnsafeResult(Exception):
@@ -40,4 +67,3 @@ def safe_loads(data: bytes) -> Any:
         raise
     except Exception as exc:  # truncated, malformed, or a constructor refusing its arguments
         raise UnsafeResult(f"unreadable result ({type(exc).__name__})") from None
-

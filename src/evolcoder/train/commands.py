@@ -15,13 +15,18 @@ from evolcoder.io import parse_json_option
 log = logging.getLogger(__name__)
 
 
-@click.command(help="Tokenise instruction records with the WizardCoder prompt (prompt tokens masked, EOS "
-                    "appended, truncated to model_max_length) into a cache file for `evolcoder train --tokenized`.")
+@click.command(
+    help="Tokenise instruction records with the WizardCoder prompt (prompt tokens masked, EOS "
+    "appended, truncated to model_max_length) into a cache file for `evolcoder train --tokenized`."
+)
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
 @click.option("--base-model", required=True, help="Model spec whose tokenizer is used.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .pt file.")
-@click.option("--settings-json", default=None,
-              help="A train entry (only model_max_length and prompt_template are read), JSON or a file.")
+@click.option(
+    "--settings-json",
+    default=None,
+    help="A train entry (only model_max_length and prompt_template are read), JSON or a file.",
+)
 def tokenize_cli(data: str, base_model: str, out: str, settings_json: str | None) -> None:
     from evolcoder.train.run import run_tokenize
     from evolcoder.train.settings import template, tokenize_settings
@@ -29,18 +34,30 @@ def tokenize_cli(data: str, base_model: str, out: str, settings_json: str | None
     raw = parse_json_option(settings_json, "settings-json")
     template(tokenize_settings(raw)["prompt_template"])  # fail early on a bad template
     stats = run_tokenize(data, base_model, out, raw)
-    click.echo(f"tokenised {stats['examples']} examples ({stats['tokens']} tokens, "
-               f"{stats['truncated']} truncated, {stats['dropped_no_target']} dropped) -> {out}")
+    click.echo(
+        f"tokenised {stats['examples']} examples ({stats['tokens']} tokens, "
+        f"{stats['truncated']} truncated, {stats['dropped_no_target']} dropped) -> {out}"
+    )
 
 
-@click.command(help="Fine-tune a causal LM on instruction records (HF Trainer; DeepSpeed ZeRO, LoRA, "
-                    "packing optional). Resumes from the last complete checkpoint in OUT_DIR/checkpoints.")
+@click.command(
+    help="Fine-tune a causal LM on instruction records (HF Trainer; DeepSpeed ZeRO, LoRA, "
+    "packing optional). Resumes from the last complete checkpoint in OUT_DIR/checkpoints."
+)
 @click.option("--data", default=None, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
-@click.option("--tokenized", default=None, type=click.Path(dir_okay=False),
-              help="Cache from `evolcoder tokenize` (checked against --data, tokenizer, template, length).")
+@click.option(
+    "--tokenized",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Cache from `evolcoder tokenize` (checked against --data, tokenizer, template, length).",
+)
 @click.option("--base-model", required=True, help="Model spec (local dir, hub id, alias).")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: model/, checkpoints/, log_history.json, loss.png.")
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: model/, checkpoints/, log_history.json, loss.png.",
+)
 @click.option("--settings-json", default=None, help="One entry of the train: section, JSON or a file.")
 def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings_json: str | None) -> None:
     from evolcoder import launch
@@ -53,25 +70,34 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
     if not data and not tokenized:
         raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
     # one process per GPU of the allocation (or train.num_gpus): re-executed under the launcher
-    nproc = 1 if launch.launched() else launch.process_count(
-        requested=s.num_gpus if isinstance(s.num_gpus, int) else None)
+    nproc = (
+        1 if launch.launched() else launch.process_count(requested=s.num_gpus if isinstance(s.num_gpus, int) else None)
+    )
     if not launch.launched() and (nproc > 1 or s.launcher != "none"):
         gradient_accumulation(s.global_batch_size, s.micro_batch_size, nproc)  # fail before launching
-        argv, env = launch.command(["train", *_train_argv(data, tokenized, base_model, out_dir, raw)], nproc,
-                                   launcher=s.launcher if s.launcher != "none" else "torchrun")
+        argv, env = launch.command(
+            ["train", *_train_argv(data, tokenized, base_model, out_dir, raw)],
+            nproc,
+            launcher=s.launcher if s.launcher != "none" else "torchrun",
+        )
         click.echo(launch.describe(nproc, argv), err=True)
         rc = _run_forwarding_signals(argv, env)
         if rc != 0:
-            raise EvolcoderError(f"distributed training ({s.launcher}) exited with status {rc}; "
-                                 f"rerun to resume from the last checkpoint in {out_dir}/checkpoints")
+            raise EvolcoderError(
+                f"distributed training ({s.launcher}) exited with status {rc}; "
+                f"rerun to resume from the last checkpoint in {out_dir}/checkpoints"
+            )
         return
     from evolcoder.train.run import run_training
 
-    manifest = run_training(data=data, tokenized=tokenized, base_model=base_model, out_dir=out_dir,
-                            s=s, raw_settings=raw)
+    manifest = run_training(
+        data=data, tokenized=tokenized, base_model=base_model, out_dir=out_dir, s=s, raw_settings=raw
+    )
     if manifest:
-        click.echo(f"trained {manifest['steps_done']} steps, final loss {manifest['final_loss']} -> "
-                   f"{os.path.join(out_dir, 'model')}")
+        click.echo(
+            f"trained {manifest['steps_done']} steps, final loss {manifest['final_loss']} -> "
+            f"{os.path.join(out_dir, 'model')}"
+        )
 
 
 def _train_argv(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings: dict) -> list[str]:

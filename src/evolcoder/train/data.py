@@ -29,7 +29,7 @@ def render_prompt(record: dict, template: dict[str, str]) -> str:
     inp = record.get("input") or ""
     key = "prompt_input" if inp.strip() else "prompt_no_input"
     # str.replace, not str.format: instructions contain braces (code)
-    return (template[key].replace("{instruction}", record["instruction"]).replace("{input}", inp))
+    return template[key].replace("{instruction}", record["instruction"]).replace("{input}", inp)
 
 
 def check_record(record: dict, where: str) -> None:
@@ -42,8 +42,9 @@ def check_record(record: dict, where: str) -> None:
         raise DataError(f"{where}: 'input' must be a string")
 
 
-def build_example(prompt_ids: Sequence[int], target_ids: Sequence[int], eos_id: int,
-                  max_length: int) -> tuple[list[int], list[int]]:
+def build_example(
+    prompt_ids: Sequence[int], target_ids: Sequence[int], eos_id: int, max_length: int
+) -> tuple[list[int], list[int]]:
     """input_ids = prompt + target + EOS, truncated to max_length; labels mask the prompt with -100.
 
     Same as WizardCoder's ``preprocess`` (source and source+target tokenised, first len(source)
@@ -71,6 +72,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 @dataclass
 class Tokenized:
     """Flat storage: sample i is input_ids[offsets[i]:offsets[i+1]], its first prompt_lens[i] labels are -100."""
+
     input_ids: list[int]
     offsets: list[int]
     prompt_lens: list[int]
@@ -80,7 +82,7 @@ class Tokenized:
         return len(self.offsets) - 1
 
     def example(self, i: int) -> tuple[list[int], list[int]]:
-        ids = self.input_ids[self.offsets[i]:self.offsets[i + 1]]
+        ids = self.input_ids[self.offsets[i] : self.offsets[i + 1]]
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         n = self.prompt_lens[i]
         return ids, [IGNORE_INDEX] * n + ids[n:]
@@ -89,8 +91,14 @@ class Tokenized:
         return [b - a for a, b in zip(self.offsets, self.offsets[1:])]
 
 
-def tokenize_records(records: Iterable[dict], tokenizer: Any, template: dict[str, str], max_length: int,
-                     batch_size: int = 512, source: str = "data") -> tuple[Tokenized, dict]:
+def tokenize_records(
+    records: Iterable[dict],
+    tokenizer: Any,
+    template: dict[str, str],
+    max_length: int,
+    batch_size: int = 512,
+    source: str = "data",
+) -> tuple[Tokenized, dict]:
     """Tokenise instruction records. Records whose prompt fills the whole window (no target token
     left after truncation) are dropped and counted: they would contribute no loss."""
     if tokenizer.eos_token_id is None:
@@ -99,8 +107,7 @@ def tokenize_records(records: Iterable[dict], tokenizer: Any, template: dict[str
     ids_flat: list[int] = []
     offsets = [0]
     prompt_lens: list[int] = []
-    stats = {"records": 0, "with_input": 0, "truncated": 0, "dropped_no_target": 0,
-             "tokens": 0, "target_tokens": 0}
+    stats = {"records": 0, "with_input": 0, "truncated": 0, "dropped_no_target": 0, "tokens": 0, "target_tokens": 0}
     buf: list[dict] = []
 
     def flush() -> None:
@@ -135,8 +142,10 @@ def tokenize_records(records: Iterable[dict], tokenizer: Any, template: dict[str
     stats["tokens"] = len(ids_flat)
     stats["examples"] = len(prompt_lens)
     if not prompt_lens:
-        raise DataError(f"{source}: no training example left after tokenisation (empty, or every prompt is "
-                        f"longer than model_max_length={max_length})")
+        raise DataError(
+            f"{source}: no training example left after tokenisation (empty, or every prompt is "
+            f"longer than model_max_length={max_length})"
+        )
     return Tokenized(ids_flat, offsets, prompt_lens, meta={}), stats
 
 
@@ -168,8 +177,7 @@ def load_tokenized(path: str | os.PathLike) -> Tokenized:
     if not isinstance(obj, dict) or obj.get("format") != CACHE_FORMAT:
         raise DataError(f"{path}: not a tokenised-data file of format {CACHE_FORMAT} (re-run evolcoder tokenize)")
     # tokens stay one int32 tensor (a python list would cost ~30x the memory on the full dataset)
-    return Tokenized(obj["input_ids"], obj["offsets"].tolist(), obj["prompt_lens"].tolist(),
-                     json.loads(obj["meta"]))
+    return Tokenized(obj["input_ids"], obj["offsets"].tolist(), obj["prompt_lens"].tolist(), json.loads(obj["meta"]))
 
 
 class TrainDataset:
@@ -218,5 +226,6 @@ def packing_collator(flash_attn_kwargs: bool = False) -> Any:
     boundary); ours is a prompt token, already -100."""
     from transformers import DataCollatorWithFlattening
 
-    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX,
-                                      return_flash_attn_kwargs=flash_attn_kwargs)
+    return DataCollatorWithFlattening(
+        return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=flash_attn_kwargs
+    )

@@ -29,8 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = f"cuda:{local_rank}" if cuda else "cpu"
-    info = {"rank": rank, "local_rank": local_rank, "host": socket.gethostname(), "device": device,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    info = {
+        "rank": rank,
+        "local_rank": local_rank,
+        "host": socket.gethostname(),
+        "device": device,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     if world > 1:
         backend = "nccl" if cuda else "gloo"
         if cuda:
@@ -44,8 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         backend, total, gathered = None, torch.tensor([0]), [info]
     if rank == 0:
-        line = json.dumps({"world_size": world, "backend": backend, "rank_sum": int(total.item()),
-                           "expected_rank_sum": world * (world - 1) // 2, "ranks": gathered})
+        line = json.dumps(
+            {
+                "world_size": world,
+                "backend": backend,
+                "rank_sum": int(total.item()),
+                "expected_rank_sum": world * (world - 1) // 2,
+                "ranks": gathered,
+            }
+        )
         print(line, flush=True)
         if ns.out:
             with open(ns.out, "w", encoding="utf-8") as fh:

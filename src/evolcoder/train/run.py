@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from evolcoder.errors import EvolcoderError
+from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
 from evolcoder.launch import free_port
 from evolcoder.models import model_config
-from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
 from evolcoder.train.data import (
     PaddingCollator,
     Tokenized,
@@ -54,6 +54,7 @@ CALLBACKS_ENV = "EVOLCODER_TRAIN_CALLBACKS"
 # tokenizer / model loading
 # ---------------------------------------------------------------------------------------------
 
+
 def load_tokenizer(model_dir: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -84,8 +85,13 @@ def load_model(model_dir: str, s: TrainSettings) -> Any:
     if s.lora is not None:
         from peft import LoraConfig, get_peft_model
 
-        cfg = LoraConfig(r=s.lora.r, lora_alpha=s.lora.alpha, lora_dropout=s.lora.dropout,
-                         target_modules=s.lora.target_modules, task_type="CAUSAL_LM")
+        cfg = LoraConfig(
+            r=s.lora.r,
+            lora_alpha=s.lora.alpha,
+            lora_dropout=s.lora.dropout,
+            target_modules=s.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
         model = get_peft_model(model, cfg)
         if s.gradient_checkpointing:
             model.enable_input_require_grads()
@@ -96,7 +102,10 @@ def load_model(model_dir: str, s: TrainSettings) -> Any:
 # tokenisation (the `evolcoder tokenize` stage, and in-process when no --tokenized is given)
 # ---------------------------------------------------------------------------------------------
 
-def tokenize_file(data: str | os.PathLike, model_dir: str, raw_settings: dict, base_model_spec: str) -> tuple[Tokenized, dict]:
+
+def tokenize_file(
+    data: str | os.PathLike, model_dir: str, raw_settings: dict, base_model_spec: str
+) -> tuple[Tokenized, dict]:
     ts = tokenize_settings(raw_settings)
     tmpl = template(ts["prompt_template"])
     tok = load_tokenizer(model_dir)
@@ -123,9 +132,15 @@ def run_tokenize(data: str, base_model: str, out: str, raw_settings: dict) -> di
     model_dir = resolve(base_model)
     tokd, stats = tokenize_file(data, model_dir, raw_settings, base_model)
     save_tokenized(tokd, out)
-    log.info("tokenised %d records -> %d examples, %d tokens (%d truncated, %d dropped) -> %s",
-             stats["records"], stats["examples"], stats["tokens"], stats["truncated"],
-             stats["dropped_no_target"], out)
+    log.info(
+        "tokenised %d records -> %d examples, %d tokens (%d truncated, %d dropped) -> %s",
+        stats["records"],
+        stats["examples"],
+        stats["tokens"],
+        stats["truncated"],
+        stats["dropped_no_target"],
+        out,
+    )
     return stats
 
 
@@ -141,13 +156,15 @@ def _check_tokenized(tokd: Tokenized, tok: Any, s: TrainSettings, data: str | No
     if data and Path(data).exists() and m.get("data_sha256") != sha256_file(data):
         problems.append(f"{data} changed since it was tokenised")
     if problems:
-        raise EvolcoderError("tokenised data does not match this run: " + "; ".join(problems)
-                             + " (re-run evolcoder tokenize)")
+        raise EvolcoderError(
+            "tokenised data does not match this run: " + "; ".join(problems) + " (re-run evolcoder tokenize)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------
+
 
 def checkpoint_is_complete(path: Path) -> bool:
     """A Trainer checkpoint is complete when its trainer_state.json (written last) parses, names
@@ -195,8 +212,9 @@ def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
         except (OSError, json.JSONDecodeError):
             old = None
         if old != fingerprint:
-            log.warning("checkpoints in %s belong to a different run (settings or data changed): "
-                        "starting over", ckpt_dir)
+            log.warning(
+                "checkpoints in %s belong to a different run (settings or data changed): starting over", ckpt_dir
+            )
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"fingerprint": fingerprint})
@@ -206,12 +224,19 @@ def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
 # distributed helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def _ensure_dist_env() -> None:
     """DeepSpeed needs a process group even for one process: fake a world of 1 when not launched."""
     if "WORLD_SIZE" in os.environ:
         return
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    os.environ.update(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+    )
 
 
 def _is_main() -> bool:
@@ -236,6 +261,7 @@ def _peak_memory_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------
+
 
 def _make_trainer_class():
     from transformers import Trainer
@@ -320,8 +346,11 @@ def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cu
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (old name deprecated)
     import inspect
 
-    gc_name = ("activation_checkpointing" if "activation_checkpointing" in
-               inspect.signature(TrainingArguments).parameters else "gradient_checkpointing")
+    gc_name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
+        else "gradient_checkpointing"
+    )
     kw[gc_name] = s.gradient_checkpointing
     if s.gradient_checkpointing:
         kw[f"{gc_name}_kwargs"] = {"use_reentrant": False}
@@ -335,8 +364,9 @@ def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cu
         raise EvolcoderError(f"train settings rejected by transformers: {exc}") from None
 
 
-def run_training(*, data: str | None, tokenized: str | None, base_model: str, out_dir: str,
-                 s: TrainSettings, raw_settings: dict) -> dict:
+def run_training(
+    *, data: str | None, tokenized: str | None, base_model: str, out_dir: str, s: TrainSettings, raw_settings: dict
+) -> dict:
     """Train (or resume) and write ``out_dir/model``. Returns the training manifest."""
     import torch
 
@@ -364,14 +394,23 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
     else:
         raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
     dataset = TrainDataset(tokd)
-    collator = (packing_collator(flash_attn_kwargs=(s.attn_implementation or "").startswith("flash"))
-                if s.packing else PaddingCollator(tokenizer.pad_token_id, 8 if use_cuda else None))
+    collator = (
+        packing_collator(flash_attn_kwargs=(s.attn_implementation or "").startswith("flash"))
+        if s.packing
+        else PaddingCollator(tokenizer.pad_token_id, 8 if use_cuda else None)
+    )
 
     model = load_model(model_dir, s)
     EvolTrainer = _make_trainer_class()
     callbacks = extra_callbacks()
-    trainer = EvolTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                          processing_class=tokenizer, callbacks=callbacks)
+    trainer = EvolTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
     for cb in callbacks:
         if hasattr(cb, "trainer"):
             cb.trainer = trainer
@@ -402,7 +441,8 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
     if state.global_step < state.max_steps:
         raise EvolcoderError(
             f"training stopped at step {state.global_step} of {state.max_steps} (SIGTERM?); "
-            f"a checkpoint is in {ckpt_dir}: run the same command again to resume")
+            f"a checkpoint is in {ckpt_dir}: run the same command again to resume"
+        )
 
     # ---- final model ----------------------------------------------------------------------
     partial = out / "model.partial"
@@ -448,17 +488,20 @@ def run_training(*, data: str | None, tokenized: str | None, base_model: str, ou
             "epochs_done": state.epoch,
             "final_loss": losses[-1] if losses else None,
             "mean_train_loss": result.training_loss,
-            "final_learning_rate": next((h["learning_rate"] for h in reversed(history)
-                                         if "learning_rate" in h), None),
+            "final_learning_rate": next((h["learning_rate"] for h in reversed(history) if "learning_rate" in h), None),
             "resumed_from": str(resume) if resume else None,
             "train_seconds_this_run": round(wall, 2),
             "tokens_per_s_mean": round(sum(tps) / len(tps), 1) if tps else None,
             "peak_mem_mb": round(_peak_memory_mb(), 1),
             "device": torch.cuda.get_device_name(0) if use_cuda else "cpu",
         }
-        manifest = write_manifest(partial / "training_manifest.json", stage="train",
-                                  inputs={"data": data, "tokenized": tokenized} if tokenized else {"data": data},
-                                  settings=raw_settings, extra=extra)
+        manifest = write_manifest(
+            partial / "training_manifest.json",
+            stage="train",
+            inputs={"data": data, "tokenized": tokenized} if tokenized else {"data": data},
+            settings=raw_settings,
+            extra=extra,
+        )
         if final_dir.exists():
             shutil.rmtree(final_dir)
         partial.rename(final_dir)

@@ -48,26 +48,26 @@ class TrainSettings(Settings):
     base_model: str = "smollm2-135m-instruct"
     model_max_length: int = 2048
     prompt_template: str = _default(_T, "prompt_template")  # name under templates/train/ or a JSON path
-    global_batch_size: int = 512              # effective batch size (samples per optimizer step)
-    micro_batch_size: int = 4                 # per device; grad accumulation is derived
+    global_batch_size: int = 512  # effective batch size (samples per optimizer step)
+    micro_batch_size: int = 4  # per device; grad accumulation is derived
     learning_rate: float = 2e-5
     num_epochs: float = _default(_T, "num_epochs")
-    max_steps: int | None = _default(_T, "max_steps")        # cap (smoke runs); None = full epochs
+    max_steps: int | None = _default(_T, "max_steps")  # cap (smoke runs); None = full epochs
     warmup_steps: int = _default(_T, "warmup_steps")
     lr_scheduler: str = _default(_T, "lr_scheduler")
     weight_decay: float = _default(_T, "weight_decay")
     max_grad_norm: float = _default(_T, "max_grad_norm")
     precision: str = _default(_T, "precision")
     gradient_checkpointing: bool = _default(_T, "gradient_checkpointing")
-    deepspeed: str | None = _default(_T, "deepspeed")        # None | zero2 | zero3 | zero3_offload | JSON
+    deepspeed: str | None = _default(_T, "deepspeed")  # None | zero2 | zero3 | zero3_offload | JSON
     save_steps: int = _default(_T, "save_steps")
     save_total_limit: int | None = _default(_T, "save_total_limit")
     logging_steps: int = _default(_T, "logging_steps")
     seed: int = _default(_T, "seed")
-    packing: bool = _default(_T, "packing")                  # padding-free batches
+    packing: bool = _default(_T, "packing")  # padding-free batches
     lora: LoraSettings | None = _default(_T, "lora")
-    launcher: str = _default(_T, "launcher")                 # none | torchrun | deepspeed
-    num_gpus: int | str | None = _default(_T, "num_gpus")    # None/"auto": the GPUs the job was granted
+    launcher: str = _default(_T, "launcher")  # none | torchrun | deepspeed
+    num_gpus: int | str | None = _default(_T, "num_gpus")  # None/"auto": the GPUs the job was granted
     checkpoint_on_sigterm: bool = _default(_T, "checkpoint_on_sigterm")
     keep_checkpoints: bool = _default(_T, "keep_checkpoints")
     attn_implementation: str | None = _default(_T, "attn_implementation")
@@ -110,8 +110,16 @@ class TrainSettings(Settings):
 
 
 # Settings that do not change the training trajectory (a checkpoint stays valid when they change).
-_NOT_TRAJECTORY = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_on_sigterm",
-                   "keep_checkpoints", "dataloader_num_workers", "launcher", "extra"}
+_NOT_TRAJECTORY = {
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "checkpoint_on_sigterm",
+    "keep_checkpoints",
+    "dataloader_num_workers",
+    "launcher",
+    "extra",
+}
 
 
 def trajectory_fingerprint(s: TrainSettings, data_sha256: str | None, world_size: int) -> str:
@@ -126,7 +134,8 @@ def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_s
     if global_batch_size % per_step:
         raise EvolcoderError(
             f"train.global_batch_size={global_batch_size} is not a multiple of micro_batch_size × "
-            f"world size = {micro_batch_size} × {world_size} = {per_step}")
+            f"world size = {micro_batch_size} × {world_size} = {per_step}"
+        )
     return global_batch_size // per_step
 
 
@@ -148,18 +157,24 @@ def _check(s: TrainSettings) -> None:
     for k in ("global_batch_size", "micro_batch_size", "save_steps", "logging_steps"):
         v = getattr(s, k)
         need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{k} must be a positive int, got {v!r}")
-    need(s.max_steps is None or (isinstance(s.max_steps, int) and s.max_steps > 0),
-         f"max_steps must be null or a positive int, got {s.max_steps!r}")
+    need(
+        s.max_steps is None or (isinstance(s.max_steps, int) and s.max_steps > 0),
+        f"max_steps must be null or a positive int, got {s.max_steps!r}",
+    )
     need(float(s.learning_rate) > 0, "learning_rate must be > 0")
     s.learning_rate = float(s.learning_rate)
     need(float(s.num_epochs) > 0, "num_epochs must be > 0")
     need(isinstance(s.warmup_steps, int) and s.warmup_steps >= 0, "warmup_steps must be an int >= 0")
     need(s.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {s.precision!r}")
     need(s.launcher in LAUNCHERS, f"launcher must be one of {LAUNCHERS}, got {s.launcher!r}")
-    need(s.num_gpus in (None, "auto") or (isinstance(s.num_gpus, int) and s.num_gpus >= 1),
-         f"num_gpus must be null, 'auto' or an int >= 1, got {s.num_gpus!r}")
-    need(s.micro_batch_size <= s.global_batch_size,
-         f"micro_batch_size ({s.micro_batch_size}) exceeds global_batch_size ({s.global_batch_size})")
+    need(
+        s.num_gpus in (None, "auto") or (isinstance(s.num_gpus, int) and s.num_gpus >= 1),
+        f"num_gpus must be null, 'auto' or an int >= 1, got {s.num_gpus!r}",
+    )
+    need(
+        s.micro_batch_size <= s.global_batch_size,
+        f"micro_batch_size ({s.micro_batch_size}) exceeds global_batch_size ({s.global_batch_size})",
+    )
     if s.deepspeed is not None:
         deepspeed_config_path(s.deepspeed)  # raises when unknown
     if s.lora is not None:
@@ -207,4 +222,3 @@ def tokenize_settings(raw: dict[str, Any]) -> dict[str, Any]:
     """The slice of a train entry that the tokenised cache depends on (pass this to `evolcoder tokenize`)."""
     defaults = TrainSettings()
     return {k: raw.get(k, getattr(defaults, k)) for k in TOKENIZE_KEYS}
-
