@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from evolcoder.evolve.engine import run_round  # noqa: E402
+from evolcoder.seed import seed_record  # noqa: E402
 
 
 def free_port() -> int:
@@ -38,18 +39,9 @@ def free_port() -> int:
 
 
 def seed_pool(n: int) -> list[dict]:
+    text = "Write a Python function number {} that returns the sorted unique values of a list."
     return [
-        {
-            "id": f"seed-{i:012x}",
-            "parent_id": None,
-            "root_id": f"seed-{i:012x}",
-            "round": 0,
-            "method": "seed",
-            "instruction": f"Write a Python function number {i} that returns the sorted unique values of a list.",
-            "input": "",
-            "output": "def f(xs):\n    return sorted(set(xs))",
-        }
-        for i in range(n)
+        seed_record(f"seed-{i:012x}", text.format(i), "", "def f(xs):\n    return sorted(set(xs))") for i in range(n)
     ]
 
 

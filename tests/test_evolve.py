@@ -24,6 +24,7 @@ from evolcoder.evolve import methods as M
 from evolcoder.evolve.backends import Completion, backoff_delay, retry_after_s
 from evolcoder.evolve.cache import ResponseCache, iter_cache_lines, request_key
 from evolcoder.evolve.engine import EvolutionSettings, run_round
+from evolcoder.seed import seed_record
 
 from fakeserver import FakeOpenAIServer
 
@@ -37,18 +38,7 @@ def seed_records(n: int, marker: dict[int, str] | None = None) -> list[dict]:
         text = f"Write a Python function number {i} that sums a list of integers."
         if marker and i in marker:
             text += " " + marker[i]
-        out.append(
-            {
-                "id": sid,
-                "parent_id": None,
-                "root_id": sid,
-                "round": 0,
-                "method": "seed",
-                "instruction": text,
-                "input": "",
-                "output": "def f(xs):\n    return sum(xs)",
-            }
-        )
+        out.append(seed_record(sid, text, "", "def f(xs):\n    return sum(xs)"))
     return out
 
 

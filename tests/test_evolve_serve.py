@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from evolcoder.evolve.cache import iter_cache_lines
+from evolcoder.seed import seed_record
 
 REPO = Path(__file__).resolve().parents[1]
 TRANSFORMERS = Path(sys.executable).parent / "transformers"
@@ -155,21 +156,7 @@ def _write_seed(path: Path, n: int) -> Path:
     with open(path, "w") as fh:
         for i, text in enumerate(SEEDS[:n]):
             sid = f"seed-{i:012x}"
-            fh.write(
-                json.dumps(
-                    {
-                        "id": sid,
-                        "parent_id": None,
-                        "root_id": sid,
-                        "round": 0,
-                        "method": "seed",
-                        "instruction": text,
-                        "input": "",
-                        "output": "pass",
-                    }
-                )
-                + "\n"
-            )
+            fh.write(json.dumps(seed_record(sid, text, "", "pass")) + "\n")
     return path
 
 

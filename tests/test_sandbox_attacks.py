@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, shared_data_dir, test_timings
+from conftest import REPO, files_containing, shared_data_dir, test_timings
 
 DATA = shared_data_dir()
 HE = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
@@ -462,25 +462,7 @@ def test_no_file_of_the_sandbox_uids_is_left_and_none_holds_the_key(attacked):
         for p in Path(d).glob("evolcoder-attack-leftover.txt")
     ]
     assert leftovers == []
-    assert _files_containing(key, ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]) == []
-
-
-def _files_containing(needle: str, roots: list[str]) -> list[str]:
-    hits = []
-    raw = needle.encode()
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
-            for f in files:
-                p = os.path.join(dirpath, f)
-                try:
-                    if os.path.islink(p) or not os.path.isfile(p) or os.path.getsize(p) > 256 << 20:
-                        continue
-                    with open(p, "rb") as fh:
-                        if raw in fh.read():
-                            hits.append(p)
-                except OSError:
-                    continue
-    return hits
+    assert files_containing(key, ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]) == []
 
 
 def test_isolation_is_recorded(attacked):

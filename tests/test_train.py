@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from evolcoder.errors import EvolcoderError
+from evolcoder.seed import seed_record
 from evolcoder.train import data as D
 from evolcoder.train.settings import parse_settings, template, tokenize_settings
 
@@ -99,17 +100,7 @@ def _records(n: int) -> list[dict]:
             for i in range(n)
         ]
     return [
-        {
-            "id": f"seed-{i:012x}",
-            "parent_id": None,
-            "root_id": f"seed-{i:012x}",
-            "round": 0,
-            "method": "seed",
-            "instruction": r["instruction"],
-            "input": r.get("input", ""),
-            "output": r["output"],
-        }
-        for i, r in enumerate(items)
+        seed_record(f"seed-{i:012x}", r["instruction"], r.get("input", ""), r["output"]) for i, r in enumerate(items)
     ]
 
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from conftest import files_containing
 from workflow_utils import REPO, copy_workflow, planned_jobs, snakemake
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -100,7 +101,7 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     data["evaluation"] = {"external_predictions": [{"name": "hostile", "benchmark": "humaneval", "path": str(hostile)}]}
     (wd / "data.yaml").write_text(yaml.safe_dump(data))
     snakemake(wd, env={"OPENAI_API_KEY": key})
-    leaks = _files_containing(key, [wd, "/tmp", "/var/tmp", "/dev/shm"])
+    leaks = files_containing(key, [wd, "/tmp", "/var/tmp", "/dev/shm"])
     assert leaks == [], leaks
     hostile_score = json.loads((wd / "results/scores/hostile/humaneval/greedy.json").read_text())
     assert hostile_score["per_task"]["HumanEval/0"]["base"] == ["fail", "pass"], hostile_score["per_task"]
@@ -191,23 +192,6 @@ def has_close_elements(numbers, threshold):
     ]
 
 
-def _files_containing(needle: str, roots: list) -> list[str]:
-    raw, hits = needle.encode(), []
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
-            for f in files:
-                p = os.path.join(dirpath, f)
-                try:
-                    if os.path.islink(p) or not os.path.isfile(p) or os.path.getsize(p) > 256 << 20:
-                        continue
-                    with open(p, "rb") as fh:
-                        if raw in fh.read():
-                            hits.append(p)
-                except OSError:
-                    continue
-    return hits
-
-
 @pytest.mark.skipif(
     not __import__("os").environ.get("EVOLCODER_DS1000_PYTHON"),
     reason="DS-1000 environment not built (EVOLCODER_DS1000_PYTHON)",
@@ -216,7 +200,6 @@ def test_execution_config_reaches_the_scorer(tmp_path, shared_data, monkeypatch)
     """`evaluation.execution` travels from the config through the score rule to the scorer: DS-1000
     predictions score under the interpreter and time limit the config names (the environment
     variable is removed, so only the config can point at the pinned env)."""
-    import os
 
     import yaml
 

@@ -51,16 +51,20 @@ def normalise(item: dict, where: str) -> dict:
     if not rec["instruction"]:
         raise DataError(f"{where}: field 'instruction' is empty")
     input_ = input_.strip()
-    sid = seed_id(rec["instruction"], input_)
+    return seed_record(seed_id(rec["instruction"], input_), rec["instruction"], input_, rec["output"])
+
+
+def seed_record(sid: str, instruction: str, input_: str, output: str) -> dict:
+    """The instruction record of a seed item (round 0, its own root)."""
     return {
         "id": sid,
         "parent_id": None,
         "root_id": sid,
         "round": 0,
         "method": "seed",
-        "instruction": rec["instruction"],
+        "instruction": instruction,
         "input": input_,
-        "output": rec["output"],
+        "output": output,
     }
 
 

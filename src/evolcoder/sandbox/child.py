@@ -67,13 +67,17 @@ log = logging.getLogger(__name__)
 MIN_RESULT_BYTES = 64 * 1024 * 1024
 
 
-_ENV_KEEP = (
+# thread pools of numerical libraries: one thread each in a worker (set in init_worker)
+_THREAD_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "NUMEXPR_NUM_THREADS",
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
+)
+_ENV_KEEP = (
+    *_THREAD_VARS,
     "TF_CPP_MIN_LOG_LEVEL",
     "MPLBACKEND",
     "OPENBLAS_CORETYPE",
@@ -585,14 +589,7 @@ def init_worker(
 ) -> Isolation:
     """Set up a worker process: thread caps, pre-imports, isolation, subreaper, non-dumpable."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for var in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-        "TF_NUM_INTRAOP_THREADS",
-        "TF_NUM_INTEROP_THREADS",
-    ):
+    for var in _THREAD_VARS:
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
