@@ -33,4 +33,11 @@ if [ -n "$ds_out" ]; then
   fi
   rm -f "$ds_out"
 fi
-python -m pytest "$@"
+# two pytest workers, one test file each at a time (EVOLCODER_TEST_WORKERS=0: one process); the scores
+# do not depend on machine load, so the files may share the cores
+workers=${EVOLCODER_TEST_WORKERS:-2}
+if [ "$workers" = "0" ]; then
+  python -m pytest "$@"
+else
+  python -m pytest -n "$workers" --dist loadfile "$@"
+fi
