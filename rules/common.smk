@@ -582,15 +582,19 @@ def get_selection_decisions(wildcards=None):
     )
 
 
+def selection_is_held_out():
+    return selection()["benchmark"] not in config["evaluation"]["benchmarks"]
+
+
 def selection_note():
     """What the number of rounds was selected on, for the tables."""
     if not auto_rounds():
         return f"fixed in the config (evolution.rounds: {n_rounds()}), not selected"
     sel = selection()
     where = (
-        "a benchmark the results table reports: its numbers are selected on themselves (as in the paper)"
-        if sel["benchmark"] in config["evaluation"]["benchmarks"]
-        else "held out (not a reported benchmark)"
+        "held out (not a reported benchmark)"
+        if selection_is_held_out()
+        else "a benchmark the results table reports: its numbers are selected on themselves (as in the paper)"
     )
     return (
         f"rounds: auto (cap {n_rounds()}): stop at the first decline of {sel['benchmark']} {sel['split']} "
@@ -602,7 +606,8 @@ def selected_role():
     if not auto_rounds():
         return f"evolved ({n_rounds()} rounds)"
     sel = selection()
-    return f"evolved (best k on {sel['benchmark']} {sel['split']})"
+    where = "held out" if selection_is_held_out() else "a reported test benchmark"
+    return f"evolved (best k on {sel['benchmark']} {sel['split']}, {where})"
 
 
 def ablation_args(wildcards, input):
