@@ -29,10 +29,11 @@ wildcard_constraints:
 include: "rules/evolve.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
+include: "rules/ablation.smk"
 
 
 rule all:
     default_target: True
     input:
-        get_final_output(),
+        get_final_output,
     localrule: True

@@ -149,8 +149,24 @@ def get_seed_file(wildcards):
     return src
 
 
+def auto_rounds():
+    """`evolution.rounds: auto`: the number of rounds is selected by the select_round checkpoints."""
+    return config["evolution"]["rounds"] == "auto"
+
+
 def n_rounds():
-    return int(config["evolution"]["rounds"])
+    """The number of rounds; with rounds: auto, the cap (evolution.max_rounds)."""
+    ev = config["evolution"]
+    return int(ev["max_rounds"] if auto_rounds() else ev["rounds"])
+
+
+def evolve_settings():
+    """The evolution slice of one round: every key but how many rounds there are, and how they are selected."""
+    return {
+        k: v
+        for k, v in config["evolution"].items()
+        if k not in ("rounds", "max_rounds", "selection")
+    }
 
 
 def get_round_pool(wildcards):
@@ -166,8 +182,15 @@ def get_evolved_rounds(wildcards=None):
     return [f"results/evolve/round_{k}/evolved.jsonl" for k in range(1, n_rounds() + 1)]
 
 
+def rounds_run():
+    """Rounds evolved: all of them, or with rounds: auto those up to the round whose checkpoint stopped the
+    evolution (only callable from an input function: it waits for the select_round checkpoints).
+    """
+    return evaluated_rounds()[0] if auto_rounds() else n_rounds()
+
+
 def get_round_stats(wildcards=None):
-    return [f"results/evolve/round_{k}/stats.json" for k in range(1, n_rounds() + 1)]
+    return [f"results/evolve/round_{k}/stats.json" for k in range(1, rounds_run() + 1)]
 
 
 def merge_round_args(wildcards, input):
@@ -179,6 +202,63 @@ def merge_round_args(wildcards, input):
 
 def trained_model():
     return config["train"]["model_name"]
+
+
+##### rounds ablation and baselines #####
+
+
+def ablation_model(k):
+    """The checkpoint trained on the seed + rounds 1..k: the main model for k = N (nothing is trained twice)."""
+    k = int(k)
+    if k == n_rounds() and not auto_rounds():
+        return trained_model()
+    return f"{trained_model()}-k{k}"
+
+
+def ablation_k(model):
+    """k of an ablation checkpoint's name, else None."""
+    for k in range(n_rounds() + 1):
+        if ablation_model(k) == model:
+            return k
+    return None
+
+
+def merged_dir(k):
+    """The merged set of seed + rounds 1..k: the main one for k = N."""
+    if int(k) == n_rounds() and not auto_rounds():
+        return "results/merged"
+    return f"results/merged/rounds_{int(k)}"
+
+
+def get_train_data(wildcards):
+    k = ablation_k(wildcards.model)
+    return f"{merged_dir(n_rounds() if k is None else k)}/train.jsonl"
+
+
+def get_rounds_upto(wildcards):
+    return [
+        f"results/evolve/round_{j}/evolved.jsonl"
+        for j in range(1, int(wildcards.k) + 1)
+    ]
+
+
+def untuned_model():
+    return f"{trained_model()}-untuned"
+
+
+def baseline_models():
+    """{name: role} of the baseline rows the config asks for (evaluation.baselines)."""
+    wanted = config["evaluation"]["baselines"]
+    out = {}
+    if "base" in wanted:
+        out[untuned_model()] = "base model (untuned)"
+    if "seed_only" in wanted:
+        out[ablation_model(0)] = "seed only (k=0)"
+    return out
+
+
+def ablation_benchmarks():
+    return config["ablation"]["benchmarks"] or config["evaluation"]["benchmarks"]
 
 
 def train_settings():
@@ -241,7 +321,36 @@ def generate_resources(wildcards):
 
 
 def eval_models():
-    return {m["name"]: m["model"] for m in config["evaluation"]["models"]}
+    """Every model the DAG can generate with: the configured ones, the untuned base and the ablation
+    checkpoints (`trained:<k>`)."""
+    out = {untuned_model(): config["train"]["base_model"]}
+    last = n_rounds() + 1 if auto_rounds() else n_rounds()
+    out.update({ablation_model(k): f"trained:{k}" for k in range(last)})
+    out.update({m["name"]: m["model"] for m in config["evaluation"]["models"]})
+    return out
+
+
+def table_models():
+    """Models of the results table: the configured ones and the baselines."""
+    return [m["name"] for m in config["evaluation"]["models"]] + [
+        m for m in baseline_models() if m not in configured_models()
+    ]
+
+
+def configured_models():
+    return [m["name"] for m in config["evaluation"]["models"]]
+
+
+def _checkpoint(spec):
+    """The checkpoint directory of a `trained` spec (with rounds: auto, the selected k's; an input function
+    only then, as it waits for the selection)."""
+    if spec == "trained":
+        if auto_rounds():
+            return f"results/train/{ablation_model(evaluated_rounds()[1])}/model"
+        return f"results/train/{trained_model()}/model"
+    if spec.startswith("trained:"):
+        return f"results/train/{ablation_model(spec.split(':', 1)[1])}/model"
+    return None
 
 
 _WARNED = set()
@@ -277,13 +386,15 @@ def eval_modes():
 
 def get_model_input(wildcards):
     """The checkpoint directory when the model is the one trained here, else nothing to wait for."""
-    spec = eval_models()[wildcards.model]
-    return f"results/train/{trained_model()}/model" if spec == "trained" else []
+    return _checkpoint(eval_models()[wildcards.model]) or []
 
 
-def get_model_spec(wildcards):
-    spec = eval_models()[wildcards.model]
-    return f"results/train/{trained_model()}/model" if spec == "trained" else spec
+def get_model_spec(wildcards, input):
+    """The model's checkpoint (the job's input, resolved through the selection with rounds: auto) or its spec."""
+    got = input.model
+    if isinstance(got, str):
+        return got
+    return got[0] if len(got) else eval_models()[wildcards.model]
 
 
 def generation_settings(wildcards):
@@ -312,6 +423,15 @@ def table_options():
     ]
     if ev.get("published_comparison"):
         opts.append("--comparison")
+    baselines = baseline_models()
+    if baselines:
+        # base -> seed only -> the evolved model(s), each row with a paired test against the one before
+        chain = list(baselines.items()) + [
+            (m["name"], selected_role())
+            for m in ev["models"]
+            if m["model"] == "trained"
+        ]
+        opts += [f"--chain {shlex.quote(f'{m}={role}')}" for m, role in chain]
     return " ".join(opts)
 
 
@@ -398,7 +518,7 @@ def get_score_files(wildcards=None):
     ev = config["evaluation"]
     files = [
         f"results/scores/{m}/{b}/{mode}.json"
-        for m in eval_models()
+        for m in table_models()
         for b in ev["benchmarks"]
         for mode in eval_modes()
     ]
@@ -408,15 +528,122 @@ def get_score_files(wildcards=None):
     return files
 
 
+def get_ablation_scores(wildcards=None):
+    """Score files of the untuned base and of every k's checkpoint on the ablation's benchmarks (with
+    rounds: auto, every k evaluated before the selection stopped)."""
+    models = [untuned_model()] + [ablation_model(k) for k in range(rounds_run() + 1)]
+    return [
+        f"results/scores/{m}/{b}/{mode}.json"
+        for m in models
+        for b in ablation_benchmarks()
+        for mode in eval_modes()
+    ]
+
+
+def get_ablation_stats(wildcards=None):
+    return [f"{merged_dir(k)}/stats.json" for k in range(rounds_run() + 1)]
+
+
+##### round selection (evolution.rounds: auto) #####
+
+
+def selection():
+    return config["evolution"]["selection"]
+
+
+def selection_score(k):
+    """The selection metric's score file of the checkpoint of k (greedy when enabled, else sampled)."""
+    return f"results/scores/{ablation_model(k)}/{selection()['benchmark']}/{eval_modes()[0]}.json"
+
+
+def get_selection_inputs(wildcards):
+    k = int(wildcards.k)
+    return {"previous": selection_score(k - 1), "current": selection_score(k)}
+
+
+def evaluated_rounds():
+    """(last k evaluated, selected k), walking the select_round checkpoints from round 1: each one that
+    continues asks for the next round (and so its evolution, merge, training and scoring).
+    """
+    k = 1
+    while True:
+        with open(checkpoints.select_round.get(k=k).output[0]) as fh:
+            decision = json.load(fh)
+        if not decision["continue"]:
+            return k, decision["best_k"]
+        k += 1
+
+
+def get_selection_decisions(wildcards=None):
+    return (
+        [f"results/selection/round_{k}.json" for k in range(1, rounds_run() + 1)]
+        if auto_rounds()
+        else []
+    )
+
+
+def selection_is_held_out():
+    return selection()["benchmark"] not in config["evaluation"]["benchmarks"]
+
+
+def selection_note():
+    """What the number of rounds was selected on, for the tables."""
+    if not auto_rounds():
+        return f"fixed in the config (evolution.rounds: {n_rounds()}), not selected"
+    sel = selection()
+    where = (
+        "held out (not a reported benchmark)"
+        if selection_is_held_out()
+        else "a benchmark the results table reports: its numbers are selected on themselves (as in the paper)"
+    )
+    return (
+        f"rounds: auto (cap {n_rounds()}): stop at the first decline of {sel['benchmark']} {sel['split']} "
+        f"pass@1 ({eval_modes()[0]}), keep the best k; selected on {where}"
+    )
+
+
+def selected_role():
+    if not auto_rounds():
+        return f"evolved ({n_rounds()} rounds)"
+    sel = selection()
+    where = "held out" if selection_is_held_out() else "a reported test benchmark"
+    return f"evolved (best k on {sel['benchmark']} {sel['split']}, {where})"
+
+
+def ablation_args(wildcards, input):
+    ks = " ".join(
+        f"--k {shlex.quote(f'{ablation_model(k)}={stats}')}"
+        for k, stats in enumerate(input.stats)
+    )
+    return f"{ks} --base {shlex.quote(untuned_model())}"
+
+
+def ablation_held_fixed():
+    t = config["train"]
+    return shlex.quote(
+        f"train's hyper-parameters (base model {t['base_model']}, lr {t['learning_rate']}, "
+        f"{t['num_epochs']} epochs, max_steps {t['max_steps']}, global batch {t['global_batch_size']}, "
+        f"length {t['model_max_length']}, seed {t['seed']}), the prompts, generation and scorer"
+    )
+
+
 ##### final targets #####
 
 
-def get_final_output():
-    return [
+def get_final_output(wildcards=None):
+    out = [
         "results/scores.md",
         "results/scores.csv",
         "results/scores.json",
         "results/scores.png",
         "results/evolve/stats.png",
-        f"results/train/{trained_model()}/loss.png",
+    ]
+    if not auto_rounds():
+        return out + [f"results/train/{trained_model()}/loss.png"]
+    # rounds: auto: the selected checkpoint, and the rounds table the selection was made from
+    best = ablation_model(evaluated_rounds()[1])
+    return out + [
+        f"results/train/{best}/loss.png",
+        "results/ablation/rounds.md",
+        "results/ablation/rounds.png",
     ]

@@ -46,10 +46,8 @@ rule evolve_round:
         container_for("cpu")
     threads: 2
     params:
-        # every key but `rounds`: adding a round must not make the finished rounds stale
-        settings=as_json(
-            {k: v for k, v in config["evolution"].items() if k != "rounds"}
-        ),
+        # every key but how many rounds: adding a round must not make the finished rounds stale
+        settings=as_json(evolve_settings()),
         out_dir=subpath(output.evolved, parent=True),
         code=code_version("evolve"),
     shell:
@@ -104,4 +102,29 @@ rule merge:
         code=code_version("merge"),
     shell:
         "evolcoder merge --seed {input.seed} {params.rounds} --out-dir results/merged"
+        " --settings-json {params.settings} --data-json {params.data} > {log} 2>&1"
+
+
+rule merge_rounds:
+    input:
+        seed="results/seed/seed.jsonl",
+        rounds=get_rounds_upto,
+    output:
+        train="results/merged/rounds_{k}/train.jsonl",
+        stats="results/merged/rounds_{k}/stats.json",
+        decontamination="results/merged/rounds_{k}/decontamination.json",
+    log:
+        "logs/merge/rounds_{k}.log",
+    conda:
+        "../envs/cpu.yaml"
+    container:
+        container_for("cpu")
+    params:
+        rounds=merge_round_args,
+        settings=as_json(config["merge"]),
+        data=as_json(config["data"]),
+        out_dir=subpath(output.train, parent=True),
+        code=code_version("merge"),
+    shell:
+        "evolcoder merge --seed {input.seed} {params.rounds} --out-dir {params.out_dir}"
         " --settings-json {params.settings} --data-json {params.data} > {log} 2>&1"

@@ -3,7 +3,8 @@
 
 rule tokenize:
     input:
-        data="results/merged/train.jsonl",
+        # the main merged set, or seed + rounds 1..k for the rounds ablation's checkpoint of k
+        data=get_train_data,
     output:
         "results/tokenized/{model}.pt",
     log:
@@ -24,7 +25,7 @@ rule tokenize:
 
 rule train:
     input:
-        data="results/merged/train.jsonl",
+        data=get_train_data,
         tokenized="results/tokenized/{model}.pt",
     output:
         model=directory("results/train/{model}/model"),

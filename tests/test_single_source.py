@@ -35,7 +35,7 @@ def _settings_classes():
         BackendSettings: ("evolution.backend", set()),
         EliminationSettings: ("evolution.elimination", set()),
         JudgeSettings: ("evolution.judge", set()),
-        EvolutionSettings: ("evolution", set()),
+        EvolutionSettings: ("evolution", {"max_rounds", "selection"}),  # the workflow's round selection
         TrainSettings: ("train", {"model_name", "resources"}),
         GenSettings: ("evaluation.sampling", {"enabled", "ks"}),
     }

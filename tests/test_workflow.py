@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
@@ -39,15 +40,17 @@ def test_snakefmt_formatting():
                 "seed": 1,
                 "evolve_round": 4,
                 "merge": 1,
-                "tokenize": 1,
-                "train": 1,
-                "generate": 1,
-                "gather": 1,
-                "score": 1,
+                # the baseline rows: the seed-only set and its fine-tune, the untuned base
+                "merge_rounds": 1,
+                "tokenize": 2,
+                "train": 2,
+                "generate": 3,
+                "gather": 3,
+                "score": 3,
                 "table": 1,
             },
         ),
-        ("config/paper.yaml", {"evolve_round": 4, "train": 1, "generate": 32, "gather": 8, "score": 9}),
+        ("config/paper.yaml", {"evolve_round": 4, "train": 2, "generate": 96, "gather": 24, "score": 25}),
     ],
 )
 def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
@@ -152,6 +155,53 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     assert proc.returncode != 0 and "evolcoder: error: seed file seed.json: not valid JSON" in proc.stderr
     after = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
     assert before == after
+
+
+ABLATION = ("tests/configs/tiny.yaml", "tests/configs/ablation-tiny.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("EVOLCODER_ABLATION_E2E") != "1",
+    reason="real rounds ablation (~10 min on 2 cores): EVOLCODER_ABLATION_E2E=1; tests/test_ablation.py checks its DAG",
+)
+def test_rounds_ablation_end_to_end_with_the_real_stages(tmp_path, shared_data):
+    """`snakemake all`, then `snakemake ablation_rounds all` on the shipped tiny ablation config: k = 0..2 (k = 2
+    is the main model, rebuilt not), the untuned base, intervals and paired p-values; then nothing to do."""
+    wd = copy_workflow(tmp_path, shared_data)
+    snakemake(wd)
+    main_model = wd / "results/train/tiny-evolcoder/model/training_manifest.json"
+    main_mtime = main_model.stat().st_mtime
+    jobs = planned_jobs(wd, "ablation_rounds", "all", configfiles=ABLATION)
+    assert {r: jobs.get(r) for r in ("merge_rounds", "train", "generate", "score")} == {
+        "merge_rounds": 2,  # seed only, seed + round 1 (seed + rounds 1..2 is the main merged set)
+        "train": 2,
+        "generate": 3,  # k = 0, k = 1, the untuned base
+        "score": 3,
+    }, jobs
+    assert not {"seed", "evolve_round", "merge", "timings"} & set(jobs), jobs
+    snakemake(wd, "ablation_rounds", "all", configfiles=ABLATION)
+    assert main_model.stat().st_mtime == main_mtime
+    with open(wd / "results/ablation/rounds.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    he = [r for r in rows if r["benchmark_id"] == "humaneval" and r["split"] == "base"]
+    assert [r["k"] for r in he] == ["base", "0", "1", "2"], rows
+    assert [r["model"] for r in he][1:] == ["tiny-evolcoder-k0", "tiny-evolcoder-k1", "tiny-evolcoder"]
+    seed_only = json.loads((wd / "results/merged/rounds_0/stats.json").read_text())
+    assert seed_only["by_round"] == {"0": seed_only["records"]} and he[1]["train_records"] == str(seed_only["records"])
+    for prev, r in zip(he, he[1:]):
+        assert r["vs"] == prev["model"] and r["test"] == "mcnemar-exact" and 0.0 <= float(r["p_value"]) <= 1.0
+        assert float(r["pass@1_lo"]) <= float(r["pass@1"]) <= float(r["pass@1_hi"])
+    md = (wd / "results/ablation/rounds.md").read_text()
+    assert "| 2 | tiny-evolcoder |" in md and "McNemar" in md and "Held fixed across k" in md
+    assert (wd / "results/ablation/rounds.png").stat().st_size > 1000
+    # the results table reads base -> seed only -> evolved, with paired tests
+    table = json.loads((wd / "results/scores.json").read_text())["rows"]
+    he_rows = [r for r in table if r["benchmark_id"] == "humaneval" and r["split"] == "base"]
+    order = [r["model"] for r in he_rows]
+    assert order[:3] == ["tiny-evolcoder-untuned", "tiny-evolcoder-k0", "tiny-evolcoder"], order
+    assert he_rows[1]["vs"] == "tiny-evolcoder-untuned" and "p_value" in he_rows[1] and "pass@1_lo" in he_rows[0]
+    assert planned_jobs(wd, "ablation_rounds", "all", configfiles=ABLATION) == {}
 
 
 def _hostile_predictions() -> list[dict]:

@@ -44,7 +44,9 @@ def snakemake(
     check: bool = True,
     timeout: int = 1800,
     env: dict | None = None,
+    bin_dir: Path | None = None,
 ) -> subprocess.CompletedProcess:
+    """``bin_dir``: a folder searched first for the rules' commands (a stand-in ``evolcoder``)."""
     cfgs = list(configfiles)
     if (workdir / "data.yaml").exists():
         cfgs.append("data.yaml")
@@ -52,6 +54,8 @@ def snakemake(
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, *(["--configfile", *cfgs] if cfgs else [])]
     env = dict(os.environ, **(env or {}))
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if bin_dir is not None:
+        env["PATH"] = str(bin_dir) + os.pathsep + env["PATH"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -62,7 +66,8 @@ def snakemake(
 
 def planned_jobs(workdir: Path, *args: str, **kw) -> dict[str, int]:
     """Jobs a dry run would execute, from Snakemake's job-stats table: {rule: count}."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules", *args, **kw)
+    # targets before --quiet, which takes several values
+    proc = snakemake(workdir, *args, "-n", "--quiet", "rules", **kw)
     jobs: dict[str, int] = {}
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:

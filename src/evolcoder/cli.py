@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot-evolution": ("evolcoder.evolve.stats", "Plot the evolution statistics of the rounds."),
     "plot-training": ("evolcoder.train.plot", "Plot a training run's loss and learning rate."),
     "table": ("evolcoder.table", "Collect scores into results tables and a chart."),
+    "ablation-table": ("evolcoder.ablation", "Rounds ablation table and plot: pass@1 against k."),
+    "select-round": ("evolcoder.selection", "Round selection: evolve another round or stop (rounds: auto)."),
     "prepare-model": ("evolcoder.models", "Resolve a model spec to a local directory (exports GGUF)."),
 }
 

@@ -6,6 +6,12 @@ setting (and decoding mode) should reproduce (marked when it differs beyond roun
 what differs between the two settings, or that it is not explained), and for every number the
 evaluator semantics, dataset version and time-limit policy that produced it.
 
+Every pass@k carries its 95% interval over tasks (:mod:`evolcoder.stats`: Wilson for greedy pass@1,
+a seeded bootstrap over tasks for pass@k from n samples), computed from the score file's per-task
+verdicts. ``--chain MODEL=ROLE`` (repeatable) orders the rows (e.g. base -> seed only -> evolved) and
+compares each chained model with the one before it on the same tasks (exact McNemar for greedy, paired
+bootstrap for sampled), with the p-value in the row.
+
 A reproduction (``--match ours=PUBLISHED``, from ``evaluation.models[].reproduces``) is compared with
 the published model's numbers. ``--comparison`` adds the papers' rows of other models as a separate,
 labelled block (never evaluated here).
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ from typing import Any
 import click
 import yaml
 
+from evolcoder import stats
 from evolcoder.errors import DataError
 from evolcoder.io import atomic_path, read_json, write_json
 
@@ -72,14 +80,67 @@ def _mode(res: dict, path: str) -> str:
     return res.get("mode") or ("greedy" if res.get("n_samples_per_task", 1) == 1 else "sampled")
 
 
+def task_counts(res: dict, split: str) -> tuple[list[str], list[int], list[int]] | None:
+    """(task ids, samples per task, correct per task) of a split, from the score file's per-task
+    verdicts; None when the file has none (an old or hand-made score file)."""
+    per_task = res.get("per_task")
+    if not isinstance(per_task, dict) or not per_task:
+        return None
+    ids, ns, cs = [], [], []
+    for tid, e in per_task.items():
+        statuses = e.get(split)
+        if statuses is None:
+            return None
+        ids.append(tid)
+        ns.append(int(e.get("n", len(statuses))))
+        cs.append(int(e.get(f"{split}_correct", sum(1 for v in statuses if v == "pass"))))
+    return ids, ns, cs
+
+
+def _pct(v: float) -> float:
+    return round(100.0 * v, 1)
+
+
+def intervals(res: dict, split: str) -> dict:
+    """``{"pass@k_lo": %, "pass@k_hi": %, ...}`` and ``ci_method`` for every pass@k of the split."""
+    counts = task_counts(res, split)
+    out: dict[str, Any] = {}
+    if counts is None:
+        return out
+    _ids, ns, cs = counts
+    methods = []
+    for key in res[split]:
+        if not key.startswith("pass@"):
+            continue
+        k = int(key.split("@")[1])
+        if k > min(ns):
+            continue
+        lo, hi, method = stats.pass_at_k_interval(ns, cs, k)
+        out[f"{key}_lo"], out[f"{key}_hi"] = _pct(lo), _pct(hi)
+        methods.append(f"{key}: {method}")
+    out["ci_method"] = ", ".join(methods)
+    return out
+
+
+def model_name(path: str, res: dict) -> str:
+    return str(res.get("model") or Path(path).parent.parent.name)
+
+
 def build_rows(
-    scores: list[tuple[str, dict]], published: list[dict], matches: dict[str, str] | None = None
+    scores: list[tuple[str, dict]],
+    published: list[dict],
+    matches: dict[str, str] | None = None,
+    chain: list[tuple[str, str]] | None = None,
 ) -> list[dict]:
-    """``matches``: our model name -> the published model it reproduces (its numbers are our reference)."""
+    """``matches``: our model name -> the published model it reproduces (its numbers are our reference).
+    ``chain``: ``[(model, role), ...]``: those rows first, in that order, each compared with the one before."""
     matches = {k.lower(): v for k, v in (matches or {}).items()}
+    chain = list(chain or [])
+    roles = dict(chain)
+    order = {m: i for i, (m, _role) in enumerate(chain)}
     rows = []
     for path, res in scores:
-        model = str(res.get("model") or Path(path).parent.parent.name)
+        model = model_name(path, res)
         reproduces = matches.get(model.lower())
         wanted = {model.lower()} | ({reproduces.lower()} if reproduces else set())
         bench = res["benchmark"]
@@ -113,9 +174,12 @@ def build_rows(
                 "complete": res.get("complete", True),
                 "pass@1": ours,
             }
+            if model in roles:
+                row["role"] = roles[model]
             for k, v in res[split].items():
                 if k.startswith("pass@") and k != "pass@1":
                     row[k] = v
+            row.update(intervals(res, split))
             row["published"] = "; ".join(f"{e['value']} ({e.get('mode', '?')}: {e.get('setting', '')})" for e in pubs)
             row["published_reference"] = ref["value"] if ref else None
             row["delta"] = delta
@@ -135,8 +199,46 @@ def build_rows(
             row["difference_note"] = _difference_note(row, ref) if row["differs"] else ""
             row["score_file"] = str(path)
             rows.append(row)
-    rows.sort(key=lambda r: (r["model"], r["benchmark_id"], r["split"] != "base", r["mode"]))
+    rows.sort(
+        key=lambda r: (
+            order.get(r["model"], len(order)),
+            r["model"],
+            r["benchmark_id"],
+            r["split"] != "base",
+            r["mode"],
+        )
+    )
+    add_comparisons(rows, scores, [m for m, _role in chain])
     return rows
+
+
+def add_comparisons(rows: list[dict], scores: list[tuple[str, dict]], chain: list[str]) -> None:
+    """Each row of a chained model (but the first) gets a paired test against the previous model's row
+    of the same benchmark, split and mode, over the tasks both were scored on: ``vs``, ``vs_delta``
+    (percentage points of pass@1), ``p_value``, ``test``, ``paired_tasks``."""
+    by_key = {(model_name(p, r), r["benchmark"], _mode(r, p)): r for p, r in scores}
+    for row in rows:
+        if row["model"] not in chain or chain.index(row["model"]) == 0:
+            continue
+        ref_model = chain[chain.index(row["model"]) - 1]
+        ours = by_key.get((row["model"], row["benchmark_id"], row["mode"]))
+        ref = by_key.get((ref_model, row["benchmark_id"], row["mode"]))
+        row["vs"] = ref_model
+        if ours is None or ref is None:
+            continue
+        a, b = task_counts(ours, row["split"]), task_counts(ref, row["split"])
+        if a is None or b is None:
+            continue
+        cb = dict(zip(b[0], zip(b[1], b[2])))
+        common = [(n, c, *cb[t]) for t, n, c in zip(*a) if t in cb]
+        if not common:
+            continue
+        ns_a, cs_a, ns_b, cs_b = (list(x) for x in zip(*common))
+        test = stats.compare(ns_a, cs_a, ns_b, cs_b, k=1)
+        row["vs_delta"] = _pct(test["difference"])
+        row["p_value"] = round(test["p_value"], 4)
+        row["test"] = test["test"]
+        row["paired_tasks"] = test["n_tasks"]
 
 
 def _difference_note(row: dict, ref: dict) -> str:
@@ -158,6 +260,27 @@ def _env_summary(env: dict) -> str:
     )
 
 
+def _with_ci(r: dict, key: str) -> str:
+    v = r.get(key)
+    if v is None:
+        return "–"
+    lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
+    return _fmt(v) + ("" if lo is None else f" [{lo:.1f}, {hi:.1f}]")
+
+
+def _vs(r: dict) -> str:
+    if not r.get("vs"):
+        return ""
+    if r.get("p_value") is None:
+        return f"vs {r['vs']}: no paired tasks"
+    test = "McNemar" if r["test"] == "mcnemar-exact" else "paired bootstrap"
+    return f"{r['vs_delta']:+.1f} vs {r['vs']} (p = {_fmt_p(r['p_value'])}, {test}, {r['paired_tasks']} tasks)"
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
@@ -167,8 +290,10 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
+    chained = any(r.get("role") for r in rows)
     ks = sorted(
-        {k for r in rows for k in r if k.startswith("pass@") and k != "pass@1"}, key=lambda k: int(k.split("@")[1])
+        {k for r in rows for k in r if re.fullmatch(r"pass@\d+", k) and k != "pass@1"},
+        key=lambda k: int(k.split("@")[1]),
     )
     head = [
         "model",
@@ -176,8 +301,9 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
         "mode",
         "n",
         "tasks",
-        "pass@1",
+        "pass@1 [95% CI]",
         *ks,
+        *(["vs previous row (paired)"] if chained else []),
         "published",
         "Δ vs published",
         "evaluator",
@@ -196,14 +322,17 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
         )
         evaluator = r["evaluator"] + (f"; {r['execution_env']}" if r.get("execution_env") else "")
         model = r["model"] + (f" (reproduces {r['reproduces']})" if r.get("reproduces") else "")
+        if r.get("role"):
+            model += f" — {r['role']}"
         cells = [
             model,
             r["benchmark"],
             r["mode"],
             _fmt(r["n"]),
             tasks,
-            _fmt(r["pass@1"]),
-            *[_fmt(r.get(k)) for k in ks],
+            _with_ci(r, "pass@1"),
+            *[_with_ci(r, k) for k in ks],
+            *([_vs(r)] if chained else []),
             r["published"] or "–",
             delta,
             evaluator,
@@ -213,6 +342,16 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     notes = [
         "",
+        "[95% CI]: over tasks (Wilson for greedy pass@1, a seeded bootstrap over tasks for pass@k from n "
+        "samples); with a few hundred tasks or fewer, differences inside them are mostly noise.",
+    ]
+    if chained:
+        notes.append(
+            "vs previous row: difference in pass@1 (points) to the row above in the chain, on the tasks both were "
+            "scored on, with a paired test (exact McNemar on the tasks one passed and the other not for greedy; "
+            "paired bootstrap over tasks for sampled)."
+        )
+    notes += [
         "Δ: our pass@1 minus the published number that the same setting (and decoding mode) should "
         "reproduce; ⚠ marks a difference beyond rounding (0.05).",
     ]
@@ -254,6 +393,17 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def _error_bars(rows: list[dict], key: str = "pass@1") -> list[list[float]]:
+    """Matplotlib's asymmetric ``yerr`` from the rows' intervals (0 where a row has none)."""
+    lower, upper = [], []
+    for r in rows:
+        v, lo, hi = r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi")
+        ok = None not in (v, lo, hi)
+        lower.append(max(0.0, v - lo) if ok else 0.0)
+        upper.append(max(0.0, hi - v) if ok else 0.0)
+    return [lower, upper]
+
+
 def write_chart(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -263,7 +413,14 @@ def write_chart(rows: list[dict], path: Path) -> None:
     labels = [f"{r['model']}\n{r['benchmark']} ({r['mode']})" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4.5))
     xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["pass@1"] or 0 for r in rows], width=0.4, label="ours (pass@1)")
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [r["pass@1"] or 0 for r in rows],
+        width=0.4,
+        yerr=_error_bars(rows),
+        capsize=3,
+        label="ours (pass@1, 95% CI)",
+    )
     ax.bar(
         [x + 0.2 for x in xs], [r["published_reference"] or 0 for r in rows], width=0.4, label="published", alpha=0.6
     )
@@ -284,6 +441,7 @@ def write_table(
     published: str | None = None,
     matches: dict[str, str] | None = None,
     comparison: bool = False,
+    chain: list[tuple[str, str]] | None = None,
 ) -> list[dict]:
     scores = []
     for f in score_files:
@@ -292,7 +450,7 @@ def write_table(
             raise DataError(f"{f}: not a score file (no benchmark/base)")
         scores.append((f, res))
     entries = load_published(published)
-    rows = build_rows(scores, entries, matches)
+    rows = build_rows(scores, entries, matches, chain)
     comp = [e for e in entries if e.get("comparison")] if comparison else []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +464,16 @@ def write_table(
     write_json(out / "scores.json", {"rows": rows, "published_comparison": comp})
     write_chart(rows, out / "scores.png")
     return rows
+
+
+def parse_pairs(values: tuple[str, ...], option: str, form: str) -> list[tuple[str, str]]:
+    out = []
+    for m in values:
+        if "=" not in m:
+            raise DataError(f"{option} {m!r}: expected {form}")
+        a, b = m.split("=", 1)
+        out.append((a.strip(), b.strip()))
+    return out
 
 
 @click.command(help="Collect score files into results tables (md/csv/json) and a bar chart.")
@@ -324,13 +492,24 @@ def write_table(
     show_default=True,
     help="Add the papers' rows of other models as a separate block.",
 )
+@click.option(
+    "--chain",
+    "chain",
+    multiple=True,
+    metavar="MODEL=ROLE",
+    help="Rows of MODEL first, labelled ROLE, in the order given; each compared with the previous (repeatable).",
+)
 @click.argument("scores", nargs=-1, required=True)
-def cli(out_dir: str, published: str | None, match: tuple[str, ...], comparison: bool, scores: tuple[str, ...]) -> None:
-    matches = {}
-    for m in match:
-        if "=" not in m:
-            raise DataError(f"--match {m!r}: expected OURS=PUBLISHED")
-        ours, pub = m.split("=", 1)
-        matches[ours.strip()] = pub.strip()
-    rows = write_table(list(scores), out_dir, published, matches, comparison)
+def cli(
+    out_dir: str,
+    published: str | None,
+    match: tuple[str, ...],
+    comparison: bool,
+    chain: tuple[str, ...],
+    scores: tuple[str, ...],
+) -> None:
+    matches = dict(parse_pairs(match, "--match", "OURS=PUBLISHED"))
+    rows = write_table(
+        list(scores), out_dir, published, matches, comparison, parse_pairs(chain, "--chain", "MODEL=ROLE")
+    )
     click.echo(f"{len(rows)} rows -> {out_dir}/scores.md")
