@@ -39,5 +39,8 @@ workers=${EVOLCODER_TEST_WORKERS:-2}
 if [ "$workers" = "0" ]; then
   python -m pytest "$@"
 else
+  # one BLAS/OpenMP thread per process: two files' torch jobs each spinning a thread per core would
+  # oversubscribe the cores (the tiny DAG took 5x longer beside the SLURM test with the default threads)
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
   python -m pytest -n "$workers" --dist loadfile "$@"
 fi
