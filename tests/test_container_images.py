@@ -92,7 +92,8 @@ def test_images_have_digests_and_the_locked_packages(images):
 def test_cpu_image_runs_the_tiny_config_stages(images, tmp_path):
     work = copy_workflow(tmp_path / "wf", DATA)
     dry = snakemake(work, "-n", "-p", "--forceall", "results/merged/train.jsonl")
-    cmds = [line.strip() for line in (dry.stdout + dry.stderr).splitlines() if line.strip().startswith("evolcoder ")]
+    lines = (dry.stdout + dry.stderr).splitlines()
+    cmds = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Shell command: evolcoder ")]
     stages = [c.split()[1] for c in cmds]
     assert stages[0] == "seed" and "evolve" in stages and stages[-1] == "merge", stages
     cache = Path(os.environ.get("EVOLCODER_CACHE", Path.home() / ".cache" / "evolcoder"))
