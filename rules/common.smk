@@ -2,6 +2,7 @@
 # Rules stay thin: they call `evolcoder <stage>` with paths and the stage's config slice.
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -132,6 +133,25 @@ def code_version(command):
 
 def container_for(family):
     return config["containers"][family]
+
+
+def _check_container_pins(cfg):
+    """Export the images (each stage records its image's digest from them: evolcoder.io.container_info);
+    with containers in use, a `containers:` entry that is a tag without a digest gets a warning."""
+    os.environ["EVOLCODER_IMAGES"] = json.dumps(cfg, sort_keys=True)
+    settings = getattr(workflow, "deployment_settings", None)
+    methods = getattr(settings, "deployment_method", None) or ()
+    if not any(str(m).lower().endswith(("apptainer", "singularity")) for m in methods):
+        return
+    for family, ref in sorted(cfg.items()):
+        if "@sha256:" not in ref:
+            sys.stderr.write(
+                f"evolcoder: warning: containers.{family} = {ref} is a tag, not a digest: the image may change "
+                "under it (build and pin: scripts/build_containers.sh --pin FILE, docs/CLUSTER.md)\n"
+            )
+
+
+_check_container_pins(config["containers"])
 
 
 ##### seed and evolution #####

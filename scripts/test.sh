@@ -12,6 +12,14 @@ if [ "${EVOLCODER_DS1000:-1}" != "0" ] && [ -z "${EVOLCODER_DS1000_PYTHON:-}" ];
   ds_pid=$!
 fi
 bash scripts/setup.sh
+# container image tests (tests/test_container_images.py) are opt-in: EVOLCODER_CONTAINERS=1. On a Debian machine
+# without an engine, as root, Debian's podman/buildah and mmdebstrap (the base root file system) are installed.
+if [ "${EVOLCODER_CONTAINERS:-0}" = "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null \
+   && ! { command -v buildah >/dev/null && command -v mmdebstrap >/dev/null; } \
+   && ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah mmdebstrap >/dev/null \
+    || echo "test: podman/buildah/mmdebstrap not installed; container tests will skip" >&2
+fi
 . "${EVOLCODER_VENV:-.venv}/bin/activate"
 if [ "${EVOLCODER_SLURM:-auto}" != "0" ] && [ -f scripts/slurm/setup_cluster.sh ] \
    && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then

@@ -1,5 +1,6 @@
-"""Container recipes: they parse, pin their bases by digest, install exactly the env files, and
-every rule names a container. No container engine runs here, so nothing is built."""
+"""Container recipe and locks: one Containerfile, hashed locks that agree with envs/constraints.txt and the
+env files, bases pinned, and every rule names a container. Nothing is built here: tests/test_container_images.py
+builds and runs the images (opt-in, EVOLCODER_CONTAINERS=1)."""
 
 from __future__ import annotations
 
@@ -93,49 +94,74 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def dockerfile(family: str) -> Path:
-    return CONTAINERS / family / "Dockerfile"
+RECIPE = CONTAINERS / "Containerfile"
+LOCKS = ENVS / "lock"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_recipe_parses_and_pins_every_base_by_digest(family):
-    steps = parse_dockerfile(dockerfile(family))
+def _lock_pins(family: str) -> dict[str, str]:
+    """{normalised package: version} of envs/lock/<family>.txt; every requirement carries a hash."""
+    text = (LOCKS / f"{family}.txt").read_text()
+    reqs = [r for r in re.split(r"(?m)^(?=[A-Za-z0-9])", text) if r.strip() and not r.startswith("#")]
+    pins = {}
+    for req in reqs:
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", req)
+        assert m, f"envs/lock/{family}.txt: not an exact pin: {req.splitlines()[0]}"
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", req), f"envs/lock/{family}.txt: {m.group(1)} has no hash"
+        pins[_norm(m.group(1))] = m.group(2)
+    return pins
+
+
+def test_one_recipe_for_every_image_and_bases_pinned_by_digest():
+    steps = parse_dockerfile(RECIPE)
     froms = [args.split()[0] for word, args in steps if word == "FROM"]
-    assert froms, "no FROM"
-    for image in froms:
-        assert DIGEST.search(image), f"{family}: base image not pinned by digest: {image}"
-    # images pulled by COPY --from=<image> are pinned too (stage names are fine)
-    stages = {args.split()[-1] for word, args in steps if word == "FROM" and " AS " in f" {args.upper()} "}
-    for word, args in steps:
-        m = re.search(r"--from=(\S+)", args) if word == "COPY" else None
-        if m and m.group(1) not in stages:
-            assert DIGEST.search(m.group(1)), f"{family}: COPY --from image not pinned: {m.group(1)}"
+    assert froms == ["${BASE}"], froms  # the build script names the base; no registry image is assumed
+    build = (REPO / "scripts" / "build_containers.sh").read_text()
+    gpu_base = re.search(r"GPU_BASE=\$\{EVOLCODER_GPU_BASE:-(\S+)\}", build)
+    assert gpu_base and DIGEST.search(gpu_base.group(1)), "the GPU base (CUDA) must be pinned by digest"
+    assert "mmdebstrap" in build, "the CPU base must be buildable without a registry"
 
 
-def test_official_dockerfile_parser_accepts_the_recipes():
+def test_official_dockerfile_parser_accepts_the_recipe():
     dockerfile_mod = pytest.importorskip("dockerfile", reason="pip package `dockerfile` (Go parser) not installed")
-    for family in FAMILIES:
-        cmds = dockerfile_mod.parse_file(str(dockerfile(family)))
-        assert [c.cmd.upper() for c in cmds] == [w for w, _ in parse_dockerfile(dockerfile(family))], family
+    cmds = dockerfile_mod.parse_file(str(RECIPE))
+    assert [c.cmd.upper() for c in cmds] == [w for w, _ in parse_dockerfile(RECIPE)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_recipe_installs_exactly_its_env_files(family):
-    steps = parse_dockerfile(dockerfile(family))
+def test_recipe_installs_exactly_the_hashed_lock():
+    steps = parse_dockerfile(RECIPE)
     copied = " ".join(args for word, args in steps if word == "COPY")
     runs = " ".join(args for word, args in steps if word == "RUN")
-    for env in FAMILY_ENVS[family]:
-        assert f"envs/{env}" in copied, f"{family}: envs/{env} not copied into the image"
-        assert re.search(rf"micromamba (install|create) -y -n \w+ -f /tmp/envs/{re.escape(env)}", runs), (
-            f"{family}: envs/{env} not installed"
-        )
-    # no package is installed outside the env files, except evolcoder itself (--no-deps)
-    for m in re.finditer(r"pip install ([^&;]+)", runs):
-        args = m.group(1).split()
-        assert "--no-deps" in args and "/opt/evolcoder" in args, f"{family}: unpinned pip install: {m.group(0)}"
+    assert "envs/lock/" in copied and "containers/install.sh" in copied
+    assert "install.sh" in runs and "pip install" not in runs, "installs go through containers/install.sh only"
+    install = (CONTAINERS / "install.sh").read_text()
+    pip_lines = [line for line in install.splitlines() if "pip install" in line and not line.lstrip().startswith("#")]
+    assert len(pip_lines) == 2, pip_lines
+    assert "--require-hashes" in pip_lines[0] and "--no-deps" in pip_lines[0] and '-r "$lock"' in pip_lines[0]
+    assert "--no-deps" in pip_lines[1] and "--no-index" in pip_lines[1] and "/opt/evolcoder" in pip_lines[1]
     env = " ".join(args for word, args in steps if word == "ENV")
-    assert "PATH=/opt/conda/bin:" in env, f"{family}: the env must be on PATH for `apptainer exec`"
-    assert "EVOLCODER_CONTAINER=" in env, f"{family}: stage manifests record the image via EVOLCODER_CONTAINER"
+    assert "PATH=/opt/venv/bin:" in env, "the venv must be on PATH for `apptainer exec`"
+    assert "EVOLCODER_CONTAINER=" in env and "EVOLCODER_IMAGE_FAMILY=" in env, "manifests record the image"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_locks_are_hashed_and_agree_with_the_constraints_and_env_files(family):
+    pins = _lock_pins(family)
+    constraints = {}
+    for line in (ENVS / "constraints.txt").read_text().splitlines():
+        m = PIN.match(line.strip())
+        if m:
+            constraints[_norm(m.group(1))] = m.group(2)
+    differ = {k: (v, constraints[k]) for k, v in pins.items() if k in constraints and constraints[k] != v.split("+")[0]}
+    assert not differ, f"envs/lock/{family}.txt vs envs/constraints.txt: {differ}"
+    top = [
+        _norm(PIN.match(line).group(1)) for line in (LOCKS / f"{family}.in").read_text().splitlines() if PIN.match(line)
+    ]
+    env = env_pins(f"{family}.yaml")
+    for pkg in top:
+        assert pkg in pins, f"envs/lock/{family}.in: {pkg} not in the lock"
+        if pkg in env:
+            assert env[pkg].split("+")[0] == pins[pkg].split("+")[0], (family, pkg, env[pkg], pins[pkg])
+    assert pins["torch"].endswith("+cpu") == (family == "cpu") if "torch" in pins else family != "gpu"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

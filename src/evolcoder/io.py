@@ -179,6 +179,28 @@ def package_versions(names: Iterable[str] = _VERSIONED) -> dict[str, str]:
     return out
 
 
+def container_info() -> dict[str, str | None]:
+    """The image this process runs in: its name (``EVOLCODER_CONTAINER``, set by the image, or Apptainer's
+    ``APPTAINER_NAME``/``SINGULARITY_NAME``), its family (``EVOLCODER_IMAGE_FAMILY``, set by the image) and
+    its digest: ``EVOLCODER_IMAGE_DIGEST``, else the ``@sha256:`` of the family's entry in
+    ``EVOLCODER_IMAGES`` (the config's ``containers:``, exported by the workflow). An image cannot know
+    its own digest, so this is the digest the run was pinned to."""
+    image = (
+        os.environ.get("EVOLCODER_CONTAINER") or os.environ.get("APPTAINER_NAME") or os.environ.get("SINGULARITY_NAME")
+    )
+    family = os.environ.get("EVOLCODER_IMAGE_FAMILY")
+    digest = os.environ.get("EVOLCODER_IMAGE_DIGEST")
+    if not digest and family:
+        try:
+            refs = json.loads(os.environ.get("EVOLCODER_IMAGES") or "{}")
+        except json.JSONDecodeError:
+            refs = {}
+        ref = str(refs.get(family, "")) if isinstance(refs, dict) else ""
+        if "@sha256:" in ref:
+            digest = "sha256:" + ref.split("@sha256:", 1)[1]
+    return {"image": image, "family": family, "digest": digest}
+
+
 def write_manifest(
     path: str | os.PathLike,
     *,
@@ -203,9 +225,8 @@ def write_manifest(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_revision": git_revision(Path(__file__).parent),
-        "container": os.environ.get("EVOLCODER_CONTAINER")
-        or os.environ.get("APPTAINER_NAME")
-        or os.environ.get("SINGULARITY_NAME"),
+        "container": container_info()["image"],
+        "container_digest": container_info()["digest"],
     }
     if extra:
         manifest.update(extra)

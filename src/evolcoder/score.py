@@ -29,7 +29,7 @@ from evolcoder.benchmarks.base import Benchmark, Sample, _order
 from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS
 from evolcoder.benchmarks.scoring import ScoreSettings
 from evolcoder.errors import EvolcoderError
-from evolcoder.io import parse_json_option, sha256_file, write_json
+from evolcoder.io import container_info, parse_json_option, sha256_file, write_json
 from evolcoder.passk import pass_at_k_table
 from evolcoder.sandbox.isolation import set_dumpable
 from evolcoder.sandbox.jobs import FAIL, PASS, TIMEOUT
@@ -155,6 +155,7 @@ def score_samples(
             "; ".join(env_info["isolation"]["missing"]),
         )
     out["execution_env"] = env_info
+    out["container"] = container_info()
     return bench.finalize(out, extra)
 
 

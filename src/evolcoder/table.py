@@ -198,6 +198,7 @@ def build_rows(
             row["sources"] = "; ".join(f"{e['value']}: {e.get('source', '')}" for e in pubs)
             row["difference_note"] = _difference_note(row, ref) if row["differs"] else ""
             row["score_file"] = str(path)
+            row["image_digest"] = (res.get("container") or {}).get("digest") or ""
             rows.append(row)
     rows.sort(
         key=lambda r: (
