@@ -455,7 +455,10 @@ def test_no_file_of_the_sandbox_uids_is_left_and_none_holds_the_key(attacked):
             ["find", d, "-uid", f"+{lo - 1}", "-uid", f"-{hi}"], capture_output=True, text=True
         ).stdout.split()
     if os.geteuid() == 0:
-        assert found == []
+        from evolcoder.sandbox.isolation import uid_claimed
+
+        # a uid a live scorer holds (another test file's, running beside this one) is not a leftover
+        assert [f for f in found if os.path.lexists(f) and not uid_claimed(os.lstat(f).st_uid)] == []
     leftovers = [
         p
         for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", str(REPO), os.path.expanduser("~"))

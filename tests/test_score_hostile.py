@@ -131,7 +131,9 @@ def test_every_hostile_sample_fails_and_every_canonical_passes(hostile_scores):
 def test_machine_unharmed(hostile_scores):
     _, _, canary = hostile_scores
     assert canary.read_text() == "keep me"
-    # no sandbox process survived
+    # no sandbox process survived (a uid a live scorer holds, e.g. another test file's, is not a leftover)
+    from evolcoder.sandbox.isolation import SANDBOX_UID_BASE, SANDBOX_UIDS, uid_claimed
+
     left = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -139,7 +141,7 @@ def test_machine_unharmed(hostile_scores):
                 uid = os.stat(f"/proc/{name}").st_uid
             except OSError:
                 continue
-            if 61000 <= uid < 62000:
+            if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UIDS and not uid_claimed(uid):
                 left.append(name)
     assert left == []
 

@@ -274,22 +274,45 @@ def sandbox_uid() -> int:
     (``kill(-1)`` as that uid) never kills the other's jobs."""
     if _CLAIMED_UID:
         return _CLAIMED_UID[0][0]
-    import fcntl
+    for k in range(SANDBOX_UIDS):
+        uid = SANDBOX_UID_BASE + k
+        fd = _try_lock(uid)
+        if fd is not None:
+            _CLAIMED_UID.append((uid, fd))
+            return uid
+    raise RuntimeError(f"all {SANDBOX_UIDS} sandbox uids from {SANDBOX_UID_BASE} are in use")
 
+
+def _lock_dir() -> str:
     lock_dir = "/run/evolcoder-sandbox"
     try:
         os.makedirs(lock_dir, 0o700, exist_ok=True)
     except OSError:
         lock_dir = os.path.join(tempfile.gettempdir(), f"evolcoder-sandbox-{os.getuid()}")
         os.makedirs(lock_dir, 0o700, exist_ok=True)
-    for k in range(SANDBOX_UIDS):
-        uid = SANDBOX_UID_BASE + k
-        fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        _CLAIMED_UID.append((uid, fd))
-        return uid
-    raise RuntimeError(f"all {SANDBOX_UIDS} sandbox uids from {SANDBOX_UID_BASE} are in use")
+    return lock_dir
+
+
+def _try_lock(uid: int) -> int | None:
+    """The fd holding ``uid``'s lock, or None when a live process holds it."""
+    import fcntl
+
+    fd = os.open(os.path.join(_lock_dir(), f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def uid_claimed(uid: int) -> bool:
+    """Whether a live scorer's worker holds sandbox ``uid`` (its processes are that scorer's jobs,
+    not leftovers)."""
+    if any(u == uid for u, _ in _CLAIMED_UID):
+        return True
+    fd = _try_lock(uid)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
