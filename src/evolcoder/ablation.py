@@ -15,7 +15,7 @@ import click
 
 from evolcoder.errors import DataError
 from evolcoder.io import atomic_path, read_json
-from evolcoder.table import build_rows, parse_pairs
+from evolcoder.table import build_rows, error_bars, parse_pairs, save_png
 
 FIELDS = [
     "k",
@@ -126,9 +126,7 @@ def write_plot(rows: list[dict], path: Path) -> None:
     for label, rs in series.items():
         xs = [r["k"] for r in rs]
         ys = [r["pass@1"] or 0.0 for r in rs]
-        lo = [max(0.0, y - (r["pass@1_lo"] if r["pass@1_lo"] is not None else y)) for y, r in zip(ys, rs)]
-        hi = [max(0.0, (r["pass@1_hi"] if r["pass@1_hi"] is not None else y) - y) for y, r in zip(ys, rs)]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+        ax.errorbar(xs, ys, yerr=error_bars(rs), marker="o", capsize=3, label=label)
     for r in rows:
         if r["k"] == "base" and r["pass@1"] is not None:
             ax.axhline(r["pass@1"], linestyle=":", color="grey")
@@ -140,10 +138,7 @@ def write_plot(rows: list[dict], path: Path) -> None:
     if series:
         ax.legend(fontsize=7)
     ax.set_title("Rounds ablation (dotted: untuned base)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_ablation(

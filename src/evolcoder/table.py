@@ -394,7 +394,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def _error_bars(rows: list[dict], key: str = "pass@1") -> list[list[float]]:
+def error_bars(rows: list[dict], key: str = "pass@1") -> list[list[float]]:
     """Matplotlib's asymmetric ``yerr`` from the rows' intervals (0 where a row has none)."""
     lower, upper = [], []
     for r in rows:
@@ -418,7 +418,7 @@ def write_chart(rows: list[dict], path: Path) -> None:
         [x - 0.2 for x in xs],
         [r["pass@1"] or 0 for r in rows],
         width=0.4,
-        yerr=_error_bars(rows),
+        yerr=error_bars(rows),
         capsize=3,
         label="ours (pass@1, 95% CI)",
     )
@@ -430,6 +430,13 @@ def write_chart(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("pass@1 (%)")
     ax.set_ylim(0, 100)
     ax.legend()
+    save_png(fig, path)
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
