@@ -137,8 +137,9 @@ def container_for(family):
 
 def _check_container_pins(cfg):
     """Export the images (each stage records its image's digest from them: evolcoder.io.container_info);
-    with containers in use, a `containers:` entry that is a tag without a digest gets a warning."""
-    os.environ["EVOLCODER_IMAGES"] = json.dumps(cfg, sort_keys=True)
+    with containers in use, a `containers:` entry that is a tag without a digest gets a warning.
+    """
+    os.environ.update(EVOLCODER_IMAGES=json.dumps(cfg, sort_keys=True))
     settings = getattr(workflow, "deployment_settings", None)
     methods = getattr(settings, "deployment_method", None) or ()
     if not any(str(m).lower().endswith(("apptainer", "singularity")) for m in methods):
