@@ -430,6 +430,7 @@ def generation_settings(wildcards):
         "limit": ev["limit"],
         "prompt_template": ev["prompt_template"],
         "backend": ev["backend"],
+        "dtype": ev["dtype"],
         **mode,
     }
 

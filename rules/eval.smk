@@ -27,7 +27,7 @@ rule generate:
     shell:
         "evolcoder generate --model {params.model:q} --benchmark {wildcards.benchmark}"
         " --data {params.data:q} {params.options} --shard {wildcards.shard} --num-shards {params.num_shards}"
-        " --settings-json {params.settings} --out {output} > {log} 2>&1"
+        " --settings-json {params.settings} --gpus {resources.gpu} --out {output} > {log} 2>&1"
 
 
 rule gather:
