@@ -11,9 +11,9 @@ rule generate:
     benchmark:
         "benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
     conda:
-        "../envs/gpu.yaml"
+        generation_env()
     container:
-        container_for("gpu")
+        container_for(generation_family())
     threads: 2
     resources:
         **gpu_resources(generate_resources),
