@@ -84,6 +84,8 @@ def test_hf_generation_in_bf16_on_cpu_is_recorded_in_the_manifests(tmp_path):
     assert manifest_path(out).name == "0.manifest.json"
     assert shard["dtype"] == "bf16" and shard["generation"]["backend"] == "hf"
     assert shard["generation"]["dtype_requested"] == "bf16" and shard["settings"]["dtype"] == "bf16"
+    gen = shard["generation"]
+    assert gen["completions"] == 1 and 0 < gen["tokens"] <= 4 and gen["seconds"] > 0 and gen["tokens_per_s"] > 0
     final = tmp_path / "greedy.jsonl"
     gather("humaneval", [str(out)], str(final), str(HE))
     gathered = json.loads(manifest_path(final).read_text())
@@ -106,7 +108,8 @@ class FakeLLM:
 
     def generate(self, prompts, params):
         FakeLLM.prompts.extend(prompts)
-        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="    return 1\n")]) for _ in prompts]
+        out = types.SimpleNamespace(text="    return 1\n", token_ids=[7, 8, 9])
+        return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
 
 
 @needs_data
@@ -128,5 +131,5 @@ def test_vllm_gets_dtype_gpus_and_the_prompt_ids_with_bos(tmp_path, monkeypatch)
     assert FakeLLM.made[-1]["dtype"] == "float16" and FakeLLM.made[-1]["tensor_parallel_size"] == 4
     assert len(FakeLLM.prompts) == 2 and all(p["prompt_token_ids"][0] == 1 for p in FakeLLM.prompts)  # <s>
     m = json.loads(manifest_path(out).read_text())
-    assert m["dtype"] == "fp16" and m["generation"]["tensor_parallel_size"] == 4
+    assert m["dtype"] == "fp16" and m["generation"]["tensor_parallel_size"] == 4 and m["generation"]["tokens"] == 6
     assert "--gpus" not in json.dumps(m["settings"]) and m["settings"]["tensor_parallel_size"] == 4

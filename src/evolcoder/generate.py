@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -147,6 +148,7 @@ class HFBackend:
         self.tok, self.model, self.device = load_for_generation(model, settings.dtype)
         self.settings = settings
         self.info = {"backend": "hf", "device": self.device, "dtype": dtype_name(self.model.dtype)}
+        self.generated_tokens = 0
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -173,6 +175,7 @@ class HFBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.no_grad():
             out = self.model.generate(**enc, **kwargs)
+        self.generated_tokens += int((out[:, width:] != tok.pad_token_id).sum())  # pad = EOS after the end
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return [truncate_at_stop(t, stops) for t in texts]
 
@@ -204,6 +207,7 @@ class VLLMBackend:
             "dtype": dtype_name(used),
             "tensor_parallel_size": settings.tensor_parallel_size,
         }
+        self.generated_tokens = 0
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
         from vllm import SamplingParams
@@ -221,6 +225,7 @@ class VLLMBackend:
         # token ids, not text: the same special tokens as the HF backend and training
         ids = encode_prompts(self.tok, prompts)
         outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params)
+        self.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
         return [truncate_at_stop(o.outputs[0].text, stops) for o in outs]
 
 
@@ -283,6 +288,7 @@ def run_generation(
         # rewrite the readable part (drops a torn last line), then append batch by batch
         write_jsonl(partial, [done[k] for k in ((i["task_id"], i["sample_idx"]) for i in items) if k in done])
         bs = settings.batch_size
+        t0 = time.perf_counter()
         with open(partial, "a", encoding="utf-8") as fh:
             for b in range(0, len(todo), bs):
                 batch = todo[b : b + bs]
@@ -295,9 +301,14 @@ def run_generation(
                 fh.flush()
                 os.fsync(fh.fileno())
                 log.info("%s: %d/%d generated", benchmark, min(b + bs, len(todo)), len(todo))
+        seconds = time.perf_counter() - t0
     records = [done[(i["task_id"], i["sample_idx"])] for i in items]
     write_jsonl(out, records)
-    info = getattr(backend, "info", None) or {"backend": settings.backend, "dtype": None}
+    info = dict(getattr(backend, "info", None) or {"backend": settings.backend, "dtype": None})
+    if todo:  # throughput of this run (model loading excluded): the GPU smoke's summary reads it
+        tokens = getattr(backend, "generated_tokens", None)
+        info.update(seconds=round(seconds, 3), completions=len(todo), tokens=tokens)
+        info["tokens_per_s"] = round(tokens / seconds, 1) if tokens and seconds > 0 else None
     write_manifest(
         manifest_path(out),
         stage="generate",
