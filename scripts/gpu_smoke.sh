@@ -91,8 +91,9 @@ evaluation: {backend: $2, dtype: $PREC}
 $EVOLVER
 EOF
 }
-smk() {  # targets...
-  (cd "$WORK" && "$PY" -m snakemake "$@" --cores "$(nproc)" --resources gpu="$NGPU" ${SDM:+--sdm $SDM} \
+smk() {  # targets... One GPU job at a time (gpu=1): a local run does not split the GPUs between jobs, so two vLLM
+  # generate jobs side by side would share GPU 0; training still takes every visible GPU (evolcoder.launch counts them)
+  (cd "$WORK" && "$PY" -m snakemake "$@" --cores "$(nproc)" --resources gpu=1 ${SDM:+--sdm $SDM} \
     --configfile tests/configs/gpu-smoke.yaml overlay.yaml)
 }
 
