@@ -9,9 +9,9 @@
   batches, stop sequences, resumable partial file) on HumanEval prompts, greedy.
 
 Each is timed against the plain loop: the same prompts, ``tokenizer(...)`` + ``model.generate`` in
-batches of the same size (generation: with transformers' own ``stop_strings`` for the benchmark's stops). Tokens are new non-pad tokens; tokens/s is over wall time
-and over CPU time of this process (the CPU figure is the one to read on a loaded machine). Target:
-ratio >= 0.8 for both.
+batches of the same size (generation: with transformers' own ``stop_strings`` for the benchmark's
+stops). Tokens are new non-pad tokens; tokens/s is over wall time and over CPU time of this process
+(the CPU figure is the one to read on a loaded machine). Target: ratio >= 0.8 for both.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/bench_generate.py [--items 24] [--tasks 12]
 """
@@ -77,7 +77,8 @@ def bench_evolve(items: int, max_tokens: int) -> tuple[float, float]:
         reqs.append(Request([{"role": "user", "content": text}], {**params, "seed": i}))
 
     async def run_all(cache_dir: str):
-        runner = Runner(backend, ResponseCache(cache_dir, backend.model), Ledger(model=backend.model, backend="local"), items)
+        ledger = Ledger(model=backend.model, backend="local")
+        runner = Runner(backend, ResponseCache(cache_dir, backend.model), ledger, items)
         return await asyncio.gather(*(runner.run(r) for r in reqs))
 
     with tempfile.TemporaryDirectory() as d, Clock() as c_ours:

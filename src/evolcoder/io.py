@@ -271,4 +271,3 @@ class Progress:
         line += f", ETA {eta:.0f} s"
         self.log.info("%s", line)
         return line
-
