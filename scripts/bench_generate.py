@@ -13,7 +13,7 @@ batches of the same size (generation: with transformers' own ``stop_strings`` fo
 stops). Tokens are new non-pad tokens; tokens/s is over wall time and over CPU time of this process
 (the CPU figure is the one to read on a loaded machine). Target: ratio >= 0.8 for both.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/bench_generate.py [--items 24] [--tasks 12]
+    PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/bench_generate.py [--items 16] [--tasks 12]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def bench_hf(tasks: int, batch: int, max_new_tokens: int) -> tuple[float, float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=24, help="evolver requests (one batch, as the demo's round)")
+    ap.add_argument("--items", type=int, default=16, help="evolver requests (one batch, as the demo's round)")
     ap.add_argument("--max-tokens", type=int, default=96, help="evolver max_tokens (the demo's evolve_params)")
     ap.add_argument("--tasks", type=int, default=12, help="HumanEval tasks (the demo's evaluation.limit)")
     ap.add_argument("--batch", type=int, default=12, help="generation batch size (evaluation.greedy.batch_size)")
