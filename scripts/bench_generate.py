@@ -41,14 +41,16 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
 
 
-def plain_loop(tok, model, prompts: list[str], batch: int, gen: dict) -> tuple[int, Clock]:
-    """The reference: left-padded batches through ``model.generate``, nothing else."""
+def plain_loop(tok, model, prompts: list[str], batch: int, gen: dict, encode=None) -> tuple[int, Clock]:
+    """The reference: left-padded batches through ``model.generate``, nothing else (``encode``: how the
+    path under test tokenises its prompts, so both run the same tokens)."""
     import torch
 
+    encode = encode or (lambda ps: tok(ps, return_tensors="pt", padding=True, add_special_tokens=False))
     n = 0
     with Clock() as c:
         for b in range(0, len(prompts), batch):
-            enc = tok(prompts[b : b + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = encode(prompts[b : b + batch])
             if gen.get("do_sample"):
                 torch.manual_seed(b)
             with torch.inference_mode():
@@ -96,7 +98,7 @@ def bench_evolve(items: int, max_tokens: int) -> tuple[float, float]:
 
 def bench_hf(tasks: int, batch: int, max_new_tokens: int) -> tuple[float, float]:
     from evolcoder.benchmarks import get_benchmark
-    from evolcoder.generate import GenSettings, HFBackend, plan, run_generation
+    from evolcoder.generate import GenSettings, HFBackend, plan, prompt_batch, run_generation
 
     data = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
     s = GenSettings.from_dict({"limit": tasks, "batch_size": batch, "max_new_tokens": max_new_tokens})
@@ -108,7 +110,9 @@ def bench_hf(tasks: int, batch: int, max_new_tokens: int) -> tuple[float, float]
     gen = {"max_new_tokens": max_new_tokens, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     # the same stops, the plain way: transformers' own stop_strings
     gen.update(stop_strings=list(get_benchmark("humaneval").stop_sequences), tokenizer=backend.tok)
-    plain, c_plain = plain_loop(backend.tok, backend.model, prompts, batch, gen)
+    plain, c_plain = plain_loop(
+        backend.tok, backend.model, prompts, batch, gen, lambda ps: prompt_batch(backend.tok, ps)
+    )
     print(f"\nHF generation backend: {tasks} HumanEval tasks, batch {batch}, greedy, max_new_tokens {max_new_tokens}")
     print("(both stop a row at the benchmark's stop sequences: ours with its own criterion, plain with stop_strings)")
     print(f"{'':<28} {'tokens':>7} {'wall s':>8} {'cpu s':>8} {'tok/s':>9} {'tok/cpu-s':>9}")
