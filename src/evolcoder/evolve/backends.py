@@ -84,6 +84,14 @@ class BackendSettings(Settings):
     retry_after_max_s: float = _default(_BE, "retry_after_max_s")
     cost_per_1m_prompt_tokens: float = _default(_BE, "cost_per_1m_prompt_tokens")
     cost_per_1m_completion_tokens: float = _default(_BE, "cost_per_1m_completion_tokens")
+    mode: str = _default(_BE, "mode")
+    batch_price_factor: float = _default(_BE, "batch_price_factor")
+    batch_max_requests: int = _default(_BE, "batch_max_requests")
+    batch_max_bytes: int = _default(_BE, "batch_max_bytes")
+    batch_completion_window: str = _default(_BE, "batch_completion_window")
+    batch_poll_s: float = _default(_BE, "batch_poll_s")
+    batch_poll_max_s: float = _default(_BE, "batch_poll_max_s")
+    rate_limits: bool = _default(_BE, "rate_limits")
 
     def check(self) -> None:
         if self.kind not in ("openai", "local"):
@@ -92,6 +100,10 @@ class BackendSettings(Settings):
             raise EvolcoderError("evolution.backend.concurrency must be >= 1")
         if int(self.max_retries) < 0:
             raise EvolcoderError("evolution.backend.max_retries must be >= 0")
+        if self.mode not in ("sync", "batch"):
+            raise EvolcoderError(f"evolution.backend.mode: {self.mode!r} is not one of sync, batch")
+        if self.mode == "batch" and self.kind != "openai":
+            raise EvolcoderError("evolution.backend.mode: batch needs kind: openai (a Batch API endpoint)")
         self.concurrency, self.max_retries = int(self.concurrency), int(self.max_retries)
 
     def public(self) -> dict:

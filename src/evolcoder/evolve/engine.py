@@ -77,6 +77,8 @@ class EvolutionSettings(Settings):
     elimination: el.EliminationSettings = field(default_factory=el.EliminationSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     progress: bool = _default(_E, "progress")
+    budget_usd: float | None = _default(_E, "budget_usd")
+    max_requests: int | None = _default(_E, "max_requests")
 
     def check(self) -> None:
         for name in ("evolve_params", "answer_params"):
