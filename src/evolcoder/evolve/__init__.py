@@ -116,3 +116,33 @@ def _compare_estimate(est: dict, res, settings) -> dict:
     from evolcoder.evolve import estimate as E
 
     return E.compare(est, E.actual_usage(res.evolved, res.rejects), settings)
+
+
+@click.command(
+    help="Expected requests, tokens and cost of the evolution rounds (per round and in total) for the "
+    "configured model and prices, from the seed's token counts and the finished rounds' rates. No network."
+)
+@click.option(
+    "--configfile", "configfiles", multiple=True, type=click.Path(dir_okay=False), help="Layered over config.yaml."
+)
+@click.option("--results", default="results/evolve", show_default=True, help="Finished rounds: <results>/round_K.")
+@click.option("--seed-sample", default=None, help="Local seed file to tokenise when the seed is a hub id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def estimate_cli(configfiles: tuple[str, ...], results: str, seed_sample: str | None, as_json: bool) -> None:
+    import json
+
+    from evolcoder.evolve import estimate as E
+    from evolcoder.evolve.engine import EvolutionSettings
+
+    cfg = E.load_config(configfiles)
+    evo = {k: v for k, v in cfg["evolution"].items() if k not in ("rounds", "max_rounds", "selection")}
+    s = EvolutionSettings.from_dict({**evo, "progress": False})
+    rounds = cfg["evolution"].get("rounds", 4)
+    rounds = int(cfg["evolution"].get("max_rounds", 4)) if rounds == "auto" else int(rounds)
+    recs, n_items, where = E.load_seed_sample(cfg.get("seed") or {}, seed_sample)
+    counter = E.counter_for(s.backend.model, s.backend.kind)
+    rows = E.rows_for(recs, n_items, s, rounds, results, counter)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=float))
+        return
+    click.echo(E.format_table(rows, s.backend.model, s, note=f"\nseed: {where}"))

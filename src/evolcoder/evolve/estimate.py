@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import click
 
 from evolcoder.evolve.methods import load_method, load_template, normalise_weights
 
@@ -44,7 +41,9 @@ DEFAULT_RATES: dict[str, Any] = {
     # with the judge on, ~80 % pass it and are answered
     "requests_per_item": {"evolve": 1.0, "judge": 0.9, "answer": 0.8},
     "instruction_growth": 1.6,  # evolved instruction tokens / parent instruction tokens
-    "response_growth": 1.6,  # answer tokens / parent response tokens
+    "response_growth": 1.6,  # answer tokens / parent response tokens (until a round has been measured)
+    # measured: answer tokens per evolved-instruction token (harder instructions, longer answers)
+    "answer_per_instruction_token": None,
     "judge_completion_tokens": 3.0,  # "Not Equal"
 }
 # items of hub seeds that cannot be read offline (the estimate then tokenises a local sample)
@@ -166,7 +165,8 @@ def round_estimate(profile: dict, s, rates: dict, round_: int) -> dict:
     amax = float(s.answer_params.get("max_tokens") or 4096)
     jmax = float(s.judge.params.get("max_tokens") or 16)
     instr = min(instr, emax)
-    answer = min(profile["response_tokens"] * gr, amax)
+    api = rates.get("answer_per_instruction_token")
+    answer = min(instr * api if api else profile["response_tokens"] * gr, amax)
     per_req = {  # (prompt, completion) tokens of one request
         "evolve": (profile["evolve_template_tokens"] + profile["instruction_tokens"] + 7, instr),
         "judge": (
@@ -238,6 +238,9 @@ def measured_rates(round_dir: str | os.PathLike, fallback: dict | None = None) -
         rates["instruction_growth"] = ev["completion_tokens"] / ev["requests"] / prof["instruction_tokens"]
     if prof and an and an["requests"] and prof["response_tokens"]:
         rates["response_growth"] = an["completion_tokens"] / an["requests"] / prof["response_tokens"]
+    if ev and an and ev["requests"] and an["requests"] and ev["completion_tokens"]:
+        per_ev = ev["completion_tokens"] / ev["requests"]
+        rates["answer_per_instruction_token"] = an["completion_tokens"] / an["requests"] / per_ev
     if ju and ju["requests"]:
         rates["judge_completion_tokens"] = ju["completion_tokens"] / ju["requests"]
     return rates
@@ -378,33 +381,6 @@ def load_seed_sample(seed_cfg: dict, sample_file: str | None) -> tuple[list[dict
         return recs, n, f"{source} ({n} items; token counts from the local sample {sample}, {len(recs)} items)"
     recs, st = build_seed(source, limit, int(seed_cfg.get("sample_seed", 42)), bool(seed_cfg.get("fallback_builtin")))
     return recs, len(recs), st["source"]
-
-
-@click.command(
-    help="Expected requests, tokens and cost of the evolution rounds (per round and in total) for the "
-    "configured model and prices, from the seed's token counts and the finished rounds' rates. No network."
-)
-@click.option(
-    "--configfile", "configfiles", multiple=True, type=click.Path(dir_okay=False), help="Layered over config.yaml."
-)
-@click.option("--results", default="results/evolve", show_default=True, help="Finished rounds: <results>/round_K.")
-@click.option("--seed-sample", default=None, help="Local seed file to tokenise when the seed is a hub id.")
-@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
-def cli(configfiles: tuple[str, ...], results: str, seed_sample: str | None, as_json: bool) -> None:
-    from evolcoder.evolve.engine import EvolutionSettings
-
-    cfg = load_config(configfiles)
-    evo = {k: v for k, v in cfg["evolution"].items() if k not in ("rounds", "max_rounds", "selection")}
-    s = EvolutionSettings.from_dict({**evo, "progress": False})
-    rounds = cfg["evolution"].get("rounds", 4)
-    rounds = int(cfg["evolution"].get("max_rounds", 4)) if rounds == "auto" else int(rounds)
-    recs, n_items, where = load_seed_sample(cfg.get("seed") or {}, seed_sample)
-    counter = counter_for(s.backend.model, s.backend.kind)
-    rows = rows_for(recs, n_items, s, rounds, results, counter)
-    if as_json:
-        click.echo(json.dumps(rows, indent=1, default=float))
-        return
-    click.echo(format_table(rows, s.backend.model, s, note=f"\nseed: {where}"))
 
 
 def rows_for(recs: list[dict], n_items: int, s, rounds: int, results: str, counter: TokenCounter) -> list[dict]:
