@@ -56,11 +56,12 @@ class FakeOpenAIServer:
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 if method == "POST":
                     self.auth_headers.append(headers.get("authorization", ""))
-                status, extra, payload = await self._route(method, path, body)
-                data = json.dumps(payload).encode()
+                status, extra, payload = await self._route(method, path, body, headers)
+                raw = isinstance(payload, bytes)  # a file's content
+                data = payload if raw else json.dumps(payload).encode()
                 head = [
                     f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
-                    "content-type: application/json",
+                    f"content-type: {'application/octet-stream' if raw else 'application/json'}",
                     f"content-length: {len(data)}",
                 ]
                 head += [f"{k}: {v}" for k, v in extra.items()]
@@ -71,7 +72,7 @@ class FakeOpenAIServer:
         finally:
             writer.close()
 
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict, dict]:
+    async def _route(self, method: str, path: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, dict]:
         if method == "GET" and path.rstrip("/").endswith("/health"):
             return 200, {}, {"status": "ok"}
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):

@@ -330,6 +330,8 @@ class OpenAIBackend:
                 resp = raw.json()
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 why, ra = type(exc).__name__, None
+                if self.limiter is not None:
+                    self.limiter.update(None)  # no headers: the first request's waiters go on
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 headers = getattr(exc.response, "headers", None)

@@ -301,6 +301,10 @@ def format_line(est: dict, model: str) -> str:
     )
 
 
+def _usd(x: float) -> str:
+    return f"{x:.2f}" if x >= 1 else f"{x:.4f}"
+
+
 def format_table(rows: list[dict], model: str, s, note: str = "") -> str:
     pp, pc, factor = _price(s)
     head = (
@@ -321,13 +325,13 @@ def format_table(rows: list[dict], model: str, s, note: str = "") -> str:
         act = r.get("actual")
         lines.append(
             f"{r['round']:>5}  {r['items']:>8.0f}  {t['requests']:>9.0f}  {t['prompt_tokens']:>11.0f}  "
-            f"{t['completion_tokens']:>11.0f}  {t['cost_usd']:>10.2f}  {t['batch_cost_usd']:>10.2f}  "
-            f"{(f'{act:.2f}' if act is not None else '-'):>10}  {r['rates']['source']}"
+            f"{t['completion_tokens']:>11.0f}  {_usd(t['cost_usd']):>10}  {_usd(t['batch_cost_usd']):>10}  "
+            f"{(_usd(act) if act is not None else '-'):>10}  {r['rates']['source']}"
         )
     lines.append("-" * len(head))
     lines.append(
         f"{'total':>5}  {'':>8}  {tot['requests']:>9.0f}  {tot['prompt_tokens']:>11.0f}  "
-        f"{tot['completion_tokens']:>11.0f}  {tot['cost_usd']:>10.2f}  {tot['batch_cost_usd']:>10.2f}"
+        f"{tot['completion_tokens']:>11.0f}  {_usd(tot['cost_usd']):>10}  {_usd(tot['batch_cost_usd']):>10}"
     )
     if rows:
         lines.append(f"tokens counted with {rows[0]['profile']['tokenizer']}")

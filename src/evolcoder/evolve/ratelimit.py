@@ -52,13 +52,15 @@ class _Window:
     def _refill(self, now: float) -> None:
         if self.remaining is not None and now >= self.reset_at:
             self.remaining = self.limit
+            self.reset_at = float("inf")  # until a response says when this window is full again
 
     def wait(self, now: float, n: float) -> float:
         self._refill(now)
         if self.remaining is None or self.limit is None:
             return 0.0
         n = min(n, self.limit)  # a request larger than the window waits for a full window
-        return 0.0 if self.remaining >= n else max(0.001, self.reset_at - now)
+        # re-checked at least every second: a response may refill the window before its reset
+        return 0.0 if self.remaining >= n else min(1.0, max(0.001, self.reset_at - now))
 
     def take(self, n: float) -> None:
         if self.remaining is not None:
@@ -67,16 +69,14 @@ class _Window:
     def observe(self, limit: int | None, remaining: int | None, reset_s: float | None, now: float) -> None:
         if remaining is None:
             return
+        self._refill(now)
         if limit is not None:
             self.limit = limit
         elif self.limit is None:
             self.limit = remaining
-        reset_at = now + (reset_s if reset_s is not None else 1.0)
-        if self.remaining is None or now >= self.reset_at:
-            self.remaining = remaining
-        else:  # requests started since the server counted this one are already taken off
-            self.remaining = min(self.remaining, remaining)
-        self.reset_at = reset_at
+        # requests started since the server counted this one are already taken off the local count
+        self.remaining = remaining if self.remaining is None else min(self.remaining, remaining)
+        self.reset_at = now + (reset_s if reset_s is not None else 1.0)
 
     def close_for(self, seconds: float, now: float) -> None:
         if self.limit is None:
@@ -86,13 +86,22 @@ class _Window:
 
 
 class RateLimiter:
+    """The first request goes alone: the others wait for its headers (no burst of 429s at the start)."""
+
     def __init__(self) -> None:
         self.windows = {"requests": _Window(), "tokens": _Window()}
         self.hits_429 = 0
+        self._probe: asyncio.Event | None = None  # set once the first response (any status) arrived
 
     async def acquire(self, tokens: float) -> float:
         """Wait until a request of ``tokens`` fits both windows, take it off them; -> seconds waited."""
         waited = 0.0
+        if self._probe is None:
+            self._probe = asyncio.Event()
+        elif not self._probe.is_set():
+            t0 = time.monotonic()
+            await self._probe.wait()
+            waited += time.monotonic() - t0
         need = {"requests": 1.0, "tokens": float(tokens)}
         while True:
             now = time.monotonic()
@@ -106,6 +115,8 @@ class RateLimiter:
 
     def update(self, headers: Any) -> None:
         """Read the x-ratelimit-* headers of a response (any status)."""
+        if self._probe is not None:
+            self._probe.set()
         if headers is None:
             return
         now = time.monotonic()
