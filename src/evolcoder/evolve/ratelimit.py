@@ -48,9 +48,13 @@ class _Window:
         self.limit: int | None = None
         self.remaining: float | None = None  # None: unknown, not paced
         self.reset_at = 0.0
+        self.temporary = False  # closed by a 429 on an endpoint that sends no x-ratelimit headers
 
     def _refill(self, now: float) -> None:
         if self.remaining is not None and now >= self.reset_at:
+            if self.temporary:  # back to unpaced
+                self.limit, self.remaining, self.temporary = None, None, False
+                return
             self.remaining = self.limit
             self.reset_at = float("inf")  # until a response says when this window is full again
 
@@ -80,7 +84,7 @@ class _Window:
 
     def close_for(self, seconds: float, now: float) -> None:
         if self.limit is None:
-            self.limit = 1
+            self.limit, self.temporary = 1, True
         self.remaining = 0
         self.reset_at = max(self.reset_at, now + seconds)
 
@@ -120,7 +124,10 @@ class RateLimiter:
         if headers is None:
             return
         now = time.monotonic()
-        for k, w in self.windows.items():
+        for k, w in list(self.windows.items()):
+            if headers.get(f"x-ratelimit-remaining-{k}") is None:
+                self.windows[k] = _Window()  # this endpoint does not say: not paced
+                continue
             w.observe(
                 _int(headers.get(f"x-ratelimit-limit-{k}")),
                 _int(headers.get(f"x-ratelimit-remaining-{k}")),
