@@ -83,9 +83,8 @@ class FakeBatchServer(FakeOpenAIServer):
         msgs = req.get("messages", [{}])
         content = msgs[-1].get("content", "")
         h = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()[:8]
-        if "#Rewritten Test#" in content or "#Rewritten Prompt#:" in content or "#Created Prompt#:" in content:
-            given = content.split("#Given Test#")[-1].split("#The Given Prompt#:")[-1].split("#Given Prompt#:")[-1]
-            given = given.split("#Rewritten")[0].split("#Created")[0].strip()
+        given = self.given(content)
+        if given is not None:
             n = max(4, round(0.6 * ntok(given)))
             extra = " ".join(_WORDS[(int(h, 16) + i) % len(_WORDS)] for i in range(n))
             text = f"{given} Additionally, {extra} ({h})."
@@ -100,16 +99,7 @@ class FakeBatchServer(FakeOpenAIServer):
             text = (
                 "```python\ndef solve(values):\n    total = 0\n" + "\n".join(body) + f"\n    return total  # {h}\n```"
             )
-        ptoks = sum(4 + ntok(m.get("content") or "") for m in msgs) + 3
-        ctoks = ntok(text)
-        return {
-            "id": f"chatcmpl-{h}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": req.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks},
-        }
+        return self.envelope(req, h, text, sum(4 + ntok(m.get("content") or "") for m in msgs) + 3, ntok(text))
 
     # ------------------------------------------------------------ routes
 
