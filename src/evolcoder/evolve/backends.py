@@ -298,7 +298,11 @@ class OpenAIBackend:
         self._secret = key
         # our own retry loop (Retry-After, jitter, ledger), so the client's retries are off
         self.client = openai.AsyncOpenAI(api_key=key, base_url=s.base_url, timeout=s.timeout_s, max_retries=0)
-        self.limiter = RateLimiter() if s.rate_limits else None
+        # the raw response (its x-ratelimit headers) needs the client's HTTP library: openai 3.x exposes it
+        # as openai._httpx (httpx2); without it the response is parsed JSON only and nothing is paced
+        http = getattr(openai, "_httpx", None)
+        self._raw_cls = getattr(http, "Response", None)
+        self.limiter = RateLimiter() if s.rate_limits and self._raw_cls is not None else None
 
     def body(self, req: Request) -> dict:
         """The chat completion request body (the same in a Batch API input line)."""
@@ -307,8 +311,6 @@ class OpenAIBackend:
         return {"model": self.model, "messages": req.messages, **params, **extra}
 
     async def complete(self, req: Request, key: str, on_attempt) -> Completion:
-        import httpx
-
         openai = self._openai
         body = self.body(req)
         rng = random.Random(int(key[:8], 16))
@@ -324,10 +326,13 @@ class OpenAIBackend:
                 # the client's generic POST: same auth, base URL, timeouts and typed errors as
                 # chat.completions.create, without its per-call param transform and pydantic parse,
                 # which cost ~2 ms of CPU a request (the bottleneck at high concurrency)
-                raw = await self.client.post("/chat/completions", cast_to=httpx.Response, body=body)
-                if self.limiter is not None:
-                    self.limiter.update(raw.headers)
-                resp = raw.json()
+                if self._raw_cls is None:
+                    resp = await self.client.post("/chat/completions", cast_to=object, body=body)
+                else:
+                    raw = await self.client.post("/chat/completions", cast_to=self._raw_cls, body=body)
+                    if self.limiter is not None:
+                        self.limiter.update(raw.headers)
+                    resp = raw.json()
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 why, ra = type(exc).__name__, None
                 if self.limiter is not None:
