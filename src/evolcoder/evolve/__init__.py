@@ -94,7 +94,8 @@ def cli(pool_path: str, round_: int, out_dir: str, settings_json: str | None, ca
     click.echo(
         f"estimate round {round_}: ${cmp_['estimated']['cost_usd']:.4f} for {cmp_['estimated']['requests']:.0f} "
         f"requests; actual (every call of the round, cached or sent) ${cmp_['actual']['cost_usd']:.4f} for "
-        f"{cmp_['actual']['requests']} requests (x{cmp_['actual_over_estimated']['cost_usd'] or 0:.2f})"
+        f"{cmp_['actual']['requests']} requests (x{cmp_['actual_over_estimated']['cost_usd'] or 0:.2f}; "
+        f"{cmp_['priced']} price)"
     )
 
 
@@ -115,7 +116,7 @@ def _log_estimate(pool: list[dict], round_: int, settings, out: Path) -> dict:
 def _compare_estimate(est: dict, res, settings) -> dict:
     from evolcoder.evolve import estimate as E
 
-    return E.compare(est, E.actual_usage(res.evolved, res.rejects), settings)
+    return E.compare(est, E.actual_usage(res.evolved, res.rejects), settings, settings.backend.mode == "batch")
 
 
 @click.command(

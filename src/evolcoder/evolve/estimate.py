@@ -260,14 +260,18 @@ def actual_usage(*record_streams) -> dict:
     return {"by_purpose": by, "total": tot}
 
 
-def compare(estimate: dict, actual: dict, s, batch_share: float = 0.0) -> dict:
-    """The estimate next to the round's actual usage (every call, cached or sent) and their ratio."""
+def compare(estimate: dict, actual: dict, s, batch: bool = False) -> dict:
+    """The estimate next to the round's actual usage (every call, cached or sent) and their ratio, both at
+    the synchronous price or (``batch``) both at the batch price."""
     pp, pc, factor = _price(s)
     t = actual["total"]
-    cost = (t["prompt_tokens"] * pp + t["completion_tokens"] * pc) / 1e6
-    e = estimate["total"]
+    cost = (t["prompt_tokens"] * pp + t["completion_tokens"] * pc) / 1e6 * (factor if batch else 1.0)
+    e = dict(estimate["total"])
+    if batch:
+        e["cost_usd"] = e["batch_cost_usd"]
     out = {
-        "estimated": {k: round(e[k], 4) for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")},
+        "priced": "batch" if batch else "sync",
+        "estimated": {k: round(e[k], 6) for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")},
         "actual": {**t, "cost_usd": round(cost, 6)},
     }
     for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd"):
@@ -296,7 +300,7 @@ def format_line(est: dict, model: str) -> str:
     return (
         f"estimate round {est['round']} ({model}): {est['items']:.0f} items, {t['requests']:.0f} requests, "
         f"{t['prompt_tokens'] / 1e6:.3f}M prompt + {t['completion_tokens'] / 1e6:.3f}M completion tokens, "
-        f"${t['cost_usd']:.2f} (batch ${t['batch_cost_usd']:.2f}, at most ${t['max_cost_usd']:.2f}); "
+        f"${_usd(t['cost_usd'])} (batch ${_usd(t['batch_cost_usd'])}, at most ${_usd(t['max_cost_usd'])}); "
         f"tokens: {est['profile']['tokenizer']}; rates: {est['rates']['source']}"
     )
 
