@@ -150,9 +150,10 @@ def test_batch_mode_partial_failures_expiry_and_mode_switch(tmp_path):
     srv = FakeBatchServer(batch_delay_s=0.2, fail_every=5, expire_next=1).start_in_thread()
     try:
         pool = seed(20)
-        res = run_round(pool, 1, settings(srv, "batch"), str(tmp_path / "cache"))
+        res = run_round(pool, 1, settings(srv, "batch", backend={"batch_max_requests": 8}), str(tmp_path / "cache"))
         b, t = res.ledger["batch"], res.ledger["total"]
-        assert b["batches_created"] == 3  # evolve (expired: half unanswered), judge, answer
+        assert b["batches_created"] == 9  # evolve, judge, answer: 20 requests each in files of at most 8 lines
+        assert sum(bt["expire"] for bt in srv.batches.values()) == 1  # the first: half of it unanswered
         assert b["sync_fallback"] == len(srv.requests) > 0  # failed and expired lines went the sync way
         assert t["batch_requests"] == b["batch_requests"] and t["completed"] == t["sent"]
         cost = (t["prompt_tokens"] * 0.5 + t["completion_tokens"] * 1.5) / 1e6
