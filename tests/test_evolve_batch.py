@@ -126,7 +126,7 @@ def test_budget_stops_mid_round_and_a_rerun_sends_nothing_twice(server, tmp_path
         (e["response"]["usage"]["prompt_tokens"] * 0.5 + e["response"]["usage"]["completion_tokens"] * 1.5) / 1e6
         for e in iter_cache_lines(cache / f"{MODEL}.jsonl")
     )
-    assert 0 < len(first) < 3 * 24 and spent <= 0.004  # the budget held
+    assert 0 < len(first) < 3 * 24 and 0.003 < spent <= 0.004  # the budget held, and was used
     assert len(server.requests) == len(first)  # every request sent was completed and cached
     n = len(server.requests)
     s["budget_usd"] = 1.0
@@ -134,9 +134,22 @@ def test_budget_stops_mid_round_and_a_rerun_sends_nothing_twice(server, tmp_path
     resent = [r for r in server.requests[n:] if _key(r) in first]
     assert resent == [] and done.ledger["total"]["cache_hits"] == len(first)
     assert done.ledger["total"]["sent"] == len(server.requests) - n
+    # batch mode: the requests that fit go out as one batch, the round stops after it; a rerun re-sends none
+    bcache = str(tmp_path / "batch-cache")
+    with pytest.raises(BudgetExhausted, match="budget_usd"):
+        run_round(pool, 1, {**settings(server, "batch"), "budget_usd": 0.004}, bcache)
+    assert server.batches_created == 1
+    done = run_round(pool, 1, {**settings(server, "batch"), "budget_usd": 1.0}, bcache)
+    first_batch, *later = (_custom_ids(server, b) for b in server.batches.values())
+    assert first_batch and not first_batch & set().union(*later)  # nothing of the first batch sent again
+    assert done.ledger["total"]["cache_hits"] == len(first_batch)
     # max_requests: no request starts past it, counting the cache
     with pytest.raises(BudgetExhausted, match="max_requests"):
         run_round(seed(30), 1, {**s, "max_requests": len(ResponseCache(cache, MODEL)) + 3}, str(cache))
+
+
+def _custom_ids(server, batch: dict) -> set[str]:
+    return {json.loads(ln)["custom_id"] for ln in server.files[batch["input_file_id"]]["data"].splitlines()}
 
 
 def _key(body: dict) -> str:

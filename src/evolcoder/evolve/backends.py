@@ -570,6 +570,7 @@ class Runner:
         self.commit = _GroupCommit(cache)
         self.progress = progress
         self.budget = budget  # evolve.budget.Budget or None; raises BudgetStop for a request that cannot start
+        self.queued = bool(getattr(backend, "queued", False))  # requests wait for a batch job
         self.completed = 0
 
     async def run(self, req: Request) -> Completion:
@@ -585,7 +586,9 @@ class Runner:
                 text=r["text"], finish_reason=r.get("finish_reason"), usage=r.get("usage", {}), key=key, cached=True
             )
         async with self.sem:  # bounds requests in flight; the fsync below does not hold a slot
-            reserved = self.budget.reserve(req.messages, req.params, False) if self.budget is not None else 0.0
+            reserved = 0.0
+            if self.budget is not None:  # batch mode: a request that does not fit stops the round at once
+                reserved = await self.budget.reserve(req.messages, req.params, False, not self.queued)
             self.ledger.sent(req.purpose)
             t0 = time.monotonic()
             try:

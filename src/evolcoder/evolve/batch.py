@@ -103,6 +103,7 @@ class BatchBackend:
     """The openai backend's requests as Batch API jobs (see the module doc)."""
 
     kind = "openai"
+    queued = True  # a request waits for its phase's batch job (the budget does not wait for room)
 
     def __init__(self, s: BackendSettings, cache_dir: str | os.PathLike):
         self.s = s
