@@ -66,6 +66,11 @@ def cli(pool_path: str, round_: int, out_dir: str, settings_json: str | None, ca
     est = _log_estimate(pool, round_, settings, out)
     res = _run(pool, round_, settings, cache_dir)
     res.ledger["estimate"] = _compare_estimate(est, res, settings)
+    res.stats["cost_usd"] = {  # the estimate made before the round and what the round used
+        "estimated": res.ledger["estimate"]["estimated"]["cost_usd"],
+        "actual": res.ledger["estimate"]["actual"]["cost_usd"],
+        "priced": res.ledger["estimate"]["priced"],
+    }
     write_jsonl(out / "evolved.jsonl", res.evolved)
     write_jsonl(out / "rejects.jsonl", res.rejects)
     write_jsonl(out / "pool.jsonl", res.pool)
