@@ -268,32 +268,175 @@ class _Progress:
         return self.idle
 
 
+def _start_bwrap(job: Job, payload: bytes, uid: int | None):
+    """Fork, set the limits, drop to the sandbox uid (root), exec ``bwrap`` with a fresh
+    interpreter: the job's pickle goes to its fd 3 (written by a thread here), its result comes
+    back on fd 4. Returns (pid, result read fd, feeder thread)."""
+    import threading
+
+    from evolcoder.sandbox import bwrap
+
+    iso = isolation.current()
+    job_r, job_w = os.pipe()
+    res_r, res_w = os.pipe()
+    cmd = bwrap.argv(iso.plan, minimal_env(bwrap.WORKDIR), job.limits.fsize_mb)
+    nproc = None
+    if job.limits.nproc:
+        # bwrap's own two processes + the job's allowance; another user's count includes its others
+        nproc = job.limits.nproc + 2 + (0 if uid is not None else _count_user_procs())
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            moved = [os.dup2(fd, 16 + k, inheritable=False) for k, fd in enumerate((job_r, res_w, devnull))]
+            for k in range(3):
+                os.dup2(moved[2], k)
+            os.dup2(moved[0], 3)
+            os.dup2(moved[1], 4)
+            os.closerange(5, 1 << 16)
+            _set_limits(job.limits)
+            if nproc:
+                with contextlib.suppress(ValueError, OSError):
+                    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            os.execv(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    os.close(job_r)
+    os.close(res_w)
+
+    def feed() -> None:
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(job_w, view) :]
+        except OSError:
+            pass
+        finally:
+            os.close(job_w)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    return pid, res_r, feeder
+
+
+def _proc_table() -> dict[int, list[bytes]]:
+    """pid -> its /proc stat fields after the command name."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    out[int(name)] = fh.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+    return out
+
+
+def _tree(root: int, table: dict[int, list[bytes]] | None = None) -> list[int]:
+    """``root`` and its live descendants (a bubblewrap job's whole PID namespace)."""
+    table = _proc_table() if table is None else table
+    kids: dict[int, list[int]] = {}
+    for pid, f in table.items():
+        with contextlib.suppress(ValueError, IndexError):
+            kids.setdefault(int(f[1]), []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in table:
+            out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    table = _proc_table()
+    ticks = 0
+    for p in _tree(root, table):
+        with contextlib.suppress(ValueError, IndexError):
+            ticks += int(table[p][11]) + int(table[p][12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _TreeProgress:
+    """No-progress time of a job's process tree: polling intervals in which none of its threads
+    ran or waited for a CPU (schedstat), so a starved program counts as progressing."""
+
+    def __init__(self, root: int, start: float):
+        self.root, self.last_t = root, start
+        self.seen: dict[tuple[int, str], int] = {}
+        self.idle = 0.0
+        self._active()
+
+    def _active(self) -> int:
+        delta = 0
+        for p in _tree(self.root):
+            try:
+                tids = os.listdir(f"/proc/{p}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as fh:
+                        run_ns, wait_ns = fh.read().split()[:2]
+                except (OSError, ValueError):
+                    continue
+                v = int(run_ns) + int(wait_ns)
+                delta += max(0, v - self.seen.get((p, tid), 0))
+                self.seen[(p, tid)] = v
+        return delta
+
+    def idle_seconds(self, now: float) -> float:
+        dt = now - self.last_t
+        if self._active() < 0.05 * dt * 1e9:
+            self.idle += dt
+        self.last_t = now
+        return self.idle
+
+
 def run_job(job: Job, slot: int = 0) -> JobResult:
     """Run one job in a sandboxed child and wait for it (guarded: CPU limits and no-progress guard).
+
+    With bubblewrap (:mod:`evolcoder.sandbox.bwrap`) the child is a fresh interpreter in its own
+    namespaces; without it, or for a callable that cannot be named by a pickle (tests' lambdas),
+    a child forked from this worker.
 
     ``slot`` is kept for callers' bookkeeping; the sandbox uid is this process's own (:func:`sandbox_uid`)."""
     iso = isolation.current()
     is_root = os.geteuid() == 0 and iso.mode != "userns"
     uid = sandbox_uid() if (is_root and job.limits.drop_privileges) else None
-    if uid is not None and not _SUBREAPER:
+    if not _SUBREAPER:
         prepare_process_for_sandbox()
+    payload = None
+    if iso.bwrap:
+        with contextlib.suppress(Exception):
+            payload = _pickle_dumps(job)
     workdir = None
-    if not iso.mounts:
+    if payload is None and not iso.mounts:
         workdir = tempfile.mkdtemp(prefix="evolcoder-sbx-")
         if uid is not None:
             os.chown(workdir, uid, uid)
-    rfd, wfd = os.pipe()
     start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.close(rfd)
-        _child(job, wfd, workdir, uid)
-    os.close(wfd)
+    if payload is not None:
+        pid, rfd, feeder = _start_bwrap(job, payload, uid)
+    else:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.close(rfd)
+            _child(job, wfd, workdir, uid)
+        os.close(wfd)
+        feeder = None
+    tree = payload is not None  # account the job by its process tree (bwrap), else by uid/session
     buf = bytearray()
     need: int | None = None
     timed_out = False
     too_big = False
-    stall = job.limits.wall_s
+    stall = min(job.limits.wall_s, job.limits.idle_s)
     cpu_budget = (job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1) + 1
     progress = None
     over_cpu = False
@@ -303,10 +446,15 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
             wait = 0.25
-            if now - start >= 0.5 and _job_cpu_seconds(pid, uid) > cpu_budget:
+            if now - start >= 0.5 and (_tree_cpu_seconds(pid) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget:
                 over_cpu = True  # its processes together spent the budget (forks, threads)
                 break
-            if now - start >= stall:
+            if tree and now - start >= 0.5:
+                progress = progress or _TreeProgress(pid, now)
+                if progress.idle_seconds(now) >= stall:
+                    timed_out = True
+                    break
+            elif now - start >= stall:
                 progress = progress or _Progress(pid, start)
                 if progress.idle_seconds(now) >= stall:
                     timed_out = True
@@ -330,6 +478,8 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         _, wstatus = _waitpid(pid)
+        if feeder is not None:
+            feeder.join()
         if uid is not None:
             if _uid_has_processes(uid):
                 _kill_uid(uid)
@@ -359,6 +509,8 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         )
     data = bytes(buf[8 : 8 + need]) if complete else b""
     if not data:
+        if tree and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) - 128 in (signal.SIGXCPU, signal.SIGKILL):
+            wstatus = os.WEXITSTATUS(wstatus) - 128  # bwrap exits with 128 + the job's signal
         if os.WIFSIGNALED(wstatus) and os.WTERMSIG(wstatus) in (signal.SIGXCPU, signal.SIGKILL):
             cpu = job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1
             return JobResult(
@@ -593,7 +745,7 @@ def init_worker(
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    iso = setup_isolation(isolate_network, hide, keep)  # before any thread exists (user namespaces)
+    iso = setup_isolation(isolate_network, hide, keep, allowed=preimport)  # before any thread exists
     preload(preimport)
     prepare_process_for_sandbox()
     set_dumpable(False)  # a same-uid sample cannot read or write this worker's memory
