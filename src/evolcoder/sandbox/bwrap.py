@@ -139,11 +139,9 @@ def plan(allowed: list[str]) -> Plan:
     return p
 
 
-def argv(p: Plan, env: dict[str, str], tmp_mb: int) -> list[str]:
-    """The ``bwrap`` command line of one job."""
+def argv(p: Plan, env: dict[str, str], tmp_mb: int, command: list[str]) -> list[str]:
+    """The ``bwrap`` command line of a worker's template (:mod:`evolcoder.sandbox.zygote`)."""
     a = [bwrap_path() or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    if _supports("--disable-userns"):
-        a.append("--disable-userns")
     a += ["--hostname", "sandbox", "--tmpfs", "/"]
     for src, dest in p.binds:
         a += ["--ro-bind", src, dest]
@@ -158,5 +156,5 @@ def argv(p: Plan, env: dict[str, str], tmp_mb: int) -> list[str]:
     for k, v in env.items():
         a += ["--setenv", k, v]
     a += ["--setenv", "PYTHONPATH", SANDBOX_LIB, "--setenv", "EVOLCODER_SITE_DIRS", ":".join(p.site_dirs)]
-    a += ["--", p.python, "-S", "-B", "-m", "evolcoder.sandbox.jobmain"]
+    a += ["--", *command]
     return a

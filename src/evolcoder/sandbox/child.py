@@ -268,60 +268,170 @@ class _Progress:
         return self.idle
 
 
-def _start_bwrap(job: Job, payload: bytes, uid: int | None):
-    """Fork, set the limits, drop to the sandbox uid (root), exec ``bwrap`` with a fresh
-    interpreter: the job's pickle goes to its fd 3 (written by a thread here), its result comes
-    back on fd 4. Returns (pid, result read fd, feeder thread)."""
-    import threading
+class _Template:
+    """The worker's bubblewrap sandbox holding the pristine template (:mod:`evolcoder.sandbox.zygote`)
+    that forks each job; started once per worker (again if it dies)."""
 
-    from evolcoder.sandbox import bwrap
+    def __init__(self, uid: int | None):
+        import json
+        import socket
 
-    iso = isolation.current()
-    job_r, job_w = os.pipe()
-    res_r, res_w = os.pipe()
-    cmd = bwrap.argv(iso.plan, minimal_env(bwrap.WORKDIR), job.limits.fsize_mb)
-    nproc = None
-    if job.limits.nproc:
-        # bwrap's own two processes + the job's allowance; another user's count includes its others
-        nproc = job.limits.nproc + 2 + (0 if uid is not None else _count_user_procs())
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
+        from evolcoder.sandbox import bwrap
+
+        iso = isolation.current()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cmd = bwrap.argv(
+            iso.plan,
+            minimal_env(bwrap.WORKDIR),
+            1,
+            [iso.plan.python, "-S", "-B", "-m", "evolcoder.sandbox.zygote", json.dumps(_template_imports())],
+        )
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                fd = os.dup2(theirs.fileno(), 16, inheritable=False)
+                for k in range(3):
+                    os.dup2(devnull, k)
+                os.dup2(fd, 3)
+                os.closerange(4, 1 << 16)
+                if uid is not None:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                os.execv(cmd[0], cmd)
+            finally:
+                os._exit(127)
+        theirs.close()
+        self.pid, self.sock = pid, mine
+        self.pending = False  # a finished job's exit status not read yet
+        mine.settimeout(120)
         try:
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            moved = [os.dup2(fd, 16 + k, inheritable=False) for k, fd in enumerate((job_r, res_w, devnull))]
-            for k in range(3):
-                os.dup2(moved[2], k)
-            os.dup2(moved[0], 3)
-            os.dup2(moved[1], 4)
-            os.closerange(5, 1 << 16)
-            _set_limits(job.limits)
-            if nproc:
-                with contextlib.suppress(ValueError, OSError):
-                    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-            os.execv(cmd[0], cmd)
+            ok = mine.recv(16) == b"ready"
+        except OSError:
+            ok = False
+        if not ok:
+            self.close()
+            raise OSError("the bubblewrap template did not start")
+        self.fixed = set(_tree(pid))  # bwrap, its PID 1, the template: never a job's
+
+    def alive(self) -> bool:
+        return _proc_ppid(str(self.pid)) is not None
+
+    def start(self, limits: Limits, payload: bytes):
+        """Fork a job: its pickle goes to it through a pipe (a thread writes it), its result comes
+        back on another; returns (result read fd, feeder thread)."""
+        import fcntl
+        import json
+        import socket
+        import threading
+
+        if self.pending and self._status(0.5) is None:
+            # a job that forged its result and lives on: kill it now
+            if self.finish(wait=True) is None:
+                raise OSError("the bubblewrap template is gone")
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        lim = {
+            "memory_mb": limits.memory_mb,
+            "cpu_s": int(limits.cpu_s if limits.cpu_s is not None else limits.wall_s + 1) + 1,
+            "fsize_mb": limits.fsize_mb,
+            "nproc": limits.nproc,
+        }
+        try:
+            socket.send_fds(self.sock, [json.dumps(lim).encode()], [job_r, res_w])
         finally:
-            os._exit(127)
-    os.close(job_r)
-    os.close(res_w)
-
-    def feed() -> None:
-        try:
-            view = memoryview(payload)
+            os.close(job_r)
+            os.close(res_w)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(job_w, 1031, min(len(payload) + 16, 1 << 20))  # F_SETPIPE_SZ
+        view = memoryview(payload)
+        os.set_blocking(job_w, False)
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
             while view:
                 view = view[os.write(job_w, view) :]
-        except OSError:
-            pass
-        finally:
+        if not view:  # it all fit in the pipe
             os.close(job_w)
+            return res_r, None
+        os.set_blocking(job_w, True)
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    return pid, res_r, feeder
+        def feed() -> None:
+            try:
+                rest = view
+                while rest:
+                    rest = rest[os.write(job_w, rest) :]
+            except OSError:
+                pass
+            finally:
+                os.close(job_w)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        return res_r, feeder
+
+    def finish(self, wait: bool) -> int | None:
+        """Kill what is left of the job (its namespace dies with its PID 1), then its exit code as
+        the template reports it (None: the template is gone). Without ``wait`` (the job sent its
+        result and exits by itself) nothing is killed now: the code is read before the next job
+        starts, and a job still alive then is killed."""
+        if not wait:
+            self.pending = True
+            return 0
+        for _ in range(50):
+            left = [p for p in _tree(self.pid) if p not in self.fixed]
+            if not left:
+                break
+            for p in left:
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.002)
+        self.pending = True
+        return self._status()
+
+    def _status(self, timeout: float = 30.0) -> int | None:
+        import struct
+
+        try:
+            self.sock.settimeout(timeout)
+            data = self.sock.recv(16)
+        except OSError:
+            return None
+        self.pending = False
+        return struct.unpack("<i", data)[0] if len(data) == 4 else None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+_TEMPLATE: list = []
+
+# standard-library modules a sample commonly imports: loaded once in the template
+_COMMON = (
+    "typing re collections itertools functools math heapq string hashlib random bisect statistics "
+    "fractions decimal datetime copy operator json shutil subprocess tempfile array cmath"
+).split()
+
+
+def _template_imports() -> list[str]:
+    """What the template pre-imports: the allowed packages, the standard-library modules this
+    worker has loaded (so jobs find what a child forked from the worker found) and common ones."""
+    names = set(getattr(sys, "stdlib_module_names", ()))
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in names and not m.startswith(("_", "encodings.")))
+    return list(dict.fromkeys([*isolation.current().allowed, *_COMMON, *loaded]))
+
+
+def _template(uid: int | None) -> _Template:
+    if _TEMPLATE and not _TEMPLATE[0].alive():
+        _TEMPLATE.pop().close()
+    if not _TEMPLATE:
+        _TEMPLATE.append(_Template(uid))
+    return _TEMPLATE[0]
 
 
 def _proc_table() -> dict[int, list[bytes]]:
@@ -353,10 +463,12 @@ def _tree(root: int, table: dict[int, list[bytes]] | None = None) -> list[int]:
     return out
 
 
-def _tree_cpu_seconds(root: int) -> float:
+def _tree_cpu_seconds(root: int, skip: set = frozenset()) -> float:
     table = _proc_table()
     ticks = 0
     for p in _tree(root, table):
+        if p in skip:
+            continue
         with contextlib.suppress(ValueError, IndexError):
             ticks += int(table[p][11]) + int(table[p][12])
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -366,8 +478,8 @@ class _TreeProgress:
     """No-progress time of a job's process tree: polling intervals in which none of its threads
     ran or waited for a CPU (schedstat), so a starved program counts as progressing."""
 
-    def __init__(self, root: int, start: float):
-        self.root, self.last_t = root, start
+    def __init__(self, root: int, start: float, skip: set = frozenset()):
+        self.root, self.last_t, self.skip = root, start, skip
         self.seen: dict[tuple[int, str], int] = {}
         self.idle = 0.0
         self._active()
@@ -375,6 +487,8 @@ class _TreeProgress:
     def _active(self) -> int:
         delta = 0
         for p in _tree(self.root):
+            if p in self.skip:
+                continue
             try:
                 tids = os.listdir(f"/proc/{p}/task")
             except OSError:
@@ -421,8 +535,12 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         if uid is not None:
             os.chown(workdir, uid, uid)
     start = time.monotonic()
+    tpl = None
+    skip: set = set()
     if payload is not None:
-        pid, rfd, feeder = _start_bwrap(job, payload, uid)
+        tpl = _template(uid)
+        pid, skip = tpl.pid, tpl.fixed
+        rfd, feeder = tpl.start(job.limits, payload)
     else:
         rfd, wfd = os.pipe()
         pid = os.fork()
@@ -446,11 +564,11 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
             wait = 0.25
-            if now - start >= 0.5 and (_tree_cpu_seconds(pid) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget:
+            if now - start >= 0.5 and (_tree_cpu_seconds(pid, skip) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget:
                 over_cpu = True  # its processes together spent the budget (forks, threads)
                 break
             if tree and now - start >= 0.5:
-                progress = progress or _TreeProgress(pid, now)
+                progress = progress or _TreeProgress(pid, now, skip)
                 if progress.idle_seconds(now) >= stall:
                     timed_out = True
                     break
@@ -475,12 +593,22 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
                     break
     finally:
         os.close(rfd)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        _, wstatus = _waitpid(pid)
+        if tpl is not None:
+            code = tpl.finish(wait=not (need is not None and len(buf) >= need + 8))
+            if code is None:
+                _TEMPLATE.remove(tpl)
+                tpl.close()
+                code = 137
+            wstatus = code << 8  # as waitpid reports an exit code
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            _, wstatus = _waitpid(pid)
         if feeder is not None:
             feeder.join()
-        if uid is not None:
+        if tpl is not None:
+            pass
+        elif uid is not None:
             if _uid_has_processes(uid):
                 _kill_uid(uid)
         else:
@@ -510,7 +638,7 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
     data = bytes(buf[8 : 8 + need]) if complete else b""
     if not data:
         if tree and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) - 128 in (signal.SIGXCPU, signal.SIGKILL):
-            wstatus = os.WEXITSTATUS(wstatus) - 128  # bwrap exits with 128 + the job's signal
+            wstatus = os.WEXITSTATUS(wstatus) - 128  # the template reports 128 + the job's signal
         if os.WIFSIGNALED(wstatus) and os.WTERMSIG(wstatus) in (signal.SIGXCPU, signal.SIGKILL):
             cpu = job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1
             return JobResult(

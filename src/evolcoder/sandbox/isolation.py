@@ -53,6 +53,7 @@ class Isolation:
     private: tuple[str, ...] = ()  # world-writable directories replaced by a private tmpfs
     bwrap: bool = False  # each job a fresh interpreter in its own bubblewrap sandbox
     plan: Any = None  # its filesystem view (evolcoder.sandbox.bwrap.Plan)
+    allowed: tuple[str, ...] = ()  # packages the template imports (and jobs may)
 
     def missing(self) -> list[str]:
         """The protections this worker lacks, in words."""
@@ -180,7 +181,7 @@ def setup_isolation(
         iso.bwrap = iso.mounts = iso.network = True
         from evolcoder.sandbox import bwrap
 
-        iso.plan = _ISO.plan
+        iso.plan, iso.allowed = _ISO.plan, tuple(allowed)
         _ISO = iso
         return iso
     if os.geteuid() == 0:
@@ -208,7 +209,9 @@ def _bwrap_works(allowed: Sequence[str]) -> bool:
         plan = bwrap.plan(list(allowed))
         if os.geteuid() == 0:
             _stage_binds(plan)
-        _ISO = Isolation(mode="root" if os.geteuid() == 0 else "userns", bwrap=True, plan=plan)
+        _ISO = Isolation(
+            mode="root" if os.geteuid() == 0 else "userns", bwrap=True, plan=plan, allowed=tuple(allowed)
+        )
         from evolcoder.sandbox.child import run_job
         from evolcoder.sandbox.jobs import Job, Limits
 
