@@ -112,7 +112,9 @@ def plan(allowed: list[str]) -> Plan:
         p.binds.append((python, python))
     in_base = [d for d in _site_packages() if d.startswith(base + os.sep)]
     # the base interpreter's own site-packages stay hidden (with -S they are not on sys.path either)
-    for d in [os.path.join(base, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")] + in_base:
+    for d in [
+        os.path.join(base, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    ] + in_base:
         if os.path.isdir(d) and d not in p.covered:
             p.covered.append(d)
     for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
@@ -141,7 +143,15 @@ def plan(allowed: list[str]) -> Plan:
 
 def argv(p: Plan, env: dict[str, str], tmp_mb: int, command: list[str]) -> list[str]:
     """The ``bwrap`` command line of a worker's template (:mod:`evolcoder.sandbox.zygote`)."""
-    a = [bwrap_path() or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    a = [
+        bwrap_path() or "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
     a += ["--hostname", "sandbox", "--tmpfs", "/"]
     for src, dest in p.binds:
         a += ["--ro-bind", src, dest]

@@ -401,8 +401,14 @@ class _Template:
         return struct.unpack("<i", data)[0] if len(data) == 4 else None
 
     def close(self) -> None:
+        """The template exits when its socket closes (so its CPU time is accounted); killed if not."""
         with contextlib.suppress(OSError):
             self.sock.close()
+        for _ in range(200):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+            time.sleep(0.01)
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
@@ -410,6 +416,13 @@ class _Template:
 
 
 _TEMPLATE: list = []
+
+
+def shutdown() -> None:
+    """End this worker's template (at the worker's exit)."""
+    while _TEMPLATE:
+        _TEMPLATE.pop().close()
+
 
 # standard-library modules a sample commonly imports: loaded once in the template
 _COMMON = (
@@ -564,7 +577,10 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
             wait = 0.25
-            if now - start >= 0.5 and (_tree_cpu_seconds(pid, skip) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget:
+            if (
+                now - start >= 0.5
+                and (_tree_cpu_seconds(pid, skip) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget
+            ):
                 over_cpu = True  # its processes together spent the budget (forks, threads)
                 break
             if tree and now - start >= 0.5:

@@ -179,7 +179,6 @@ def setup_isolation(
     if allowed is not None and _bwrap_works(allowed):
         iso.mode = "root" if os.geteuid() == 0 else "userns"
         iso.bwrap = iso.mounts = iso.network = True
-        from evolcoder.sandbox import bwrap
 
         iso.plan, iso.allowed = _ISO.plan, tuple(allowed)
         _ISO = iso
@@ -209,9 +208,7 @@ def _bwrap_works(allowed: Sequence[str]) -> bool:
         plan = bwrap.plan(list(allowed))
         if os.geteuid() == 0:
             _stage_binds(plan)
-        _ISO = Isolation(
-            mode="root" if os.geteuid() == 0 else "userns", bwrap=True, plan=plan, allowed=tuple(allowed)
-        )
+        _ISO = Isolation(mode="root" if os.geteuid() == 0 else "userns", bwrap=True, plan=plan, allowed=tuple(allowed))
         from evolcoder.sandbox.child import run_job
         from evolcoder.sandbox.jobs import Job, Limits
 
@@ -337,9 +334,11 @@ def unshare_network() -> bool:
 def describe_isolation(iso: Isolation) -> dict:
     return {
         "mode": iso.mode,
+        "bwrap": iso.bwrap,
         "private_tmp": iso.mounts,
         "network_isolated": iso.network,
-        "hidden": list(iso.hide) if iso.mounts else [],
+        "hidden": list(iso.hide) if iso.mounts and not iso.bwrap else [],
+        "visible": sorted(dest for _src, dest in iso.plan.binds) if iso.bwrap else [],
         "missing": iso.missing(),
     }
 

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from evolcoder.sandbox.child import init_worker, run_job
+from evolcoder.sandbox.child import init_worker, run_job, shutdown
 from evolcoder.sandbox.isolation import describe_isolation
 from evolcoder.sandbox.probe import describe_interpreter
 from evolcoder.sandbox.protocol import _read, _write
@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except EOFError:
             break
         _write(out, (index, run_job(job, slot=slot)))
+    shutdown()
 
 
 if __name__ == "__main__":
