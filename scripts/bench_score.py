@@ -139,7 +139,8 @@ def main() -> None:
     )
     print(f"evalplus.evaluate : {t_ev:7.1f} s ({c_ev:6.1f} s CPU)   base {ev_base:.1f}  plus {ev_plus:.1f}")
     print(
-        f"evolcoder score   : {t_ours:7.1f} s ({c_ours:6.1f} s CPU)   base {res['base']['pass@1']:.1f}  plus {res['plus']['pass@1']:.1f}"
+        f"evolcoder score   : {t_ours:7.1f} s ({c_ours:6.1f} s CPU)   "
+        f"base {res['base']['pass@1']:.1f}  plus {res['plus']['pass@1']:.1f}"
         f"   (retried: {len(res['retried'])})"
     )
     print(
