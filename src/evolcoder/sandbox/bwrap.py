@@ -100,6 +100,42 @@ def _site_packages() -> list[str]:
     return list(dict.fromkeys(os.path.realpath(d) for d in dirs if os.path.isdir(d)))
 
 
+def _closure(names: list[str]) -> list[str]:
+    """Where the top-level modules ``names`` and everything their distributions require live
+    (package dirs, module files, vendored ``.libs``), never an answer package."""
+    import re
+    from importlib import metadata
+
+    try:
+        owners = metadata.packages_distributions()
+    except Exception:
+        owners = {}
+    paths = [p for n in names for p in _package_paths(n)]
+    todo = [d for n in names for d in owners.get(n, [])]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(name)
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+        for f in dist.files or []:
+            top = f.parts[0] if f.parts else ""
+            if not top or top == ".." or top.endswith((".dist-info", ".data", ".pth")) or top == "__pycache__":
+                continue
+            if top.split(".")[0] in ANSWER_PACKAGES:
+                continue
+            paths.append(os.path.realpath(str(dist.locate_file(top))))
+        for req in dist.requires or []:
+            if "extra ==" not in req.replace('"', "'").replace("extra=='", "extra == '"):
+                todo.append(re.split(r"[\s<>=!~;\[(]", req.strip(), maxsplit=1)[0])
+    return [p for p in dict.fromkeys(paths) if os.path.exists(p)]
+
+
 def plan(allowed: list[str]) -> Plan:
     """This interpreter's sandbox view: the interpreter, its standard library, ``allowed`` packages
     (top-level names; a site-packages without answer packages is bound whole, so that their
@@ -134,10 +170,9 @@ def plan(allowed: list[str]) -> Plan:
             p.binds.append((d, dest))
             p.site_dirs.append(dest)
     if not p.site_dirs:
-        for name in dict.fromkeys(m.split(".")[0] for m in allowed):
-            for path in _package_paths(name):
-                if not path.startswith(base + os.sep) or any(path.startswith(c + os.sep) for c in p.covered):
-                    p.binds.append((path, f"{SANDBOX_LIB}/{os.path.basename(path)}"))
+        for path in _closure(list(dict.fromkeys(m.split(".")[0] for m in allowed))):
+            if not path.startswith(base + os.sep) or any(path.startswith(c + os.sep) for c in p.covered):
+                p.binds.append((path, f"{SANDBOX_LIB}/{os.path.basename(path)}"))
     return p
 
 

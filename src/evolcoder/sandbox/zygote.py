@@ -136,6 +136,10 @@ def _fork_job(job_r: int, res_w: int, lim: dict) -> None:
 def main() -> None:
     preimport = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
     sock = socket.socket(fileno=3)
+    import site
+
+    for d in filter(None, os.environ.pop("EVOLCODER_SITE_DIRS", "").split(":")):
+        site.addsitedir(d)  # an execution environment bound whole (DS-1000's), with its .pth files
     import evolcoder.benchmarks.harness  # noqa: F401  (what every job runs)
     import evolcoder.sandbox.isolation  # noqa: F401
     import evolcoder.sandbox.jobs  # noqa: F401
