@@ -404,15 +404,27 @@ class _Template:
         """The template exits when its socket closes (so its CPU time is accounted); killed if not."""
         with contextlib.suppress(OSError):
             self.sock.close()
+        gone = False
         for _ in range(200):
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(self.pid, os.WNOHANG)[0]:
-                    return
+                    gone = True
+                    break
             time.sleep(0.01)
-        with contextlib.suppress(OSError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        if not gone:
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        # bwrap's PID 1 and the template die with it (die-with-parent): wait until they are gone
+        for _ in range(500):
+            left = [p for p in self.fixed if p != self.pid and _proc_ppid(str(p)) is not None]
+            if not left:
+                break
+            for p in left:
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.01)
 
 
 _TEMPLATE: list = []
@@ -432,11 +444,8 @@ _COMMON = (
 
 
 def _template_imports() -> list[str]:
-    """What the template pre-imports: the allowed packages, the standard-library modules this
-    worker has loaded (so jobs find what a child forked from the worker found) and common ones."""
-    names = set(getattr(sys, "stdlib_module_names", ()))
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in names and not m.startswith(("_", "encodings.")))
-    return list(dict.fromkeys([*isolation.current().allowed, *_COMMON, *loaded]))
+    """What the template pre-imports: the allowed packages and common standard-library modules."""
+    return list(dict.fromkeys([*isolation.current().allowed, *_COMMON]))
 
 
 def _template(uid: int | None) -> _Template:
