@@ -417,7 +417,11 @@ class _Template:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
         # bwrap's PID 1 and the template die with it (die-with-parent): wait until they are gone
+        # (re-parented to this worker, a subreaper, which reaps them)
         for _ in range(500):
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
             left = [p for p in self.fixed if p != self.pid and _proc_ppid(str(p)) is not None]
             if not left:
                 break
