@@ -374,6 +374,8 @@ def _score(mode: str, work: Path, timings: str, pred: Path, out: Path, uid: int 
         "EVOLCODER_CACHE": str(work / "cache"),
         "OMP_NUM_THREADS": "1",
         "OPENAI_API_KEY": "sk-test-sbx19-secret",
+        # EVOLCODER_SANDBOX_NO_BWRAP=1: the same attacks against the fallback (they succeed there)
+        **{k: v for k, v in os.environ.items() if k == "EVOLCODER_SANDBOX_NO_BWRAP"},
     }
     if mode == "userns":
         cmd = _as_user_command(cmd, uid, gid, env)

@@ -489,8 +489,8 @@ def _tree(root: int, table: dict[int, list[bytes]] | None = None) -> list[int]:
     return out
 
 
-def _tree_cpu_seconds(root: int, skip: set = frozenset()) -> float:
-    table = _proc_table()
+def _tree_cpu_seconds(root: int, skip: set = frozenset(), table: dict | None = None) -> float:
+    table = _proc_table() if table is None else table
     ticks = 0
     for p in _tree(root, table):
         if p in skip:
@@ -508,11 +508,11 @@ class _TreeProgress:
         self.root, self.last_t, self.skip = root, start, skip
         self.seen: dict[tuple[int, str], int] = {}
         self.idle = 0.0
-        self._active()
+        self._active(None)
 
-    def _active(self) -> int:
+    def _active(self, table: dict | None) -> int:
         delta = 0
-        for p in _tree(self.root):
+        for p in _tree(self.root, table):
             if p in self.skip:
                 continue
             try:
@@ -530,29 +530,32 @@ class _TreeProgress:
                 self.seen[(p, tid)] = v
         return delta
 
-    def idle_seconds(self, now: float) -> float:
+    def idle_seconds(self, now: float, table: dict | None = None) -> float:
         dt = now - self.last_t
-        if self._active() < 0.05 * dt * 1e9:
+        if self._active(table) < 0.05 * dt * 1e9:
             self.idle += dt
         self.last_t = now
         return self.idle
 
 
-def run_job(job: Job, slot: int = 0) -> JobResult:
+def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
     """Run one job in a sandboxed child and wait for it (guarded: CPU limits and no-progress guard).
 
-    With bubblewrap (:mod:`evolcoder.sandbox.bwrap`) the child is a fresh interpreter in its own
-    namespaces; without it, or for a callable that cannot be named by a pickle (tests' lambdas),
-    a child forked from this worker.
+    With bubblewrap (:mod:`evolcoder.sandbox.bwrap`) the child is forked by the worker's pristine
+    template into its own namespaces; without it, or for a callable that cannot be named by a
+    pickle (tests' lambdas), a child forked from this worker.
 
-    ``slot`` is kept for callers' bookkeeping; the sandbox uid is this process's own (:func:`sandbox_uid`)."""
+    ``payload``: the job already pickled (a worker passes on what the pool sent, without unpickling
+    its inputs; ``job`` then only carries the limits). ``slot`` is kept for callers' bookkeeping;
+    the sandbox uid is this process's own (:func:`sandbox_uid`)."""
     iso = isolation.current()
     is_root = os.geteuid() == 0 and iso.mode != "userns"
     uid = sandbox_uid() if (is_root and job.limits.drop_privileges) else None
     if not _SUBREAPER:
         prepare_process_for_sandbox()
-    payload = None
-    if iso.bwrap:
+    if payload is not None and not iso.bwrap:
+        job, payload = pickle.loads(payload), None
+    if iso.bwrap and payload is None:
         with contextlib.suppress(Exception):
             payload = _pickle_dumps(job)
     workdir = None
@@ -590,15 +593,16 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
             wait = 0.25
+            table = _proc_table() if tree and now - start >= 0.5 else None  # one /proc scan per poll
             if (
                 now - start >= 0.5
-                and (_tree_cpu_seconds(pid, skip) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget
+                and (_tree_cpu_seconds(pid, skip, table) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget
             ):
                 over_cpu = True  # its processes together spent the budget (forks, threads)
                 break
             if tree and now - start >= 0.5:
                 progress = progress or _TreeProgress(pid, now, skip)
-                if progress.idle_seconds(now) >= stall:
+                if progress.idle_seconds(now, table) >= stall:
                     timed_out = True
                     break
             elif now - start >= stall:
