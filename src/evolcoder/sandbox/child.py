@@ -44,7 +44,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evolcoder.sandbox import isolation
@@ -378,14 +378,7 @@ class _Template:
         if not wait:
             self.pending = True
             return 0
-        for _ in range(50):
-            left = [p for p in _tree(self.pid) if p not in self.fixed]
-            if not left:
-                break
-            for p in left:
-                with contextlib.suppress(OSError):
-                    os.kill(p, signal.SIGKILL)
-            time.sleep(0.002)
+        _kill_until_gone(lambda: [p for p in _tree(self.pid) if p not in self.fixed], 50, 0.002)
         self.pending = True
         return self._status()
 
@@ -416,19 +409,28 @@ class _Template:
                 os.killpg(self.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
+
         # bwrap's PID 1 and the template die with it (die-with-parent): wait until they are gone
         # (re-parented to this worker, a subreaper, which reaps them)
-        for _ in range(500):
+        def left() -> list[int]:
             with contextlib.suppress(ChildProcessError):
                 while os.waitpid(-1, os.WNOHANG)[0]:
                     pass
-            left = [p for p in self.fixed if p != self.pid and _proc_ppid(str(p)) is not None]
-            if not left:
-                break
-            for p in left:
-                with contextlib.suppress(OSError):
-                    os.kill(p, signal.SIGKILL)
-            time.sleep(0.01)
+            return [p for p in self.fixed if p != self.pid and _proc_ppid(str(p)) is not None]
+
+        _kill_until_gone(left, 500, 0.01)
+
+
+def _kill_until_gone(alive: Callable[[], list[int]], rounds: int, pause: float) -> None:
+    """SIGKILL what ``alive()`` lists until it lists nothing (at most ``rounds`` times)."""
+    for _ in range(rounds):
+        left = alive()
+        if not left:
+            return
+        for p in left:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(pause)
 
 
 _TEMPLATE: list = []

@@ -28,31 +28,13 @@ import socket
 import struct
 import sys
 
+from evolcoder.sandbox.child import _vm_bytes
+from evolcoder.sandbox.isolation import _MS_NODEV, _MS_NOSUID, _MS_PRIVATE, _MS_REC, _drop_capabilities, _mount
+from evolcoder.sandbox.isolation import _write_file as _write
+
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x10000000, 0x20000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+_MS_NOEXEC = 8
 _LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = [s.encode() if s is not None else None for s in (src, target, fstype, data)]
-    if _LIBC.mount(enc[0], enc[1], enc[2], flags, enc[3]) != 0:
-        raise OSError(ctypes.get_errno(), f"mount {target}")
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _vm_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
 
 
 def _job(job_r: int, res_w: int, lim: dict) -> None:
@@ -67,8 +49,6 @@ def _job(job_r: int, res_w: int, lim: dict) -> None:
             if os.path.isdir(d):
                 _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, tmp_opts)
         _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-        from evolcoder.sandbox.isolation import _drop_capabilities
-
         _drop_capabilities()
         os.chdir("/tmp")
         mem = int(lim["memory_mb"]) * 1024 * 1024 + _vm_bytes()
@@ -141,7 +121,6 @@ def main() -> None:
     for d in filter(None, os.environ.pop("EVOLCODER_SITE_DIRS", "").split(":")):
         site.addsitedir(d)  # an execution environment bound whole (DS-1000's), with its .pth files
     import evolcoder.benchmarks.harness  # noqa: F401  (what every job runs)
-    import evolcoder.sandbox.isolation  # noqa: F401
     import evolcoder.sandbox.jobs  # noqa: F401
 
     for name in preimport:
