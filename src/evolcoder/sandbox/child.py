@@ -594,7 +594,8 @@ def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
         # a length-prefixed message: grandchildren holding the pipe open cannot stall us
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
-            wait = 0.25
+            # a long job is polled once a second (a /proc scan reads every process's stat)
+            wait = 1.0 if tree and now - start >= 2.0 else 0.25
             table = _proc_table() if tree and now - start >= 0.5 else None  # one /proc scan per poll
             if (
                 now - start >= 0.5
