@@ -642,12 +642,10 @@ def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
             _, wstatus = _waitpid(pid)
         if feeder is not None:
             feeder.join()
-        if tpl is not None:
-            pass
-        elif uid is not None:
+        if tpl is None and uid is not None:  # the template's own processes run as the sandbox uid
             if _uid_has_processes(uid):
                 _kill_uid(uid)
-        else:
+        elif tpl is None:
             _kill_orphans()
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
