@@ -908,7 +908,8 @@ def init_worker(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
     iso = setup_isolation(isolate_network, hide, keep, allowed=preimport)  # before any thread exists
-    preload(preimport)
+    if not iso.bwrap:  # with bubblewrap the template imports them, not this worker
+        preload(preimport)
     prepare_process_for_sandbox()
     set_dumpable(False)  # a same-uid sample cannot read or write this worker's memory
     return iso

@@ -27,8 +27,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # library chatter (TensorFlow, warnings) must not corrupt the protocol
     iso = init_worker(slot, preimport, isolate, hide)
-    hello = describe_interpreter(preimport)
-    hello["preimported"] = [m for m in preimport if m in sys.modules]
+    hello = describe_interpreter(preimport, imported=not iso.bwrap)
+    found = {m for m, v in hello["versions"].items() if v is not None}
+    hello["preimported"] = [m for m in preimport if (m.split(".")[0] in found if iso.bwrap else m in sys.modules)]
     hello["isolation"] = describe_isolation(iso)
     _write(out, hello)
     fd = sys.stdin.fileno()
