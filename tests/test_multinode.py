@@ -1,0 +1,153 @@
+"""Training on two SLURM nodes: `snakemake --profile` with `train.resources.nodes: 2` runs the train
+job on both nodes of the two-node cluster (scripts/slurm/setup_cluster.sh with
+EVOLCODER_SLURM_NODES=2: slurmd evnode1/evnode2 in their own network namespaces, partition
+`multi`), CPU training with gloo, one rank per node. Its loss equals a one-node two-process run
+of the same steps, and a rank killed on one node fails the job within 60 s with one line naming
+the node and the rank. Skips when the `multi` partition is not up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from workflow_utils import REPO, copy_workflow, snakemake
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+MODEL = "tiny-evolcoder-k0"  # the rounds ablation's k = 0 model: seed only, no evolution round to run
+TARGET = f"results/train/{MODEL}/model"
+CONFIGS = ("tests/configs/tiny.yaml", "multinode.yaml")
+
+
+def _multi_partition() -> str | None:
+    """None when both nodes of partition `multi` are up, else why not."""
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-N", "-p", "multi", "-o", "%N %T"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sinfo: {exc}"
+    nodes = [ln.split() for ln in out.stdout.splitlines() if ln.strip()]
+    up = [n for n, st in nodes if re.match(r"idle|mixed|alloc", st)]
+    if len(up) < 2:
+        return f"partition multi has {len(up)} usable node(s) ({out.stdout.strip() or out.stderr.strip()[:100]})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    why = _multi_partition()
+    if why:
+        pytest.skip(
+            f"no two-node SLURM cluster: {why} (EVOLCODER_SLURM_NODES=2 bash scripts/slurm/setup_cluster.sh, as root)"
+        )
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    paths = [str(REPO / "src"), str(REPO / "tests")]  # tests/: the fault-injection callback
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _slurm_snakemake(wd: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--retries", "0"]
+    cmd += ["--slurm-init-seconds-before-status-checks", "2", "--set-resources", "train:slurm_partition=multi"]
+    cmd += [*extra, "--configfile", *CONFIGS, "data.yaml", "--", TARGET]
+    return subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _sacct_train(since: str, wd: Path) -> dict[str, str]:
+    fields = ["JobID", "State", "NodeList", "NNodes", "Partition", "Comment", "WorkDir", "End"]
+    for _ in range(30):  # slurmdbd may lag behind slurmctld
+        out = subprocess.run(
+            ["sacct", "-a", "-X", "-P", "-n", "-S", since, "-o", ",".join(f"{f}%200" for f in fields)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rows = [dict(zip(fields, ln.split("|"))) for ln in out.splitlines() if ln.strip()]
+        rows = [r for r in rows if "rule_train" in r["Comment"] and Path(r["WorkDir"]).resolve() == wd.resolve()]
+        if rows and rows[-1]["State"] not in ("PENDING", "RUNNING", "") and rows[-1]["End"] != "Unknown":
+            return rows[-1]
+        time.sleep(1)
+    raise AssertionError(f"no finished train job in sacct since {since}: {out}")
+
+
+def _losses(history: Path) -> list[float]:
+    return [h["loss"] for h in json.loads(history.read_text()) if "loss" in h]
+
+
+def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
+    wd = copy_workflow(tmp_path / "wf", shared_data)
+    (wd / "multinode.yaml").write_text(
+        "train:\n  resources: {gpus: 0, nodes: 2, cpus_per_gpu: 1, mem_mb: 3000, runtime: 10}\n"
+    )
+    env = _env()
+    # the inputs of the train job, here (no queue): seed, merge, tokenise
+    snakemake(wd, f"results/tokenized/{MODEL}.pt", configfiles=CONFIGS, env=env)
+
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    time.sleep(1)
+    proc = _slurm_snakemake(wd, env)
+    log = (wd / f"logs/train/{MODEL}.log").read_text() if (wd / f"logs/train/{MODEL}.log").exists() else ""
+    assert proc.returncode == 0, f"{proc.stderr[-5000:]}\n--- train log\n{log[-5000:]}"
+    job = _sacct_train(since, wd)
+    # one job on both nodes of partition multi, one rank each
+    assert job["State"] == "COMPLETED" and job["Partition"] == "multi" and job["NNodes"] == "2", job
+    assert job["NodeList"] == "evnode[1-2]", job
+    assert "evolcoder.launch: 2 nodes × 1 process(es)" in log, log[-3000:]
+    manifest = json.loads((wd / TARGET / "training_manifest.json").read_text())
+    assert manifest["hyperparameters"]["world_size"] == 2, manifest["hyperparameters"]
+    assert manifest["nodes"] == 2 and manifest["hosts"] == ["evnode1", "evnode2"], manifest.get("hosts")
+    two_node = _losses(wd / f"results/train/{MODEL}/log_history.json")
+    assert len(two_node) == 2, two_node
+
+    # the same steps in one node's two processes (torchrun --standalone, gloo)
+    single = tmp_path / "single"
+    cmd = ["evolcoder", "train", "--data", "results/merged/rounds_0/train.jsonl"]
+    cmd += ["--tokenized", f"results/tokenized/{MODEL}.pt", "--base-model", manifest["base_model"]]
+    cmd += ["--out-dir", str(single), "--settings-json", json.dumps(manifest["settings"])]
+    local = subprocess.run(cmd, cwd=wd, env=_env(EVOLCODER_NPROC="2"), capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr[-4000:]
+    one_node = _losses(single / "log_history.json")
+    diff = max(abs(a - b) for a, b in zip(two_node, one_node))
+    print(f"losses: two nodes {two_node}, one node {one_node}, max difference {diff:.3g}")
+    assert len(one_node) == len(two_node) and diff <= 1e-4 * max(1.0, abs(one_node[0])), (two_node, one_node)
+
+    # a rank killed on evnode2 ends the whole job soon, with one line naming the node and the rank
+    stamp = tmp_path / "killed"
+    fault = {
+        "EVOLCODER_TRAIN_CALLBACKS": "train_faults:kill_after_step",
+        "EVOLCODER_TEST_KILL_AFTER_STEP": "1",
+        "EVOLCODER_TEST_KILL_HOST": "evnode2",
+        "EVOLCODER_TEST_KILL_STAMP": str(stamp),
+    }
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    time.sleep(1)
+    failed = _slurm_snakemake(wd, _env(**fault), "--forcerun", "train")
+    noticed = time.time()
+    assert failed.returncode != 0, failed.stderr[-3000:]
+    killed_at, host, _, rank = stamp.read_text().split()
+    job = _sacct_train(since, wd)
+    ended = datetime.strptime(job["End"], "%Y-%m-%dT%H:%M:%S").timestamp()
+    print(
+        f"rank {rank} on {host} killed; SLURM job {job['JobID']} {job['State']} "
+        f"{ended - float(killed_at):.1f} s later, snakemake exited {noticed - float(killed_at):.1f} s later"
+    )
+    assert job["State"] in ("FAILED", "CANCELLED", "NODE_FAIL") or job["State"].startswith("CANCELLED"), job
+    assert ended - float(killed_at) <= 60, (job, killed_at)
+    log = (wd / f"logs/train/{MODEL}.log").read_text()
+    want = f"failed: rank {rank} (local rank 0) on node evnode2 failed (killed by SIGKILL)"
+    assert want in log, log[-4000:]
