@@ -61,16 +61,34 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _slurm_snakemake(wd: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+def _slurm_snakemake(wd: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--retries", "0"]
     cmd += ["--slurm-init-seconds-before-status-checks", "2", "--set-resources", "train:slurm_partition=multi"]
     cmd += [*extra, "--configfile", *CONFIGS, "data.yaml", "--", TARGET]
-    return subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900)
+    out = open(wd / f"snakemake-{time.time():.0f}.log", "w+")  # noqa: SIM115 - read back by _finish
+    proc = subprocess.Popen(cmd, cwd=wd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc.output = out  # type: ignore[attr-defined]
+    return proc
 
 
-def _sacct_train(since: str, wd: Path) -> dict[str, str]:
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int | None, str]:
+    """Snakemake's exit status (None: stopped here, after `timeout` s) and its output."""
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(timeout=60)
+        rc = None
+    proc.output.seek(0)  # type: ignore[attr-defined]
+    return rc, proc.output.read()  # type: ignore[attr-defined]
+
+
+def _sacct_train(since: str, wd: Path, wait_s: float = 30, proc: subprocess.Popen | None = None) -> dict[str, str]:
+    """The train job submitted from `wd` since `since`, once finished (polls sacct up to `wait_s`,
+    or until `proc`, the snakemake that submits it, ended without one)."""
     fields = ["JobID", "State", "NodeList", "NNodes", "Partition", "Comment", "WorkDir", "End"]
-    for _ in range(30):  # slurmdbd may lag behind slurmctld
+    out = ""
+    for _ in range(int(wait_s)):
         out = subprocess.run(
             ["sacct", "-a", "-X", "-P", "-n", "-S", since, "-o", ",".join(f"{f}%200" for f in fields)],
             capture_output=True,
@@ -81,6 +99,9 @@ def _sacct_train(since: str, wd: Path) -> dict[str, str]:
         rows = [r for r in rows if "rule_train" in r["Comment"] and Path(r["WorkDir"]).resolve() == wd.resolve()]
         if rows and rows[-1]["State"] not in ("PENDING", "RUNNING", "") and rows[-1]["End"] != "Unknown":
             return rows[-1]
+        if proc is not None and proc.poll() is not None and not rows:
+            rc, text = _finish(proc, 0)
+            raise AssertionError(f"snakemake ended ({rc}) without a train job:\n{text[-5000:]}")
         time.sleep(1)
     raise AssertionError(f"no finished train job in sacct since {since}: {out}")
 
@@ -91,8 +112,10 @@ def _losses(history: Path) -> list[float]:
 
 def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     wd = copy_workflow(tmp_path / "wf", shared_data)
+    # short sequences and no intermediate checkpoint (1.6 GB each): two steps in seconds
     (wd / "multinode.yaml").write_text(
-        "train:\n  resources: {gpus: 0, nodes: 2, cpus_per_gpu: 1, mem_mb: 3000, runtime: 10}\n"
+        "train:\n  model_max_length: 64\n  save_steps: 1000\n"
+        "  resources: {gpus: 0, nodes: 2, cpus_per_gpu: 1, mem_mb: 3000, runtime: 10}\n"
     )
     env = _env()
     # the inputs of the train job, here (no queue): seed, merge, tokenise
@@ -100,10 +123,20 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
 
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     time.sleep(1)
-    proc = _slurm_snakemake(wd, env)
+    run = _slurm_snakemake(wd, env)
+    job = _sacct_train(since, wd, wait_s=600, proc=run)
+    # the same steps in one node's two processes (torchrun --standalone, gloo), while snakemake
+    # notices the job's end (its status checks come further apart the longer a job runs)
+    settings = json.loads((wd / TARGET / "training_manifest.json").read_text())["settings"]
+    single = tmp_path / "single"
+    cmd = ["evolcoder", "train", "--data", "results/merged/rounds_0/train.jsonl"]
+    cmd += ["--tokenized", f"results/tokenized/{MODEL}.pt", "--base-model", settings["base_model"]]
+    cmd += ["--out-dir", str(single), "--settings-json", json.dumps(settings)]
+    local = subprocess.run(cmd, cwd=wd, env=_env(EVOLCODER_NPROC="2"), capture_output=True, text=True, timeout=600)
+    rc, out = _finish(run, timeout=300)
     log = (wd / f"logs/train/{MODEL}.log").read_text() if (wd / f"logs/train/{MODEL}.log").exists() else ""
-    assert proc.returncode == 0, f"{proc.stderr[-5000:]}\n--- train log\n{log[-5000:]}"
-    job = _sacct_train(since, wd)
+    assert rc == 0, f"{out[-5000:]}\n--- train log\n{log[-5000:]}"
+    assert local.returncode == 0, local.stderr[-4000:]
     # one job on both nodes of partition multi, one rank each
     assert job["State"] == "COMPLETED" and job["Partition"] == "multi" and job["NNodes"] == "2", job
     assert job["NodeList"] == "evnode[1-2]", job
@@ -114,13 +147,6 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     two_node = _losses(wd / f"results/train/{MODEL}/log_history.json")
     assert len(two_node) == 2, two_node
 
-    # the same steps in one node's two processes (torchrun --standalone, gloo)
-    single = tmp_path / "single"
-    cmd = ["evolcoder", "train", "--data", "results/merged/rounds_0/train.jsonl"]
-    cmd += ["--tokenized", f"results/tokenized/{MODEL}.pt", "--base-model", manifest["base_model"]]
-    cmd += ["--out-dir", str(single), "--settings-json", json.dumps(manifest["settings"])]
-    local = subprocess.run(cmd, cwd=wd, env=_env(EVOLCODER_NPROC="2"), capture_output=True, text=True, timeout=600)
-    assert local.returncode == 0, local.stderr[-4000:]
     one_node = _losses(single / "log_history.json")
     diff = max(abs(a - b) for a, b in zip(two_node, one_node))
     print(f"losses: two nodes {two_node}, one node {one_node}, max difference {diff:.3g}")
@@ -136,15 +162,15 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     }
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     time.sleep(1)
-    failed = _slurm_snakemake(wd, _env(**fault), "--forcerun", "train")
-    noticed = time.time()
-    assert failed.returncode != 0, failed.stderr[-3000:]
+    failing = _slurm_snakemake(wd, _env(**fault), "--forcerun", "train")
+    job = _sacct_train(since, wd, wait_s=600, proc=failing)
+    # the job's end is what counts; snakemake may take a while to poll it: not waited for long
+    rc, out = _finish(failing, timeout=20)
+    assert rc != 0, out[-3000:]
     killed_at, host, _, rank = stamp.read_text().split()
-    job = _sacct_train(since, wd)
     ended = datetime.strptime(job["End"], "%Y-%m-%dT%H:%M:%S").timestamp()
     print(
-        f"rank {rank} on {host} killed; SLURM job {job['JobID']} {job['State']} "
-        f"{ended - float(killed_at):.1f} s later, snakemake exited {noticed - float(killed_at):.1f} s later"
+        f"rank {rank} on {host} killed; SLURM job {job['JobID']} {job['State']} {ended - float(killed_at):.1f} s later"
     )
     assert job["State"] in ("FAILED", "CANCELLED", "NODE_FAIL") or job["State"].startswith("CANCELLED"), job
     assert ended - float(killed_at) <= 60, (job, killed_at)
