@@ -63,6 +63,7 @@ alive() {  # alive PIDFILE -> 0 when the process in it runs
 
 # ---------------------------------------------------------------- packages
 PKGS=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
+(( NNODES >= 2 )) && PKGS+=(iproute2)   # ip netns, veth, bridge (nsenter/unshare: util-linux, always there)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
