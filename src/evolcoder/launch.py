@@ -132,7 +132,7 @@ def multinode_command(
         port = free_port("") if here else 20000 + int(job) % 20000 if job.isdigit() else 29400
     n = len(hosts)
     argv = ["srun", f"--nodes={n}", f"--ntasks={n}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--overlap"]
-    argv += ["--cpu-bind=none", "--unbuffered"]
+    argv += ["--unbuffered"]
     if cpus_per_task:
         argv.append(f"--cpus-per-task={cpus_per_task}")
     argv += [python, "-m", "evolcoder.launch", "--node-agent", "--nodes", ",".join(hosts), "--nproc", str(nproc)]
