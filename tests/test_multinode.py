@@ -21,8 +21,6 @@ import pytest
 
 from workflow_utils import REPO, copy_workflow, snakemake
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
 MODEL = "tiny-evolcoder-k0"  # the rounds ablation's k = 0 model: seed only, no evolution round to run
 TARGET = f"results/train/{MODEL}/model"
 CONFIGS = ("tests/configs/tiny.yaml", "multinode.yaml")
@@ -110,6 +108,44 @@ def _losses(history: Path) -> list[float]:
     return [h["loss"] for h in json.loads(history.read_text()) if "loss" in h]
 
 
+def test_paper_config_on_two_nodes_asks_slurm_for_both(tmp_path, shared_data):
+    """`train.resources.nodes: 2` over config/paper.yaml: the train job's resources, and the sbatch line
+    that snakemake-executor-plugin-slurm makes of them."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    wd = copy_workflow(tmp_path / "wf", shared_data)
+    (wd / "nodes.yaml").write_text(
+        "train:\n  resources: {gpus: 8, gpu_model: a100, cpus_per_gpu: 8, mem_mb: 480000, runtime: 2880, nodes: 2}\n"
+    )
+    proc = snakemake(
+        wd, "-n", "results/train/wizardcoder-15b-repro/model", configfiles=("config/paper.yaml", "nodes.yaml")
+    )
+    text = proc.stdout + proc.stderr
+    block = text[text.index("rule train:") :]
+    line = next(ln for ln in block.splitlines() if ln.strip().startswith("resources:"))
+    res = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))
+    want = {"nodes": "2", "tasks": "2", "mpi": "srun", "gres": "gpu:a100:8", "cpus_per_task": "64", "mem_mb": "480000"}
+    assert {k: res.get(k) for k in want} == want, line
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    typed = Resources({k: int(v) if v.isdigit() else v for k, v in res.items() if "<TBD>" not in v})
+    job = SimpleNamespace(resources=typed, threads=2)
+    params = dict(
+        run_uuid="u", slurm_logfile="l", comment_str="rule_train", account="", partition="-p gpu", workdir="w"
+    )
+    sbatch = get_submit_command(job, params) + set_gres_string(job)
+    for flag in ("--nodes=2", "--ntasks=2", "--cpus-per-task=64", "--mem 480000", "--gres=gpu:a100:8"):
+        assert flag in sbatch, sbatch
+    assert "--gpus" not in sbatch and "--ntasks-per-gpu" not in sbatch, sbatch
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     wd = copy_workflow(tmp_path / "wf", shared_data)
     # short sequences and no intermediate checkpoint (1.6 GB each): two steps in seconds
