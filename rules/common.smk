@@ -343,9 +343,13 @@ def multinode_resources(lookup, nodes):
     """
     base = gpu_resources(lookup)
 
-    def per_node(wildcards):
+    def gres(wildcards):
         gpus, model = base["gpu"](wildcards), base["gpu_model"](wildcards)
-        return gpus, model
+        return (
+            ":".join(["gpu", model, str(gpus)] if model else ["gpu", str(gpus)])
+            if gpus
+            else ""
+        )
 
     return {
         "nodes": nodes,
@@ -354,12 +358,8 @@ def multinode_resources(lookup, nodes):
         "mpi": "srun",
         "gpu": 0,
         "gpu_model": "",
-        "gres": lambda wc: (
-            ""
-            if not per_node(wc)[0]
-            else ":".join(["gpu", *([per_node(wc)[1]] if per_node(wc)[1] else []), str(per_node(wc)[0])])
-        ),
-        "cpus_per_task": lambda wc: base["cpus_per_gpu"](wc) * max(1, per_node(wc)[0]),
+        "gres": gres,
+        "cpus_per_task": lambda wc: base["cpus_per_gpu"](wc) * max(1, base["gpu"](wc)),
         "mem_mb": base["mem_mb"],
         "runtime": base["runtime"],
     }
@@ -380,7 +380,9 @@ def generate_resources(wildcards):
         if m["name"] == wildcards.model:
             res.update(m.get("resources") or {})
     if int(res.get("nodes") or 1) > 1:
-        raise ValueError(f"evaluation resources of {wildcards.model}: nodes > 1 is for train only (one node each)")
+        raise ValueError(
+            f"evaluation resources of {wildcards.model}: nodes > 1 is for train only (one node each)"
+        )
     return res
 
 
