@@ -148,9 +148,11 @@ def test_paper_config_on_two_nodes_asks_slurm_for_both(tmp_path, shared_data):
 @pytest.mark.slow
 def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     wd = copy_workflow(tmp_path / "wf", shared_data)
-    # short sequences and no intermediate checkpoint (1.6 GB each): two steps in seconds
+    # short sequences, one sample per rank and no intermediate checkpoint (1.6 GB each): cheap steps;
+    # no warm-up and a large learning rate, so that step 2's loss shows step 1's all-reduced update
     (wd / "multinode.yaml").write_text(
-        "train:\n  model_max_length: 64\n  save_steps: 1000\n"
+        "train:\n  model_max_length: 64\n  save_steps: 1000\n  global_batch_size: 2\n  micro_batch_size: 1\n"
+        "  warmup_steps: 0\n  learning_rate: 0.001\n"
         "  resources: {gpus: 0, nodes: 2, cpus_per_gpu: 1, mem_mb: 3000, runtime: 10}\n"
     )
     env = _env()
@@ -181,7 +183,7 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     assert manifest["hyperparameters"]["world_size"] == 2, manifest["hyperparameters"]
     assert manifest["nodes"] == 2 and manifest["hosts"] == ["evnode1", "evnode2"], manifest.get("hosts")
     two_node = _losses(wd / f"results/train/{MODEL}/log_history.json")
-    assert len(two_node) == 2, two_node
+    assert len(two_node) == 2 and abs(two_node[1] - two_node[0]) > 1e-3, two_node  # step 1 changed the model
 
     one_node = _losses(single / "log_history.json")
     diff = max(abs(a - b) for a, b in zip(two_node, one_node))
