@@ -139,12 +139,16 @@ if (( ${#MULTI_NODES[@]} )); then
     ip -n "$ns" link set evnet0 up
   done
   # the node names resolve everywhere (gloo and torchrun's rendezvous use them); teardown drops the block
-  if ! grep -q '^# evolcoder-slurm begin' /etc/hosts; then
-    {
-      echo "# evolcoder-slurm begin"
-      for ((i = 1; i <= ${#MULTI_NODES[@]}; i++)); do echo "$NET_PREFIX.$((10 + i)) ${MULTI_NODES[i - 1]}"; done
-      echo "# evolcoder-slurm end"
-    } >> /etc/hosts
+  # (the bridge's own address too: reverse look-ups of it would otherwise go to a DNS server out of reach)
+  block=$(
+    echo "# evolcoder-slurm begin"
+    echo "$NET_PREFIX.1 evolcoder-slurm-bridge"
+    for ((i = 1; i <= ${#MULTI_NODES[@]}; i++)); do echo "$NET_PREFIX.$((10 + i)) ${MULTI_NODES[i - 1]}"; done
+    echo "# evolcoder-slurm end"
+  )
+  if ! grep -qxF -- "$(printf '%s' "$block" | sed -n 2p)" /etc/hosts || ! grep -q '^# evolcoder-slurm begin' /etc/hosts; then
+    rest=$(sed '/^# evolcoder-slurm begin/,/^# evolcoder-slurm end/d' /etc/hosts)
+    printf '%s\n%s\n' "$rest" "$block" > /etc/hosts   # in place: /etc/hosts may be a bind mount
   fi
 fi
 
