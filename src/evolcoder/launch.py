@@ -253,8 +253,15 @@ def node_agent(opts: dict, args: list[str]) -> int:
         rdzv_id=opts["rdzv_id"],
         timeout=timeout,
     )
+    env = dict(os.environ)
+    cpus = env.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit():
+        # each process its share of this node's CPUs (Snakemake set the rule's `threads` instead, and
+        # torchrun keeps a value that is set): more threads than cores spin and crawl
+        per_rank = str(max(1, int(cpus) // int(opts["nproc"])))
+        env.update(OMP_NUM_THREADS=per_rank, MKL_NUM_THREADS=per_rank, OPENBLAS_NUM_THREADS=per_rank)
     print(f"evolcoder.launch: node {host} ({node_rank} of {len(hosts)}): {' '.join(argv)}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     stopped: list[int] = []
 
     def forward(signum, _frame):  # srun stopping this node (another one failed), or preemption
