@@ -442,6 +442,7 @@ class LocalBackend:
         self.tok, self.lm, self.device = load_for_generation(s.model)
         self._queue: list[tuple[Request, str, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
+        self.tokens, self.seconds = 0, 0.0  # generated so far (the batch log lines' tokens/s)
 
     async def complete(self, req: Request, key: str, on_attempt) -> Completion:
         on_attempt(False)
@@ -496,9 +497,24 @@ class LocalBackend:
             torch.manual_seed(seed)
         else:
             gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        t0 = time.monotonic()
         with torch.inference_mode():
             out = self.lm.generate(**enc, **gen)
+        dt = time.monotonic() - t0
         n_in = enc["input_ids"].shape[1]
+        n_new = int((out[:, n_in:] != self.tok.pad_token_id).sum())
+        self.tokens += n_new
+        self.seconds += dt
+        log.info(
+            "local %s batch: %d requests, %d new tokens in %.1f s (%.1f tokens/s; %d tokens so far, %.1f tokens/s)",
+            reqs[0].purpose,
+            len(reqs),
+            n_new,
+            dt,
+            n_new / max(dt, 1e-9),
+            self.tokens,
+            self.tokens / max(self.seconds, 1e-9),
+        )
         res = []
         eos = {self.tok.eos_token_id, self.tok.pad_token_id}
         for i, key in enumerate(keys):
