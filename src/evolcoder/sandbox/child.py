@@ -898,6 +898,16 @@ def prepare_process_for_sandbox() -> None:
             preload_stdlib()
 
 
+def _probe_job() -> dict:
+    return {"ok": True}
+
+
+def _bwrap_probe() -> bool:
+    """Whether a trivial job runs under the isolation being set up (through :func:`run_job`)."""
+    res = run_job(Job(_probe_job, (), Limits(wall_s=20.0, idle_s=20.0, cpu_s=20.0, memory_mb=256)))
+    return res.status == "ok" and res.result == {"ok": True}
+
+
 def init_worker(
     slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = ()
 ) -> Isolation:
@@ -907,7 +917,8 @@ def init_worker(
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    iso = setup_isolation(isolate_network, hide, keep, allowed=preimport)  # before any thread exists
+    # before any thread exists
+    iso = setup_isolation(isolate_network, hide, keep, allowed=preimport, probe=_bwrap_probe)
     if not iso.bwrap:  # with bubblewrap the template imports them, not this worker
         preload(preimport)
     prepare_process_for_sandbox()

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,14 +169,19 @@ def _enter_user_namespace(network: bool) -> bool:
 
 
 def setup_isolation(
-    isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = (), allowed: Sequence[str] | None = None
+    isolate_network: bool,
+    hide: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    allowed: Sequence[str] | None = None,
+    probe: Callable[[], bool] | None = None,
 ) -> Isolation:
     """Once per worker process: decide and prepare how its jobs are isolated. ``allowed`` (the
-    packages jobs may import) selects bubblewrap where it works; None: the forked-child sandbox."""
+    packages jobs may import) selects bubblewrap where ``probe`` (a trivial job run through the real
+    launcher) succeeds under it; None: the forked-child sandbox."""
     global _ISO
     hidden, kept = plan_isolation(hide, keep)
     iso = Isolation(hide=hidden, keep=kept, private=private_dirs())
-    if allowed is not None and _bwrap_works(allowed):
+    if allowed is not None and probe is not None and _bwrap_works(allowed, probe):
         iso.mode = "root" if os.geteuid() == 0 else "userns"
         iso.bwrap = iso.mounts = iso.network = True
 
@@ -195,7 +200,7 @@ def setup_isolation(
     return iso
 
 
-def _bwrap_works(allowed: Sequence[str]) -> bool:
+def _bwrap_works(allowed: Sequence[str], probe: Callable[[], bool]) -> bool:
     """Whether a job can run under bubblewrap here (as this worker's sandbox uid when root): a
     trivial job through the real launcher, once per worker."""
     global _ISO
@@ -209,11 +214,7 @@ def _bwrap_works(allowed: Sequence[str]) -> bool:
         if os.geteuid() == 0:
             _stage_binds(plan)
         _ISO = Isolation(mode="root" if os.geteuid() == 0 else "userns", bwrap=True, plan=plan, allowed=tuple(allowed))
-        from evolcoder.sandbox.child import run_job
-        from evolcoder.sandbox.jobs import Job, Limits
-
-        res = run_job(Job(_probe_job, (), Limits(wall_s=20.0, idle_s=20.0, cpu_s=20.0, memory_mb=256)))
-        if res.status == "ok" and res.result == {"ok": True}:
+        if probe():
             saved = Isolation(plan=plan)
             return True
         return False
@@ -245,10 +246,6 @@ def _stage_binds(plan) -> None:
         with contextlib.suppress(OSError):
             _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
         plan.binds[k] = (target, dest)
-
-
-def _probe_job() -> dict:
-    return {"ok": True}
 
 
 def _probe_mounts() -> bool:

@@ -113,6 +113,9 @@ def _fork_job(job_r: int, res_w: int, lim: dict) -> None:
     os._exit(code)
 
 
+JOB_MODULE = "evolcoder.benchmarks.harness"
+
+
 def main() -> None:
     preimport = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
     sock = socket.socket(fileno=3)
@@ -120,7 +123,11 @@ def main() -> None:
 
     for d in filter(None, os.environ.pop("EVOLCODER_SITE_DIRS", "").split(":")):
         site.addsitedir(d)  # an execution environment bound whole (DS-1000's), with its .pth files
-    import evolcoder.benchmarks.harness  # noqa: F401  (what every job runs)
+    import importlib
+
+    # what every job runs: unpickling a job imports it anyway; importing it here, by name, does it once
+    # for all jobs and keeps the sandbox package free of a static dependency on the adapters
+    importlib.import_module(JOB_MODULE)
     import evolcoder.sandbox.jobs  # noqa: F401
 
     for name in preimport:
