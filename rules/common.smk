@@ -95,6 +95,27 @@ def _check_seed_source(cfg):
 _check_seed_source(config["seed"])
 
 
+def _check_chat_templates(cfg):
+    """prompt_template chat: the models' tokenizers have a chat template (or train.chat_template gives
+    one), checked from their files before any job starts."""
+    if "chat" not in (
+        cfg["train"]["prompt_template"],
+        cfg["evaluation"]["prompt_template"],
+    ):
+        return
+    from evolcoder.chat import check_chat_config
+    from evolcoder.errors import EvolcoderError
+
+    try:
+        check_chat_config(cfg)
+    except EvolcoderError as exc:
+        sys.stderr.write(f"evolcoder: error: {exc}\n")
+        sys.exit(1)
+
+
+_check_chat_templates(config)
+
+
 ##### small helpers #####
 
 
@@ -291,7 +312,13 @@ def train_settings():
 
 def tokenize_settings():
     t = config["train"]
-    keys = ("base_model", "model_max_length", "prompt_template")
+    keys = (
+        "base_model",
+        "model_max_length",
+        "prompt_template",
+        "chat_template",
+        "system_prompt",
+    )
     return {k: t[k] for k in keys if k in t}
 
 
@@ -429,9 +456,18 @@ def generation_settings(wildcards):
         "mode": wildcards.mode,
         "limit": ev["limit"],
         "prompt_template": ev["prompt_template"],
+        **chat_generation_settings(),
         "backend": ev["backend"],
         **mode,
     }
+
+
+def chat_generation_settings():
+    """prompt_template chat: the template file and system turn of training reach the generation prompts."""
+    if config["evaluation"]["prompt_template"] != "chat":
+        return {}
+    t = config["train"]
+    return {"chat_template": t["chat_template"], "system_prompt": t["system_prompt"]}
 
 
 def table_options():
