@@ -684,6 +684,39 @@ def ablation_held_fixed():
     )
 
 
+##### hub-ready artefacts #####
+
+
+def dataset_card_settings():
+    ev = config["evolution"]
+    return {
+        "license": config["hub"]["license"],
+        "pretty_name": config["hub"]["pretty_name"],
+        "shard_rows": config["hub"]["shard_rows"],
+        "seed_source": config["seed"]["source"],
+        "evolver_model": ev["backend"]["model"],
+        "evolver_backend": ev["backend"]["kind"],
+        "rounds": ev["rounds"],
+        "commands": [
+            "snakemake --configfile <your config> results/dataset/README.md  # seed -> evolve_round -> merge -> export_dataset"
+        ],
+    }
+
+
+def model_card_settings():
+    hub = config["hub"]
+    return {"license": hub["model_license"], "dataset_ref": hub["dataset_repo_id"]}
+
+
+def table_name(wildcards):
+    """The results table's name of a checkpoint (evaluation.models: the entry whose model is `trained`)."""
+    if wildcards.model == trained_model():
+        for m in config["evaluation"]["models"]:
+            if m["model"] == "trained":
+                return m["name"]
+    return wildcards.model
+
+
 ##### final targets #####
 
 
@@ -696,6 +729,9 @@ def get_final_output(wildcards=None):
         "results/evolve/stats.png",
     ]
     if not auto_rounds():
+        out += ["results/dataset/README.md"]
+        if any(m["model"] == "trained" for m in config["evaluation"]["models"]):
+            out += [f"results/train/{trained_model()}/model_card.json"]
         return out + [f"results/train/{trained_model()}/loss.png"]
     # rounds: auto: the selected checkpoint, and the rounds table the selection was made from
     best = ablation_model(evaluated_rounds()[1])

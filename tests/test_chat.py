@@ -149,3 +149,25 @@ def test_no_chat_template_stops_with_one_line_naming_the_model_and_the_alternati
         chat.prepare_tokenizer(t, str(bare))
     chat.prepare_tokenizer(t, str(bare), "chatml")
     assert chat.generation_prompt(t, "hi") == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_tokenizer_that_adds_bos_gets_it_once_in_training_and_generation_alike(tok, tmp_path):
+    """Llama/DeepSeek-style tokenizers put BOS before a text; a template that does not write it (the shipped
+    alpaca) gets it in front of the conversation and of the generation prompt, untrained, never twice."""
+    from tokenizers.processors import TemplateProcessing
+
+    t = tok.__class__.from_pretrained(tok.name_or_path)
+    t.bos_token = "<|endoftext|>"
+    t._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)])
+    chat.prepare_tokenizer(t, "llama-like", "alpaca")
+    assert chat.bos_prefix(t) == "<|endoftext|>"
+    msgs = chat.record_messages({"instruction": "Sort x.", "output": "sorted(x)"})
+    ids, mask = chat.encode_conversation(t, msgs)
+    assert ids[0] == 0 and mask[0] == 0 and ids.count(0) == 1  # BOS once, untrained
+    prompt = chat.generation_prompt(t, "Sort x.")
+    assert prompt == "<|endoftext|>### Instruction:\nSort x.\n\n### Response:\n"
+    p_ids = t(prompt, add_special_tokens=False)["input_ids"]
+    assert ids[: len(p_ids)] == p_ids and mask[: len(p_ids)] == [0] * len(p_ids)
+    # the template closes the answer with the tokenizer's EOS (SmolLM2: <|im_end|>), trained
+    assert t.decode([i for i, m in zip(ids, mask) if m]) == "sorted(x)<|im_end|>"
+    assert chat.bos_prefix(tok) == ""  # SmolLM2 adds none

@@ -195,9 +195,22 @@ def messages_of(record: dict) -> list[dict]:
 
 def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as exc:  # noqa: BLE001 - a jinja error of the template (raise_exception, bad roles)
         raise DataError(f"chat template cannot render this conversation: {exc}") from None
+    bos = bos_prefix(tokenizer)
+    return bos + text if bos and not text.startswith(bos) else text
+
+
+def bos_prefix(tokenizer: Any) -> str:
+    """The BOS text the tokenizer itself puts before a text (``add_special_tokens=True``: Llama, DeepSeek), or
+    "". A template that does not write it gets it in front, the same at training and at generation (both
+    tokenise the rendered text with ``add_special_tokens=False``)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or tokenizer.bos_token_id is None:
+        return ""
+    probe = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bos if probe and probe[0] == tokenizer.bos_token_id and probe[1:] else ""
 
 
 def generation_prompt(tokenizer: Any, text: str, system_prompt: str | None = None) -> str:

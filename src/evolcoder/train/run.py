@@ -21,6 +21,7 @@ from typing import Any
 from evolcoder.chat import end_of_turn_id, is_chat, prepare_tokenizer, tokenize_chat_records
 from evolcoder.chat import template_sha256 as chat_template_sha256
 from evolcoder.errors import EvolcoderError
+from evolcoder.hub import write_model_card
 from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
 from evolcoder.launch import free_port
 from evolcoder.models import model_config
@@ -30,6 +31,7 @@ from evolcoder.train.data import (
     TrainDataset,
     load_tokenized,
     packing_collator,
+    render_prompt,
     save_tokenized,
     tokenize_records,
     tokenizer_fingerprint,
@@ -521,6 +523,7 @@ def run_training(
             settings=raw_settings,
             extra=extra,
         )
+        write_model_card(partial, extra, {"model_name": out.name}, _card_prompt(tokenizer, s))
         if final_dir.exists():
             shutil.rmtree(final_dir)
         partial.rename(final_dir)
@@ -561,3 +564,17 @@ def _stop_at_end_of_turn(model_dir: Path, tokenizer: Any) -> None:
         eos.append(eot)
     cfg["eos_token_id"] = eos[0] if len(eos) == 1 else eos
     path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _card_prompt(tokenizer: Any, s: TrainSettings) -> tuple[str, str]:
+    """(how prompts are built, an example) for the model card."""
+    from evolcoder.chat import generation_prompt
+
+    instruction = "Write a Python function that returns the n-th Fibonacci number."
+    if is_chat(s.prompt_template):
+        how = "the tokenizer's chat template (`tokenizer.apply_chat_template`, `add_generation_prompt=True`)"
+        if s.chat_template:
+            how += f", supplied as `{s.chat_template}`"
+        return how, generation_prompt(tokenizer, instruction, s.system_prompt)
+    tmpl = template(s.prompt_template)
+    return f"the `{s.prompt_template}` template (Alpaca style)", render_prompt({"instruction": instruction}, tmpl)
