@@ -171,3 +171,24 @@ def test_a_tokenizer_that_adds_bos_gets_it_once_in_training_and_generation_alike
     # the template closes the answer with the tokenizer's EOS (SmolLM2: <|im_end|>), trained
     assert t.decode([i for i, m in zip(ids, mask) if m]) == "sorted(x)<|im_end|>"
     assert chat.bos_prefix(tok) == ""  # SmolLM2 adds none
+
+
+def test_multi_turn_seed_records_keep_their_conversation(tmp_path):
+    from evolcoder.seed import build_seed
+
+    conv = [
+        {"role": "user", "content": "Write f."},
+        {"role": "assistant", "content": "def f(): pass"},
+        {"role": "user", "content": "Return 1."},
+        {"role": "assistant", "content": "def f(): return 1"},
+    ]
+    src = tmp_path / "seed.jsonl"
+    src.write_text(json.dumps({"messages": conv}) + "\n" + json.dumps({"instruction": "Add.", "output": "a+b"}) + "\n")
+    recs, _ = build_seed(str(src), None, 42, False)
+    multi = next(r for r in recs if "messages" in r)
+    assert multi["messages"] == conv and multi["instruction"] == "Write f." and multi["output"] == "def f(): return 1"
+    assert chat.record_messages(multi) == conv
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+    with pytest.raises(DataError, match="no assistant turn"):
+        build_seed(str(bad), None, 42, False)
