@@ -192,3 +192,23 @@ def test_multi_turn_seed_records_keep_their_conversation(tmp_path):
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
     with pytest.raises(DataError, match="no assistant turn"):
         build_seed(str(bad), None, 42, False)
+
+
+def test_hub_ids_are_checked_from_the_local_hub_cache(tmp_path, monkeypatch):
+    """A hub id whose tokenizer files are cached is checked before any job; one not cached is left to the
+    tokenize step (None: the login node may have no hub access)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--org--base"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc")
+    snap = repo / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    assert chat.has_chat_template("org/base") is None  # chat_template.jinja: unknown to the cache
+    (repo / ".no_exist" / "abc").mkdir(parents=True)
+    (repo / ".no_exist" / "abc" / "chat_template.jinja").write_text("")
+    assert chat.has_chat_template("org/base") is False
+    (snap / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    assert chat.has_chat_template("org/base") is True

@@ -101,19 +101,19 @@ def has_chat_template(spec: str) -> bool | None:
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
-    except ImportError:
+
+        jinja = try_to_load_from_cache(spec, "chat_template.jinja")
+        cfg = try_to_load_from_cache(spec, "tokenizer_config.json")
+    except Exception:  # noqa: BLE001 - an odd repo id: the tokenize step checks it
         return None
-    found = None
-    for name in ("chat_template.jinja", "tokenizer_config.json"):
-        try:
-            got = try_to_load_from_cache(spec, name)
-        except Exception:  # noqa: BLE001 - an odd repo id: the tokenize step checks it
-            return None
-        if isinstance(got, str):
-            found = True if name == "chat_template.jinja" else _dir_has_template(Path(got).parent)
-            if found:
-                return True
-    return found
+    if isinstance(jinja, str):
+        return True
+    if not isinstance(cfg, str):
+        return None
+    if _dir_has_template(Path(cfg).parent):
+        return True
+    # no template in tokenizer_config.json; False only when the cache knows chat_template.jinja is absent
+    return False if jinja is not None else None
 
 
 def check_chat_config(cfg: dict) -> None:

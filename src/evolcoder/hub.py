@@ -134,7 +134,7 @@ def dataset_card_text(rows: list[dict], info: dict) -> Any:
     lines = [
         f"# {data.pretty_name}",
         "",
-        f"{n} instruction records made with [evolcoder](https://github.com/) (WizardCoder's Code Evol-Instruct): "
+        f"{n} instruction records made with evolcoder (WizardCoder's Code Evol-Instruct): "
         "a seed set rewritten round by round by an evolver LLM, failed evolutions eliminated, the rounds merged, "
         "deduplicated and decontaminated against the code benchmarks.",
         "",
@@ -271,7 +271,7 @@ def model_card_text(manifest: dict, settings: dict, prompt: tuple[str, str], dat
     lines = [
         f"# {Path(settings.get('model_name') or 'evolcoder model').name}",
         "",
-        f"`{base}` fine-tuned with [evolcoder](https://github.com/) on Code Evol-Instruct data "
+        f"`{base}` fine-tuned with evolcoder on Code Evol-Instruct data "
         f"(data set: `{dataset_ref or 'results/dataset'}`, sha256 of the training file "
         f"`{str(manifest.get('data_sha256', '?'))[:16]}`): {manifest.get('steps_done', '?')} steps, "
         f"final loss {manifest.get('final_loss', '?')}.",
