@@ -2,7 +2,7 @@
 # The one install step of every evolcoder image (containers/Containerfile): a venv in /opt/venv with exactly
 # envs/lock/<family>.txt (every file checked against its sha256, no dependency resolution), then evolcoder
 # itself from /opt/evolcoder without dependencies.
-#   sh install.sh <cpu|sandbox|gpu> <lock dir> [wheelhouse]
+#   sh install.sh <cpu|sandbox|gpu|vllm> <lock dir> [wheelhouse]
 # With a wheelhouse (a folder that scripts/build_containers.sh fills with `pip download` on the host) nothing
 # is fetched; without one, pip uses the package index (and the PyTorch CPU index for the CPU builds of torch).
 set -eu

@@ -156,6 +156,17 @@ def container_for(family):
     return config["containers"][family]
 
 
+def generation_family():
+    """The environment and image of the generate rule: vllm (envs/vllm.yaml, the vllm image) for
+    evaluation.backend vllm, else gpu. vLLM pins other transformers/numpy versions than the gpu image.
+    """
+    return "vllm" if config["evaluation"]["backend"] == "vllm" else "gpu"
+
+
+def generation_env():
+    return f"../envs/{generation_family()}.yaml"
+
+
 def _check_container_pins(cfg):
     """Export the images (each stage records its image's digest from them: evolcoder.io.container_info);
     with containers in use, a `containers:` entry that is a tag without a digest gets a warning.
@@ -458,6 +469,7 @@ def generation_settings(wildcards):
         "prompt_template": ev["prompt_template"],
         **chat_generation_settings(),
         "backend": ev["backend"],
+        "dtype": ev["dtype"],
         **mode,
     }
 

@@ -11,9 +11,9 @@ rule generate:
     benchmark:
         "benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
     conda:
-        "../envs/gpu.yaml"
+        generation_env()
     container:
-        container_for("gpu")
+        container_for(generation_family())
     threads: 2
     resources:
         **gpu_resources(generate_resources),
@@ -27,7 +27,7 @@ rule generate:
     shell:
         "evolcoder generate --model {params.model:q} --benchmark {wildcards.benchmark}"
         " --data {params.data:q} {params.options} --shard {wildcards.shard} --num-shards {params.num_shards}"
-        " --settings-json {params.settings} --out {output} > {log} 2>&1"
+        " --settings-json {params.settings} --gpus {resources.gpu} --out {output} > {log} 2>&1"
 
 
 rule gather:

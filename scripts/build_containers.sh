@@ -2,7 +2,7 @@
 # Build evolcoder's images from containers/Containerfile with whichever engine this machine has (docker, podman
 # or buildah), print each image's digest and size, and optionally write Apptainer .sif files and a config
 # overlay that names the images by digest.
-#   bash scripts/build_containers.sh [--sif DIR] [--pin FILE] [--push REGISTRY] [cpu sandbox gpu]  (default: cpu sandbox)
+#   bash scripts/build_containers.sh [--sif DIR] [--pin FILE] [--push REGISTRY] [cpu sandbox gpu vllm]  (default: cpu sandbox)
 # --pin FILE  writes a config overlay (use with --configfile FILE) naming each image by digest: the pushed
 #             reference (--push), else the .sif file (--sif), else the local image (this machine only).
 # Env: EVOLCODER_ENGINE (docker|podman|buildah), EVOLCODER_BASE (base image of cpu/sandbox; default: a Debian
@@ -19,8 +19,8 @@ while [ $# -gt 0 ]; do
     --sif) SIF=$2; shift 2 ;;
     --pin) PIN=$2; shift 2 ;;
     --push) PUSH=${2%/}; shift 2 ;;
-    cpu|sandbox|gpu) families+=("$1"); shift ;;
-    *) echo "build_containers: unknown argument: $1 (families: cpu sandbox gpu)" >&2; exit 2 ;;
+    cpu|sandbox|gpu|vllm) families+=("$1"); shift ;;
+    *) echo "build_containers: unknown argument: $1 (families: cpu sandbox gpu vllm)" >&2; exit 2 ;;
   esac
 done
 [ ${#families[@]} -gt 0 ] || families=(cpu sandbox)
@@ -42,7 +42,7 @@ log "engine: $engine ($($engine --version 2>/dev/null | head -n 1))"
 
 # the base of the CPU images: a plain Debian with Python 3.11, made here when no registry is needed
 base=${EVOLCODER_BASE:-}
-if [ -z "$base" ] && printf '%s\n' "${families[@]}" | grep -qv gpu; then
+if [ -z "$base" ] && printf '%s\n' "${families[@]}" | grep -qvE '^(gpu|vllm)$'; then
   if command -v mmdebstrap >/dev/null; then
     base=localhost/evolcoder-base:bookworm
     if ! $engine image inspect "$base" >/dev/null 2>&1; then
@@ -102,7 +102,7 @@ declare -A pinned
 for fam in "${families[@]}"; do
   ref="localhost/evolcoder-$fam:$TAG"
   fam_base=$base
-  [ "$fam" = gpu ] && fam_base=$GPU_BASE
+  case "$fam" in gpu|vllm) fam_base=$GPU_BASE ;; esac
   t0=$SECONDS
   build "$fam" "$fam_base" "$ref" > "$OUT/$fam.build.log" 2>&1 \
     || { tail -n 30 "$OUT/$fam.build.log" >&2; log "$fam: build failed (log: $OUT/$fam.build.log)"; exit 1; }
@@ -141,7 +141,7 @@ if [ -n "$PIN" ]; then
     echo "# Written by scripts/build_containers.sh on $(hostname) at $(date -u +%FT%TZ): images by digest."
     [ -n "$PUSH" ] || [ -n "$SIF" ] || echo "# docker://localhost/... references exist only on the machine that built them."
     echo "containers:"
-    for fam in cpu gpu sandbox; do
+    for fam in cpu gpu sandbox vllm; do
       if [ -n "${pinned[$fam]:-}" ]; then echo "  $fam: ${pinned[$fam]}"; fi
     done
   } > "$PIN"

@@ -152,9 +152,12 @@ def test_no_chat_template_stops_with_one_line_naming_the_model_and_the_alternati
 
 
 def test_a_tokenizer_that_adds_bos_gets_it_once_in_training_and_generation_alike(tok, tmp_path):
-    """Llama/DeepSeek-style tokenizers put BOS before a text; a template that does not write it (the shipped
-    alpaca) gets it in front of the conversation and of the generation prompt, untrained, never twice."""
+    """Llama/DeepSeek-style tokenizers put BOS before a text: a training conversation starts with exactly that
+    BOS (untrained) and the generation prompt gets it from the tokenizer (evolcoder.models.encode_prompts), never
+    twice, whether the template writes it or not."""
     from tokenizers.processors import TemplateProcessing
+
+    from evolcoder.models import encode_prompts
 
     t = tok.__class__.from_pretrained(tok.name_or_path)
     t.bos_token = "<|endoftext|>"
@@ -165,12 +168,16 @@ def test_a_tokenizer_that_adds_bos_gets_it_once_in_training_and_generation_alike
     ids, mask = chat.encode_conversation(t, msgs)
     assert ids[0] == 0 and mask[0] == 0 and ids.count(0) == 1  # BOS once, untrained
     prompt = chat.generation_prompt(t, "Sort x.")
-    assert prompt == "<|endoftext|>### Instruction:\nSort x.\n\n### Response:\n"
-    p_ids = t(prompt, add_special_tokens=False)["input_ids"]
+    assert prompt == "### Instruction:\nSort x.\n\n### Response:\n"  # BOS: added by the tokenizer at generation
+    p_ids = encode_prompts(t, [prompt])[0]
     assert ids[: len(p_ids)] == p_ids and mask[: len(p_ids)] == [0] * len(p_ids)
     # the template closes the answer with the tokenizer's EOS (SmolLM2: <|im_end|>), trained
     assert t.decode([i for i, m in zip(ids, mask) if m]) == "sorted(x)<|im_end|>"
     assert chat.bos_prefix(tok) == ""  # SmolLM2 adds none
+    # a template that writes {{ bos_token }} itself: still one BOS on both sides
+    t.chat_template = "{{ bos_token }}" + t.chat_template
+    ids2, mask2 = chat.encode_conversation(t, msgs)
+    assert (ids2, mask2) == (ids, mask) and chat.generation_prompt(t, "Sort x.") == prompt
 
 
 def test_multi_turn_seed_records_keep_their_conversation(tmp_path):

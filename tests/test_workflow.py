@@ -52,7 +52,10 @@ def test_snakefmt_formatting():
                 "table": 1,
             },
         ),
-        ("config/paper.yaml", {"evolve_round": 4, "train": 2, "generate": 96, "gather": 24, "score": 25}),
+        # rounds: auto: round 1, its checkpoint and the k = 0 baseline it is compared with, then the DAG grows
+        ("config/paper.yaml", {"evolve_round": 1, "train": 2, "generate": 8, "score": 2, "select_round": 1}),
+        # the whole paper DAG at once, with the rounds fixed
+        ("config/paper.yaml rounds4.yaml", {"evolve_round": 4, "train": 2, "generate": 96, "gather": 24, "score": 25}),
     ],
 )
 def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
@@ -62,7 +65,8 @@ def test_dag_of_default_and_paper_configs(tmp_path, configfile, expected):
     (wd / "ext.yaml").write_text(
         "evaluation:\n  external_predictions:\n    - {name: released, benchmark: humaneval, path: released.jsonl}\n"
     )
-    jobs = planned_jobs(wd, configfiles=(configfile, "ext.yaml") if configfile else ())
+    (wd / "rounds4.yaml").write_text("evolution:\n  rounds: 4\n")
+    jobs = planned_jobs(wd, configfiles=(*configfile.split(), "ext.yaml") if configfile else ())
     for rule, count in expected.items():
         assert jobs.get(rule) == count, (rule, jobs)
 

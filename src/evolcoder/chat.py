@@ -195,17 +195,16 @@ def messages_of(record: dict) -> list[dict]:
 
 def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     except Exception as exc:  # noqa: BLE001 - a jinja error of the template (raise_exception, bad roles)
         raise DataError(f"chat template cannot render this conversation: {exc}") from None
-    bos = bos_prefix(tokenizer)
-    return bos + text if bos and not text.startswith(bos) else text
 
 
 def bos_prefix(tokenizer: Any) -> str:
     """The BOS text the tokenizer itself puts before a text (``add_special_tokens=True``: Llama, DeepSeek), or
-    "". A template that does not write it gets it in front, the same at training and at generation (both
-    tokenise the rendered text with ``add_special_tokens=False``)."""
+    "". Prompts are tokenised with the tokenizer's special tokens at generation
+    (:func:`evolcoder.models.encode_prompts`), so a chat prompt leaves that BOS to the tokenizer (a template
+    that writes it too would give two), and a training conversation starts with exactly that one BOS."""
     bos = getattr(tokenizer, "bos_token", None)
     if not bos or tokenizer.bos_token_id is None:
         return ""
@@ -213,11 +212,17 @@ def bos_prefix(tokenizer: Any) -> str:
     return bos if probe and probe[0] == tokenizer.bos_token_id and probe[1:] else ""
 
 
+def _without_bos(tokenizer: Any, text: str) -> tuple[str, str]:
+    """(the BOS text the tokenizer adds itself, ``text`` without a leading copy of it)."""
+    bos = bos_prefix(tokenizer)
+    return bos, text[len(bos) :] if bos and text.startswith(bos) else text
+
+
 def generation_prompt(tokenizer: Any, text: str, system_prompt: str | None = None) -> str:
     """The prompt of a benchmark problem: the user turn, then the template's generation prompt. The
     same text as the prefix of a single-turn training example."""
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return _render(tokenizer, [*system, {"role": "user", "content": text}], True)
+    return _without_bos(tokenizer, _render(tokenizer, [*system, {"role": "user", "content": text}], True))[1]
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -254,12 +259,15 @@ def _special_ids(tokenizer: Any) -> set[int]:
 
 
 def encode_conversation(tokenizer: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """(input_ids, label_mask): mask 1 exactly on the tokens that overlap an assistant answer. The template
-    places the special tokens (BOS where it writes one), so nothing is added by the tokenizer. When an
+    """(input_ids, label_mask): mask 1 exactly on the tokens that overlap an assistant answer. BOS once, where
+    the tokenizer adds one (:func:`bos_prefix`), untrained; the other special tokens are the template's. When an
     answer does not end in a special token (a template without an end-of-turn marker), EOS follows the
     last answer and is trained."""
     full, spans = assistant_spans(tokenizer, messages)
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    bos, text = _without_bos(tokenizer, full)
+    cut = len(full) - len(text)
+    spans = [(a - cut, b - cut) for a, b in spans]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     mask = [0] * len(ids)
     k = 0
@@ -273,6 +281,8 @@ def encode_conversation(tokenizer: Any, messages: list[dict]) -> tuple[list[int]
     if trained and ids[trained[-1]] not in _special_ids(tokenizer) and tokenizer.eos_token_id is not None:
         ids.insert(trained[-1] + 1, tokenizer.eos_token_id)
         mask.insert(trained[-1] + 1, 1)
+    if bos:  # the one BOS, as the tokenizer adds it to the prompt at generation
+        ids, mask = [tokenizer.bos_token_id, *ids], [0, *mask]
     return ids, mask
 
 

@@ -12,7 +12,13 @@ Generation settings (``--settings-json``)::
     n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1)
     max_new_tokens, batch_size
     backend          hf (transformers, CPU/GPU) | vllm (GPU, optional extra)
+    dtype            auto | fp16 | bf16 | fp32 (auto: HF bf16 on GPU and fp32 on CPU; vLLM the model's)
     seed             sampling seed
+
+``--gpus N`` (the GPUs the rule requests) is vLLM's ``tensor_parallel_size``; it changes where the
+model runs, not the settings. Prompts are tokenised with the tokenizer's special tokens (BOS where it
+adds one), as training tokenises them (:func:`evolcoder.models.encode_prompts`). Each shard and the
+gathered file get a manifest (``<name>.manifest.json``) recording the backend and the dtype used.
 
 Files a benchmark's adapter takes (its ``data_options``, e.g. MBPP+'s WizardCoder prompts) are
 ``--option NAME=PATH`` arguments of both commands.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -40,7 +47,7 @@ from evolcoder.chat import is_chat, prompt_renderer
 from evolcoder.config import Settings
 from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, DataError, EvolcoderError
-from evolcoder.io import iter_jsonl, parse_json_option, write_jsonl
+from evolcoder.io import iter_jsonl, parse_json_option, write_jsonl, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,8 @@ class GenSettings(Settings):
     max_new_tokens: int = _default(_SAMPLING, "max_new_tokens")
     batch_size: int = _default(_SAMPLING, "batch_size")
     seed: int = 42
-    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    dtype: str = _default(_EV, "dtype")  # auto | fp32 | fp16 | bf16
+    tensor_parallel_size: int = 1  # vLLM; set from --gpus, not from the config
     chat_template: str | None = None  # prompt_template chat: train.chat_template (a .jinja file or chatml)
     system_prompt: str | None = None  # prompt_template chat: train.system_prompt
 
@@ -86,6 +94,9 @@ class GenSettings(Settings):
             raise EvolcoderError(f"generate: backend must be hf or vllm, not {self.backend!r}")
         if self.mode == "greedy":
             self.n = 1
+        if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise EvolcoderError(f"generate: dtype must be auto, fp16, bf16 or fp32, not {self.dtype!r}")
+        self.tensor_parallel_size = max(1, int(self.tensor_parallel_size))
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise EvolcoderError("generate: n, batch_size and max_new_tokens must be >= 1")
 
@@ -138,17 +149,19 @@ class HFBackend:
     def __init__(self, model: str, settings: GenSettings):
         import torch
 
-        from evolcoder.models import load_for_generation
+        from evolcoder.models import dtype_name, load_for_generation
 
         self.torch = torch
         self.tok, self.model, self.device = load_for_generation(model, settings.dtype)
         self.settings = settings
+        self.info = {"backend": "hf", "device": self.device, "dtype": dtype_name(self.model.dtype)}
+        self.generated_tokens = 0
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         torch, tok, s = self.torch, self.tok, self.settings
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = prompt_batch(tok, prompts).to(self.device)
         width = enc["input_ids"].shape[1]
 
         class Stop(StoppingCriteria):
@@ -169,6 +182,7 @@ class HFBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.no_grad():
             out = self.model.generate(**enc, **kwargs)
+        self.generated_tokens += int((out[:, width:] != tok.pad_token_id).sum())  # pad = EOS after the end
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return [truncate_at_stop(t, stops) for t in texts]
 
@@ -183,10 +197,24 @@ class VLLMBackend:
             raise BackendError(
                 "backend vllm: the vllm package is not installed (pip install 'evolcoder[vllm]' on a GPU machine)"
             ) from None
-        from evolcoder.models import resolve
+        from evolcoder.models import DTYPES, dtype_name, resolve
 
-        self.llm = LLM(model=resolve(model), seed=settings.seed)
+        self.llm = LLM(
+            model=resolve(model),
+            seed=settings.seed,
+            dtype=DTYPES.get(settings.dtype, "auto"),
+            tensor_parallel_size=settings.tensor_parallel_size,
+        )
         self.settings = settings
+        self.tok = self.llm.get_tokenizer()
+        used = getattr(getattr(self.llm.llm_engine, "model_config", None), "dtype", settings.dtype)
+        self.info = {
+            "backend": "vllm",
+            "device": "cuda",
+            "dtype": dtype_name(used),
+            "tensor_parallel_size": settings.tensor_parallel_size,
+        }
+        self.generated_tokens = 0
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
         from vllm import SamplingParams
@@ -199,8 +227,27 @@ class VLLMBackend:
             stop=list(stops),
             seed=seed,
         )
-        outs = self.llm.generate(prompts, params)
+        from evolcoder.models import encode_prompts
+
+        # token ids, not text: the same special tokens as the HF backend and training
+        ids = encode_prompts(self.tok, prompts)
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params)
+        self.generated_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
         return [truncate_at_stop(o.outputs[0].text, stops) for o in outs]
+
+
+def prompt_batch(tok, prompts: list[str]):
+    """A padded batch (tensors) of prompts tokenised as training tokenises them (BOS where the tokenizer
+    adds one); the padding side is the tokenizer's (left for generation)."""
+    from evolcoder.models import encode_prompts
+
+    return tok.pad({"input_ids": encode_prompts(tok, prompts)}, return_tensors="pt")
+
+
+def manifest_path(out: str | os.PathLike) -> Path:
+    """``x/0.raw.jsonl`` -> ``x/0.manifest.json``; ``x/greedy.jsonl`` -> ``x/greedy.manifest.json``."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl").removesuffix(".raw") + ".manifest.json")
 
 
 def generation_backend(model: str, settings: GenSettings):
@@ -251,6 +298,7 @@ def run_generation(
         # rewrite the readable part (drops a torn last line), then append batch by batch
         write_jsonl(partial, [done[k] for k in ((i["task_id"], i["sample_idx"]) for i in items) if k in done])
         bs = settings.batch_size
+        t0 = time.perf_counter()
         with open(partial, "a", encoding="utf-8") as fh:
             for b in range(0, len(todo), bs):
                 batch = todo[b : b + bs]
@@ -263,8 +311,26 @@ def run_generation(
                 fh.flush()
                 os.fsync(fh.fileno())
                 log.info("%s: %d/%d generated", benchmark, min(b + bs, len(todo)), len(todo))
+        seconds = time.perf_counter() - t0
     records = [done[(i["task_id"], i["sample_idx"])] for i in items]
     write_jsonl(out, records)
+    info = dict(getattr(backend, "info", None) or {"backend": settings.backend, "dtype": None})
+    if todo:  # throughput of this run (model loading excluded): the GPU smoke's summary reads it
+        tokens = getattr(backend, "generated_tokens", None)
+        info.update(seconds=round(seconds, 3), completions=len(todo), tokens=tokens)
+        info["tokens_per_s"] = round(tokens / seconds, 1) if tokens and seconds > 0 else None
+    write_manifest(
+        manifest_path(out),
+        stage="generate",
+        settings=settings.to_dict() if hasattr(settings, "to_dict") else vars(settings),
+        extra={
+            "model": model,
+            "benchmark": benchmark,
+            "shard": [shard, num_shards],
+            "dtype": info.get("dtype"),
+            "generation": {**info, "dtype_requested": settings.dtype},
+        },
+    )
     partial.unlink(missing_ok=True)
     return len(records)
 
@@ -310,7 +376,25 @@ def gather(
         }
         for r in recs
     ]
-    return write_jsonl(out, out_recs)
+    n = write_jsonl(out, out_recs)
+    shard_info = []
+    for path in shards:
+        m = manifest_path(path)
+        shard_info.append(json.loads(m.read_text(encoding="utf-8")) if m.is_file() else {})
+    dtypes = sorted({str(m.get("dtype")) for m in shard_info if m.get("dtype")})
+    write_manifest(
+        manifest_path(out),
+        stage="gather",
+        inputs={f"shard_{i}": p for i, p in enumerate(shards)},
+        settings={"postprocess": postprocess},
+        extra={
+            "benchmark": benchmark,
+            "model": next((m["model"] for m in shard_info if m.get("model")), None),
+            "dtype": dtypes[0] if len(dtypes) == 1 else (", ".join(dtypes) or None),
+            "generation": [m.get("generation") for m in shard_info],
+        },
+    )
+    return n
 
 
 @click.command(help="Generate benchmark completions with a model (one shard).")
@@ -322,6 +406,7 @@ def gather(
 @click.option("--option", "options", multiple=True, help="A file the benchmark takes: NAME=PATH (repeatable).")
 @click.option("--shard", type=int, default=0, show_default=True)
 @click.option("--num-shards", type=int, default=1, show_default=True)
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs of the job: vLLM's tensor_parallel_size.")
 def cli(
     model: str,
     benchmark: str,
@@ -331,8 +416,10 @@ def cli(
     options: tuple[str, ...],
     shard: int,
     num_shards: int,
+    gpus: int,
 ) -> None:
-    settings = GenSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    raw = parse_json_option(settings_json, "settings-json")
+    settings = GenSettings.from_dict({**raw, "tensor_parallel_size": gpus})
     n = run_generation(model, benchmark, out, settings, data_path, shard, num_shards, options=parse_options(options))
     click.echo(f"{benchmark}: {n} completions -> {out}")
 

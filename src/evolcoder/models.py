@@ -108,6 +108,39 @@ def export_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Prompt token ids as the tokenizer intends a sequence to start: with its special tokens (BOS for
+    Llama-, CodeLlama-, DeepSeek-based models; none for StarCoder), as upstream's training and generation
+    scripts tokenise. A trailing EOS that a tokenizer's post-processor appends is dropped: a prompt is a
+    prefix, the answer follows it. The one place of that rule for training and generation (the prompt
+    ids at generation equal the prompt prefix of the training example)."""
+    ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is None or not any(p and p[-1] == eos for p in ids):
+        return ids
+    plain = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    return [p[:-1] if p and p[-1] == eos and (not q or q[-1] != eos) else p for p, q in zip(ids, plain)]
+
+
+# evaluation.dtype / train precision names -> torch dtype names (torch.<name>)
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def dtype_name(torch_dtype: Any) -> str:
+    """``torch.bfloat16`` (or ``"bfloat16"``) -> ``bf16``: the name a predictions manifest records."""
+    name = str(torch_dtype).removeprefix("torch.")
+    return {v: k for k, v in DTYPES.items()}.get(name, name)
+
+
+def generation_dtype(dtype: str, device: str) -> str:
+    """The precision a requested ``dtype`` means on ``device``: auto = bf16 on GPU, fp32 on CPU."""
+    if dtype == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    if dtype not in DTYPES:
+        raise EvolcoderError(f"dtype must be one of auto, {', '.join(DTYPES)}, not {dtype!r}")
+    return dtype
+
+
 def load_for_generation(spec: str, dtype: str = "auto") -> tuple[Any, Any, str]:
     """(tokenizer, model, device) of a model spec, set up for batched generation: the one place of
     that set-up for evolution's local backend and for benchmark generation. The tokenizer pads on the
@@ -120,17 +153,10 @@ def load_for_generation(spec: str, dtype: str = "auto") -> tuple[Any, Any, str]:
 
     path = resolve(spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtypes = {
-        "auto": torch.bfloat16 if device == "cuda" else torch.float32,
-        "fp32": torch.float32,
-        "fp16": torch.float16,
-        "bf16": torch.bfloat16,
-    }
-    if dtype not in dtypes:
-        raise EvolcoderError(f"dtype must be one of {', '.join(dtypes)}, not {dtype!r}")
+    torch_dtype = getattr(torch, DTYPES[generation_dtype(dtype, device)])
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtypes[dtype]).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     except OSError as exc:
         raise BackendError(f"cannot load model {spec}: {exc}") from None
     model.eval()

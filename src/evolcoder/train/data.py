@@ -17,6 +17,7 @@ from typing import Any
 
 from evolcoder.errors import DataError
 from evolcoder.io import atomic_path
+from evolcoder.models import encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def tokenize_records(
     def flush() -> None:
         prompts = [render_prompt(r, template) for r in buf]
         targets = [r["output"] for r in buf]
-        p_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        p_ids = encode_prompts(tokenizer, prompts)
         t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
         for p, t in zip(p_ids, t_ids):
             full = len(p) + len(t) + 1

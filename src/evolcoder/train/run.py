@@ -374,6 +374,12 @@ def training_arguments(s: TrainSettings, ckpt_dir: Path, world_size: int, use_cu
     if not use_cuda and world_size > 1:
         kw["ddp_backend"] = "gloo"
     if s.deepspeed:
+        try:  # the Trainer imports it only when it builds the engine: fail here, naming the package
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise EvolcoderError(
+                f"train.deepspeed: {s.deepspeed} needs the deepspeed package (envs/gpu.yaml)"
+            ) from None
         kw["deepspeed"] = str(deepspeed_config_path(s.deepspeed))
     try:
         return TrainingArguments(**kw)
