@@ -715,6 +715,19 @@ def dataset_card_settings():
     }
 
 
+def get_dataset_inputs(wildcards):
+    """The merged set the trained model was trained on (with rounds: auto, the selected k's) and its records."""
+    k = evaluated_rounds()[1] if auto_rounds() else n_rounds()
+    d = merged_dir(k)
+    return {
+        "merged": f"{d}/train.jsonl",
+        "stats": f"{d}/stats.json",
+        "decontamination": f"{d}/decontamination.json",
+        "seed": "results/seed/seed.jsonl",
+        "rounds": [f"results/evolve/round_{j}/stats.json" for j in range(1, k + 1)],
+    }
+
+
 def model_card_settings():
     hub = config["hub"]
     return {"license": hub["model_license"], "dataset_ref": hub["dataset_repo_id"]}
@@ -722,7 +735,10 @@ def model_card_settings():
 
 def table_name(wildcards):
     """The results table's name of a checkpoint (evaluation.models: the entry whose model is `trained`)."""
-    if wildcards.model == trained_model():
+    # with rounds: auto the selected checkpoint {model}-k{k} is scored again under the trained model's name
+    if wildcards.model == trained_model() or (
+        auto_rounds() and wildcards.model == ablation_model(evaluated_rounds()[1])
+    ):
         for m in config["evaluation"]["models"]:
             if m["model"] == "trained":
                 return m["name"]
@@ -740,13 +756,16 @@ def get_final_output(wildcards=None):
         "results/scores.png",
         "results/evolve/stats.png",
     ]
+    out += ["results/dataset/README.md"]
+    card = any(m["model"] == "trained" for m in config["evaluation"]["models"])
     if not auto_rounds():
-        out += ["results/dataset/README.md"]
-        if any(m["model"] == "trained" for m in config["evaluation"]["models"]):
+        if card:
             out += [f"results/train/{trained_model()}/model_card.json"]
         return out + [f"results/train/{trained_model()}/loss.png"]
     # rounds: auto: the selected checkpoint, and the rounds table the selection was made from
     best = ablation_model(evaluated_rounds()[1])
+    if card:
+        out += [f"results/train/{best}/model_card.json"]
     return out + [
         f"results/train/{best}/loss.png",
         "results/ablation/rounds.md",

@@ -4,11 +4,7 @@
 
 rule export_dataset:
     input:
-        merged="results/merged/train.jsonl",
-        stats="results/merged/stats.json",
-        decontamination="results/merged/decontamination.json",
-        seed="results/seed/seed.jsonl",
-        rounds=get_round_stats,
+        unpack(get_dataset_inputs),
     output:
         card="results/dataset/README.md",
         data=directory("results/dataset/data"),
