@@ -30,12 +30,11 @@ def _validate_config(cfg):
     import os
     import tempfile
 
-    import yaml
-
     schema = _schema.schema(list(BENCHMARK_INFO))
-    fd, path = tempfile.mkstemp(suffix=".schema.yaml")
+    # JSON (a subset of YAML): snakemake reads it back with the json parser, not PyYAML's
+    fd, path = tempfile.mkstemp(suffix=".schema.json")
     with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(schema, fh)
+        json.dump(schema, fh)
     try:
         validate(cfg, schema=path, set_default=True)
     except (
@@ -137,6 +136,9 @@ def _load_codehash():
 
 _CODEHASH = _load_codehash()
 _CODE_VERSIONS = {}
+# stage hashes of earlier parses, valid while their files' stats hold (a no-op dry run reads no source)
+_CODEHASH_CACHE_FILE = Path(".snakemake") / "evolcoder-codehash.json"
+_CODEHASH_CACHE = _CODEHASH.load_cache(_CODEHASH_CACHE_FILE)
 
 
 def code_version(command):
@@ -148,7 +150,10 @@ def code_version(command):
     """
     if command not in _CODE_VERSIONS:
         root = Path(workflow.basedir) / "src" / "evolcoder"
-        _CODE_VERSIONS[command] = _CODEHASH.stage_hash(root, command)
+        before = json.dumps(_CODEHASH_CACHE, sort_keys=True)
+        _CODE_VERSIONS[command] = _CODEHASH.stage_hash(root, command, _CODEHASH_CACHE)
+        if json.dumps(_CODEHASH_CACHE, sort_keys=True) != before:
+            _CODEHASH.save_cache(_CODEHASH_CACHE_FILE, _CODEHASH_CACHE)
     return _CODE_VERSIONS[command]
 
 

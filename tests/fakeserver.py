@@ -56,11 +56,12 @@ class FakeOpenAIServer:
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 if method == "POST":
                     self.auth_headers.append(headers.get("authorization", ""))
-                status, extra, payload = await self._route(method, path, body)
-                data = json.dumps(payload).encode()
+                status, extra, payload = await self._route(method, path, body, headers)
+                raw = isinstance(payload, bytes)  # a file's content
+                data = payload if raw else json.dumps(payload).encode()
                 head = [
                     f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
-                    "content-type: application/json",
+                    f"content-type: {'application/octet-stream' if raw else 'application/json'}",
                     f"content-length: {len(data)}",
                 ]
                 head += [f"{k}: {v}" for k, v in extra.items()]
@@ -71,7 +72,7 @@ class FakeOpenAIServer:
         finally:
             writer.close()
 
-    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict, dict]:
+    async def _route(self, method: str, path: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, dict]:
         if method == "GET" and path.rstrip("/").endswith("/health"):
             return 200, {}, {"status": "ok"}
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
@@ -96,9 +97,8 @@ class FakeOpenAIServer:
     def completion(req: dict) -> dict:
         content = req.get("messages", [{}])[-1].get("content", "")
         h = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()[:8]
-        if "#Rewritten Test#" in content or "#Rewritten Prompt#:" in content or "#Created Prompt#:" in content:
-            given = content.split("#Given Test#")[-1].split("#The Given Prompt#:")[-1].split("#Given Prompt#:")[-1]
-            given = given.split("#Rewritten")[0].split("#Created")[0].strip()
+        given = FakeOpenAIServer.given(content)
+        if given is not None:
             text = f"{given} Additionally, handle empty inputs and invalid values, and explain complexity ({h})."
         elif "Your Judgement" in content:
             text = "Not Equal"
@@ -107,7 +107,11 @@ class FakeOpenAIServer:
                 "Here is a solution.\n```python\ndef solve(data):\n    if not data:\n        return []\n"
                 f"    return sorted(set(data))  # {h}\n```\nIt runs in O(n log n) time and O(n) space."
             )
-        ptoks, ctoks = len(content.split()), len(text.split())
+        return FakeOpenAIServer.envelope(req, h, text, len(content.split()), len(text.split()))
+
+    @staticmethod
+    def envelope(req: dict, h: str, text: str, ptoks: int, ctoks: int) -> dict:
+        """A chat.completion object answering ``text``."""
         return {
             "id": f"chatcmpl-{h}",
             "object": "chat.completion",
@@ -116,6 +120,14 @@ class FakeOpenAIServer:
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": ptoks, "completion_tokens": ctoks, "total_tokens": ptoks + ctoks},
         }
+
+    @staticmethod
+    def given(content: str) -> str | None:
+        """The instruction inside an evolving prompt, or None when ``content`` is no evolving prompt."""
+        if "#Rewritten Test#" in content or "#Rewritten Prompt#:" in content or "#Created Prompt#:" in content:
+            given = content.split("#Given Test#")[-1].split("#The Given Prompt#:")[-1].split("#Given Prompt#:")[-1]
+            return given.split("#Rewritten")[0].split("#Created")[0].strip()
+        return None
 
     # ------------------------------------------------------------ lifecycle
 

@@ -379,7 +379,8 @@ def command_imports(command: str, settings: dict, options: dict | None = None) -
 
 def parse_shell(cmd: str) -> tuple[str, dict, dict] | None:
     """``evolcoder <command> ... --settings-json '{...}' --opt v`` -> (command, settings, options)."""
-    words = shlex.split(cmd.split(">", 1)[0])
+    words = shlex.split(cmd)
+    words = words[: next((i for i, w in enumerate(words) if w in (">", "2>&1", "2>")), len(words))]  # redirections
     if len(words) < 2 or words[0] != "evolcoder":
         return None
     settings, options = {}, {}

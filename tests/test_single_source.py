@@ -146,6 +146,28 @@ def test_code_hash_follows_imports_lazy_ones_and_package_data():
     assert "data/published.yaml" in table and "data/config.schema.yaml" not in table
 
 
+def test_code_hash_cache_holds_while_the_files_stats_hold(tmp_path):
+    """A dry run reads no source while nothing changed (the stat-keyed cache of rules/common.smk); an edit,
+    a new template in a data folder or a fresh copy of the tree is hashed again, to the same value as uncached."""
+    from evolcoder import codehash
+
+    root = tmp_path / "evolcoder"
+    shutil.copytree(SRC, root, ignore=shutil.ignore_patterns("__pycache__"))
+    cache_file = tmp_path / "cache.json"
+    cache = codehash.load_cache(cache_file)
+    first = codehash.stage_hash(root, "evolve", cache)
+    codehash.save_cache(cache_file, cache)
+    cache = codehash.load_cache(cache_file)
+    assert cache and codehash.stage_hash(root, "evolve", cache) == first == codehash.stage_hash(root, "evolve")
+
+    (root / "models.py").write_text((root / "models.py").read_text() + "\n# edited\n")
+    edited = codehash.stage_hash(root, "evolve", cache)
+    assert edited != first and edited == codehash.stage_hash(root, "evolve")
+    (root / "templates" / "evol" / "new_method.txt").write_text("{instruction}\n")
+    assert codehash.stage_hash(root, "evolve", cache) not in (first, edited)
+    assert codehash.load_cache(tmp_path / "missing.json") == {}
+
+
 def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     """The test suite's own tiny benchmark, added to a copy of the workflow exactly as
     docs/ARCHITECTURE.md says, is validated by the config, planned by the DAG (generation and

@@ -120,10 +120,36 @@ def test_reproduction_rows_are_matched_to_the_papers_numbers_and_comparison_rows
     assert by[("HumanEval+", "sampled")]["published_reference"] is None  # nothing published for that setting
     md = (tmp_path / "out" / "scores.md").read_text()
     assert "wizardcoder-15b-repro (reproduces WizardCoder-15B-V1.0)" in md
-    assert "2 ids not in dataset skipped" in md and "HumanEval/998 HumanEval/999" in md
+    flat = " ".join(md.split())  # footnotes wrap at 120 columns
+    assert "2 ids not in dataset skipped" in flat and "HumanEval/998 HumanEval/999" in flat
     block = md.split("### Published comparison rows", 1)[1]
     assert "| StarCoder-15B | HumanEval | 33.6 |" in block and "| GPT-4-Turbo (Nov 2023) | HumanEval+ | 81.7 |" in block
     assert "StarCoder" not in md.split("### Published comparison rows", 1)[0]
     # without --comparison there is no such block
     write_table(files, str(tmp_path / "out2"))
     assert "Published comparison rows" not in (tmp_path / "out2" / "scores.md").read_text()
+
+
+def test_every_line_of_the_markdown_fits_120_columns(tmp_path):
+    """The short table: model, benchmark, mode, tasks, pass@1 [CI], Δ vs the previous row and vs published, and
+    the method once per group as a footnote; only a footnote's URL may overrun 120 columns."""
+    files = []
+    long_name = "a-very-long-model-name-that-someone-chose-for-their-fine-tune-of-starcoder-15b-v2"
+    for model, bench, version in [("base", "humaneval", "v0.1.10"), (long_name, "humaneval", "v0.1.10")]:
+        res = _score(model, bench, {"pass@1": 12.5, "pass@10": 30.0}, {"pass@1": 10.0}, n=20, version=version)
+        res["evaluator"]["time_limit_policy"] = "per test max(1s, 4 x reference cpu time) " + "x" * 150
+        res["not_in_dataset"] = {"count": 1, "task_ids": ["HumanEval/999"]}
+        path = tmp_path / model / bench / "sampled.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(res))
+        files.append(str(path))
+    write_table(
+        files, str(tmp_path / "out"), comparison=True, chain=[("base", "base (untuned)"), (long_name, "evolved")]
+    )
+    md = (tmp_path / "out" / "scores.md").read_text()
+    long_lines = [line for line in md.splitlines() if len(line) > 120 and "://" not in line and "x" * 100 not in line]
+    assert long_lines == []
+    table = [line for line in md.splitlines() if line.startswith("| base |")]
+    assert table and "12.5" in table[0] and "[1]" in table[0] and "evolcoder 0.1.0" not in table[0]
+    assert md.count("evolcoder 0.1.0 (evalplus-0.3.1)") == 1  # the method once, as a footnote
+    assert "a-very-long-model-name" in md and "Δ prev. row" in md and "Δ published" in md

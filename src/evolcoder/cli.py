@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "evolcoder.benchmarks.timings",
         "Measure reference outputs and CPU times once per dataset and machine.",
     ),
+    "estimate": ("evolcoder.evolve", "Expected requests, tokens and cost of the evolution rounds."),
     "plot-evolution": ("evolcoder.evolve.stats", "Plot the evolution statistics of the rounds."),
     "plot-training": ("evolcoder.train.plot", "Plot a training run's loss and learning rate."),
     "table": ("evolcoder.table", "Collect scores into results tables and a chart."),
@@ -43,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _ATTR = {
     "tokenize": "tokenize_cli",
     "gather": "gather_cli",
+    "estimate": "estimate_cli",
     "export-data": "export_cli",
     "model-card": "model_card_cli",
     "push": "push_cli",

@@ -18,13 +18,18 @@ benchmark adapters but never runs, e.g. generation and merge never run the scori
 sandbox. Those are left out of its hash, so editing the scorer does not regenerate or retrain; the
 test suite checks each declaration by tracing the command's calls (tests/test_single_source.py).
 
-Standard library only: ``rules/common.smk`` loads this file by path.
+Standard library only: ``rules/common.smk`` loads this file by path. Every Snakefile parse (a dry run
+too) asks for each stage's hash, so :func:`stage_hash` takes a cache keyed on file stats
+(:func:`load_cache` / :func:`save_cache`): a stage whose files and data folders all have the stat they
+had when it was hashed is not read again.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
@@ -99,8 +104,31 @@ def _data_path(node: ast.AST) -> list[str] | None:
     return None
 
 
+_SCANS: dict[tuple[str, str], tuple[tuple, set[str], set[Path]]] = {}  # (path, module) -> (stat, mods, data)
+
+
+def _stat(path: Path) -> list[int] | None:
+    """What marks a file or folder as changed: mtime, ctime, size and inode (None: it is gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino]
+
+
 def _scan(root: Path, module: str, path: Path) -> tuple[set[str], set[Path]]:
-    """Modules and data paths one module refers to."""
+    """Modules and data paths one module refers to (parsed once per process while its stat holds:
+    stages share most of their modules)."""
+    key, stat = (str(path), module), _stat(path)
+    hit = _SCANS.get(key)
+    if hit is not None and hit[0] == stat:
+        return set(hit[1]), set(hit[2])
+    mods, data = _scan_source(root, module, path)
+    _SCANS[key] = (stat, mods, data)
+    return set(mods), set(data)
+
+
+def _scan_source(root: Path, module: str, path: Path) -> tuple[set[str], set[Path]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     is_package = path.name == "__init__.py"
     mods: set[str] = set()
@@ -168,11 +196,16 @@ def _excluded(module: str, excludes: tuple[str, ...]) -> bool:
 
 def stage_files(root: str | Path, command: str) -> list[Path]:
     """Every file behind ``evolcoder <command>`` (modules and data files), sorted."""
-    root = Path(root)
+    return _stage_files(Path(root), command)[0]
+
+
+def _stage_files(root: Path, command: str) -> tuple[list[Path], set[Path]]:
+    """(:func:`stage_files`, the data folders listed for them: a file added there changes the stage)."""
     start = command_module(root, command)
     excludes = declared_excludes(root, start)
     seen: set[str] = set()
     files: set[Path] = set()
+    folders: set[Path] = set()
     todo = [start, *_parents(start)]
     while todo:
         mod = todo.pop()
@@ -186,20 +219,59 @@ def stage_files(root: str | Path, command: str) -> list[Path]:
         mods, data = _scan(root, mod, path)
         for d in data:
             if d.is_dir():
-                files.update(p for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+                below = [p for p in d.rglob("*") if "__pycache__" not in p.parts]
+                files.update(p for p in below if p.is_file())
+                folders.update([d, *(p for p in below if p.is_dir())])
             elif d.is_file():
                 files.add(d)
         for m in mods:
             todo += [m, *_parents(m)]
-    return sorted(f for f in files if f.suffix != ".pyc" and f.relative_to(root).as_posix() not in NOT_CODE)
+    kept = sorted(f for f in files if f.suffix != ".pyc" and f.relative_to(root).as_posix() not in NOT_CODE)
+    return kept, folders
 
 
-def stage_hash(root: str | Path, command: str) -> str:
-    """Content hash of :func:`stage_files` (paths relative to ``root`` and bytes)."""
+def stage_hash(root: str | Path, command: str, cache: dict | None = None) -> str:
+    """Content hash of :func:`stage_files` (paths relative to ``root`` and bytes).
+
+    ``cache`` (a dict, e.g. from :func:`load_cache`): the hash is taken from it while every file it was
+    derived from -- the stage's files, the data folders they were listed from and ``cli.py`` -- has the
+    same stat, and stored in it otherwise."""
     root = Path(root)
+    key = f"{root.resolve()}::{command}"
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None and all(_stat(root / rel) == st for rel, st in hit["stats"].items()):
+            return hit["hash"]
+    files, folders = _stage_files(root, command)
     h = hashlib.sha256()
-    for f in stage_files(root, command):
+    for f in files:
         h.update(str(f.relative_to(root)).encode() + b"\0")
         h.update(f.read_bytes())
         h.update(b"\0")
-    return h.hexdigest()[:16]
+    digest = h.hexdigest()[:16]
+    if cache is not None:
+        watched = {*files, *folders, root / "cli.py"}
+        cache[key] = {"hash": digest, "stats": {str(p.relative_to(root)): _stat(p) for p in sorted(watched)}}
+    return digest
+
+
+def load_cache(path: str | Path) -> dict:
+    """The stat-keyed stage hashes saved by :func:`save_cache` ({} when missing or unreadable)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_cache(path: str | Path, cache: dict) -> None:
+    """Write the cache atomically (a parallel parse reads the old or the new file, never a torn one);
+    a read-only folder only costs the next parse its hashing."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)

@@ -29,7 +29,9 @@ from evolcoder.errors import EvolcoderError
 @functools.lru_cache(maxsize=1)
 def _raw_schema() -> dict:
     text = (resources.files("evolcoder") / "data" / "config.schema.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    # libyaml's loader where PyYAML has it: the pure-Python one takes most of a second on this file,
+    # at every Snakefile parse and every stage's start
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def schema(benchmarks: list[str]) -> dict:

@@ -47,7 +47,7 @@ from evolcoder.chat import is_chat, prompt_renderer
 from evolcoder.config import Settings
 from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, DataError, EvolcoderError
-from evolcoder.io import iter_jsonl, parse_json_option, write_jsonl, write_manifest
+from evolcoder.io import Progress, iter_jsonl, parse_json_option, write_jsonl, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class HFBackend:
         self.tok, self.model, self.device = load_for_generation(model, settings.dtype)
         self.settings = settings
         self.info = {"backend": "hf", "device": self.device, "dtype": dtype_name(self.model.dtype)}
-        self.generated_tokens = 0
+        self.generated_tokens = 0  # new tokens so far (the progress lines' tokens/s, the manifest)
 
     def generate(self, prompts: list[str], stops, seed: int) -> list[str]:
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -163,12 +163,25 @@ class HFBackend:
         torch, tok, s = self.torch, self.tok, self.settings
         enc = prompt_batch(tok, prompts).to(self.device)
         width = enc["input_ids"].shape[1]
+        # the newest tokens that can hold a stop sequence (its own tokens, twice over: a context can
+        # split it finer than it splits alone)
+        tail = 8 + 2 * max((len(tok(st, add_special_tokens=False)["input_ids"]) for st in stops), default=0)
 
         class Stop(StoppingCriteria):
+            """Per row: decode only the newest tokens of the rows still running (a row once stopped
+            stays stopped; transformers pads it from then on)."""
+
+            def __init__(self):
+                self.done = torch.zeros(len(prompts), dtype=torch.bool, device=enc["input_ids"].device)
+
             def __call__(self, input_ids, scores, **kwargs):
-                tails = tok.batch_decode(input_ids[:, width:][:, -64:], skip_special_tokens=True)
-                done = [any(st in t for st in stops) for t in tails]
-                return torch.tensor(done, device=input_ids.device)
+                rows = (~self.done).nonzero().flatten().tolist()
+                if rows:
+                    tails = tok.batch_decode(input_ids[rows, width:][:, -tail:], skip_special_tokens=True)
+                    for r, t in zip(rows, tails):
+                        if any(st in t for st in stops):
+                            self.done[r] = True
+                return self.done.clone()
 
         kwargs = dict(
             max_new_tokens=s.max_new_tokens,
@@ -180,10 +193,11 @@ class HFBackend:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.no_grad():
+        with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        self.generated_tokens += int((out[:, width:] != tok.pad_token_id).sum())  # pad = EOS after the end
-        texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        new = out[:, width:]
+        self.generated_tokens += int((new != tok.pad_token_id).sum())  # pad = EOS after the end
+        texts = tok.batch_decode(new, skip_special_tokens=True)
         return [truncate_at_stop(t, stops) for t in texts]
 
 
@@ -298,6 +312,9 @@ def run_generation(
         # rewrite the readable part (drops a torn last line), then append batch by batch
         write_jsonl(partial, [done[k] for k in ((i["task_id"], i["sample_idx"]) for i in items) if k in done])
         bs = settings.batch_size
+        # batches of similar prompt lengths: less left padding to run through the model
+        todo.sort(key=lambda it: len(it["prompt"]))
+        progress = Progress(benchmark, len(todo), "generated", log)
         t0 = time.perf_counter()
         with open(partial, "a", encoding="utf-8") as fh:
             for b in range(0, len(todo), bs):
@@ -310,7 +327,7 @@ def run_generation(
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-                log.info("%s: %d/%d generated", benchmark, min(b + bs, len(todo)), len(todo))
+                progress.update(len(batch), getattr(backend, "generated_tokens", None))
         seconds = time.perf_counter() - t0
     records = [done[(i["task_id"], i["sample_idx"])] for i in items]
     write_jsonl(out, records)

@@ -6,11 +6,13 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
@@ -248,3 +250,24 @@ def parse_json_option(value: str | None, name: str) -> dict:
     if not isinstance(obj, dict):
         raise DataError(f"--{name}: expected a JSON object")
     return obj
+
+
+class Progress:
+    """One log line per step of a long stage: items done, items/s, tokens/s (when counted) and ETA."""
+
+    def __init__(self, what: str, total: int, verb: str = "done", logger: logging.Logger | None = None):
+        self.what, self.total, self.verb = what, total, verb
+        self.log = logger or logging.getLogger("evolcoder")
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def update(self, n: int, tokens: int | None = None) -> str:
+        self.done += n
+        dt = max(time.monotonic() - self.t0, 1e-9)
+        eta = (self.total - self.done) * dt / self.done if self.done else 0.0
+        line = f"{self.what}: {self.done}/{self.total} {self.verb} in {dt:.0f} s, {self.done / dt:.2f} items/s"
+        if tokens is not None:
+            line += f", {tokens / dt:.1f} tokens/s"
+        line += f", ETA {eta:.0f} s"
+        self.log.info("%s", line)
+        return line

@@ -278,6 +278,15 @@ def _vs(r: dict) -> str:
     return f"{r['vs_delta']:+.1f} vs {r['vs']} (p = {_fmt_p(r['p_value'])}, {test}, {r['paired_tasks']} tasks)"
 
 
+def _vs_short(r: dict) -> str:
+    """The table cell of the paired comparison with the previous row (the full line is a footnote)."""
+    if not r.get("vs"):
+        return ""
+    if r.get("p_value") is None:
+        return "n/a"
+    return f"{r['vs_delta']:+.1f} (p {_fmt_p(r['p_value'])})"
+
+
 def _fmt_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
@@ -290,107 +299,159 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+WIDTH = 120  # every line of scores.md fits a terminal / PR comment; only a footnote's URL may overrun
+
+
+def _wrap(text: str, indent: str = "  ") -> list[str]:
+    """A footnote as lines of at most WIDTH (a markdown list item: continuation lines indented)."""
+    import textwrap
+
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def _method(r: dict) -> str:
+    """Everything about how a number was obtained that is the same for a whole group of rows."""
+    parts = [f"evaluator {r['evaluator']}", f"dataset {r['dataset']}"]
+    if r.get("time_limit_policy"):
+        parts.append(f"time limits: {r['time_limit_policy']}")
+    if r.get("postprocess"):
+        parts.append(f"post-processing: {r['postprocess']}")
+    if r.get("execution_env"):
+        parts.append(f"environment: {r['execution_env']}")
+    return "; ".join(parts)
+
+
+def _table(head: list[str], body: list[list[str]], shrink: int = 0) -> list[str]:
+    """Markdown table lines; cells cut (with …) in column ``shrink`` where a line would pass WIDTH."""
+    clean = [[str(c).replace("|", "/") for c in row] for row in body]
+
+    def line(cells):
+        return "| " + " | ".join(cells) + " |"
+
+    out = [line(head), "|" + "---|" * len(head)]
+    for cells in clean:
+        over = len(line(cells)) - WIDTH
+        if over > 0 and len(cells[shrink]) > over + 1:
+            cells = [*cells[:shrink], cells[shrink][: len(cells[shrink]) - over - 1] + "…", *cells[shrink + 1 :]]
+        out.append(line(cells))
+    return out
+
+
 def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
+    """The short table (one line per number, each <= WIDTH), the method once per group as a footnote, then
+    the notes. Every field stays in scores.csv / scores.json."""
     chained = any(r.get("role") for r in rows)
     ks = sorted(
         {k for r in rows for k in r if re.fullmatch(r"pass@\d+", k) and k != "pass@1"},
         key=lambda k: int(k.split("@")[1]),
     )
+    methods: dict[str, int] = {}
+    for r in rows:
+        methods.setdefault(_method(r), len(methods) + 1)
     head = [
         "model",
         "benchmark",
         "mode",
-        "n",
         "tasks",
         "pass@1 [95% CI]",
         *ks,
-        *(["vs previous row (paired)"] if chained else []),
-        "published",
-        "Δ vs published",
-        "evaluator",
-        "dataset",
-        "time limits",
+        *(["Δ prev. row"] if chained else []),
+        "Δ published",
+        "method",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
         tasks = (
             f"{r['n_tasks']}"
             + ("" if r["complete"] else " (subset)")
             + (f", {r['skipped']} skipped" if r.get("skipped") else "")
-            + (f", {r['not_in_dataset']} ids not in dataset skipped" if r.get("not_in_dataset") else "")
             + (", uneven n" if r.get("uneven_samples") else "")
         )
-        evaluator = r["evaluator"] + (f"; {r['execution_env']}" if r.get("execution_env") else "")
-        model = r["model"] + (f" (reproduces {r['reproduces']})" if r.get("reproduces") else "")
-        if r.get("role"):
-            model += f" — {r['role']}"
-        cells = [
-            model,
-            r["benchmark"],
-            r["mode"],
-            _fmt(r["n"]),
-            tasks,
-            _with_ci(r, "pass@1"),
-            *[_with_ci(r, k) for k in ks],
-            *([_vs(r)] if chained else []),
-            r["published"] or "–",
-            delta,
-            evaluator,
-            r["dataset"],
-            r["time_limit_policy"],
-        ]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    notes = [
-        "",
-        "[95% CI]: over tasks (Wilson for greedy pass@1, a seeded bootstrap over tasks for pass@k from n "
-        "samples); with a few hundred tasks or fewer, differences inside them are mostly noise.",
-    ]
-    if chained:
-        notes.append(
-            "vs previous row: difference in pass@1 (points) to the row above in the chain, on the tasks both were "
-            "scored on, with a paired test (exact McNemar on the tasks one passed and the other not for greedy; "
-            "paired bootstrap over tasks for sampled)."
+        mode = r["mode"] + (f" n={r['n']}" if r["mode"] == "sampled" and r.get("n") else "")
+        body.append(
+            [
+                r["model"],
+                r["benchmark"],
+                mode,
+                tasks,
+                _with_ci(r, "pass@1"),
+                *[_with_ci(r, k) for k in ks],
+                *([_vs_short(r) or "–"] if chained else []),
+                delta,
+                f"[{methods[_method(r)]}]",
+            ]
         )
-    notes += [
-        "Δ: our pass@1 minus the published number that the same setting (and decoding mode) should "
-        "reproduce; ⚠ marks a difference beyond rounding (0.05).",
-    ]
+    lines = _table(head, body)
+    notes = ["", "Method of each row (dataset: version, sha256 prefix; every field of every number: scores.csv/json):"]
+    for text, i in methods.items():
+        notes += _wrap(f"- [{i}] {text}")
+    notes += [""]
+    notes += _wrap(
+        "[95% CI]: over tasks (Wilson for greedy pass@1, a seeded bootstrap over tasks for pass@k from n "
+        "samples); with a few hundred tasks or fewer, differences inside them are mostly noise."
+    )
+    roles = {r["model"]: r["role"] for r in rows if r.get("role")}
+    reproduces = {r["model"]: r["reproduces"] for r in rows if r.get("reproduces")}
+    if reproduces:
+        notes.append("Reproductions (Δ published is against the reproduced model's number):")
+        for m, ref in reproduces.items():
+            notes += _wrap(f"- {m} (reproduces {ref})")
+    if chained:
+        notes += _wrap(
+            "Δ prev. row: difference in pass@1 (points) to the row above in the chain, on the tasks both were "
+            "scored on, with a paired test (exact McNemar on the tasks one passed and the other not for greedy; "
+            "paired bootstrap over tasks for sampled):"
+        )
+        notes += _wrap("- chain: " + " → ".join(f"{m} — {role}" for m, role in roles.items()))
+        for r in rows:
+            if r.get("vs"):
+                notes += _wrap(f"- {r['model']} {r['benchmark']} ({r['mode']}): {_vs(r)}")
+    notes += _wrap(
+        "Δ published: our pass@1 minus the published number that the same setting (and decoding mode) should "
+        "reproduce; ⚠ marks a difference beyond rounding (0.05)."
+    )
     diffs = [r for r in rows if r.get("difference_note")]
     if diffs:
         notes.append("What differs where Δ is marked:")
-        notes += [f"- {r['model']} {r['benchmark']} ({r['mode']}): {r['difference_note']}" for r in diffs]
-    skipped = [r for r in rows if r.get("not_in_dataset") and r["split"] == "base"]
-    for r in skipped:
-        notes.append(
-            f"- {r['model']} {bench_label(r['benchmark_id'])}: "
-            f"{r['not_in_dataset']} predicted task id(s) not in the dataset, skipped: {r['not_in_dataset_ids']}"
+        for r in diffs:
+            notes += _wrap(f"- {r['model']} {r['benchmark']} ({r['mode']}): {r['difference_note']}")
+    skipped = {(r["model"], r["benchmark_id"]): r for r in rows if r.get("not_in_dataset") and r["split"] == "base"}
+    for r in skipped.values():
+        notes += _wrap(
+            f"- {r['model']} {bench_label(r['benchmark_id'])}: {r['not_in_dataset']} ids not in dataset skipped "
+            f"(predicted task ids the dataset lacks): {r['not_in_dataset_ids']}"
         )
-    notes.append("Sources of published numbers:")
+    notes.append("Published numbers and their sources:")
     seen = set()
     for r in rows:
-        if r["sources"] and r["sources"] not in seen:
-            seen.add(r["sources"])
-            notes.append(f"- {r['model']} {r['benchmark']}: {r['sources']}")
+        if r["published"] and (r["published"], r["sources"]) not in seen:
+            seen.add((r["published"], r["sources"]))
+            notes += _wrap(f"- {r['model']} {r['benchmark']}: {r['published']}. Sources: {r['sources']}")
     if comparison:
         notes += [
             "",
             "### Published comparison rows (other models, as printed in the papers; not evaluated here)",
             "",
-            "| model | benchmark | pass@1 | mode | setting | source |",
-            "|---|---|---|---|---|---|",
         ]
+        settings: dict[tuple[str, str], int] = {}
+        comp_body = []
         for e in comparison:
-            label = bench_label(e["benchmark"], e["split"])
-            cells = [
-                e["model"],
-                label,
-                _fmt(float(e["value"])),
-                e.get("mode", "?"),
-                e.get("setting", ""),
-                e.get("source", ""),
-            ]
-            notes.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+            key = (e.get("setting", ""), e.get("source", ""))
+            settings.setdefault(key, len(settings) + 1)
+            comp_body.append(
+                [
+                    e["model"],
+                    bench_label(e["benchmark"], e["split"]),
+                    _fmt(float(e["value"])),
+                    e.get("mode", "?"),
+                    f"[s{settings[key]}]",
+                ]
+            )
+        notes += _table(["model", "benchmark", "pass@1", "mode", "setting, source"], comp_body)
+        notes.append("")
+        for (setting, source), i in settings.items():
+            notes += _wrap(f"- [s{i}] {setting}. Source: {source}")
     return "\n".join(lines + notes) + "\n"
 
 

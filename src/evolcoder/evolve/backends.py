@@ -30,6 +30,7 @@ from evolcoder.config import Settings
 from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, EvolcoderError
 from evolcoder.evolve.cache import ResponseCache, request_key
+from evolcoder.evolve.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 # the HTTP client logs every request at INFO; the ledger and progress lines say enough
@@ -57,6 +58,8 @@ class Completion:
     key: str
     cached: bool = False
     error: str | None = None  # set when the request failed permanently for this item (e.g. HTTP 400)
+    batch: bool = False  # answered by a Batch API job (priced at the batch price)
+    waited_s: float = 0.0  # time spent waiting for the endpoint's rate limits
 
 
 class RequestRejected(Exception):
@@ -84,6 +87,14 @@ class BackendSettings(Settings):
     retry_after_max_s: float = _default(_BE, "retry_after_max_s")
     cost_per_1m_prompt_tokens: float = _default(_BE, "cost_per_1m_prompt_tokens")
     cost_per_1m_completion_tokens: float = _default(_BE, "cost_per_1m_completion_tokens")
+    mode: str = _default(_BE, "mode")
+    batch_price_factor: float = _default(_BE, "batch_price_factor")
+    batch_max_requests: int = _default(_BE, "batch_max_requests")
+    batch_max_bytes: int = _default(_BE, "batch_max_bytes")
+    batch_completion_window: str = _default(_BE, "batch_completion_window")
+    batch_poll_s: float = _default(_BE, "batch_poll_s")
+    batch_poll_max_s: float = _default(_BE, "batch_poll_max_s")
+    rate_limits: bool = _default(_BE, "rate_limits")
 
     def check(self) -> None:
         if self.kind not in ("openai", "local"):
@@ -92,6 +103,10 @@ class BackendSettings(Settings):
             raise EvolcoderError("evolution.backend.concurrency must be >= 1")
         if int(self.max_retries) < 0:
             raise EvolcoderError("evolution.backend.max_retries must be >= 0")
+        if self.mode not in ("sync", "batch"):
+            raise EvolcoderError(f"evolution.backend.mode: {self.mode!r} is not one of sync, batch")
+        if self.mode == "batch" and self.kind != "openai":
+            raise EvolcoderError("evolution.backend.mode: batch needs kind: openai (a Batch API endpoint)")
         self.concurrency, self.max_retries = int(self.concurrency), int(self.max_retries)
 
     def public(self) -> dict:
@@ -110,6 +125,7 @@ class Ledger:
     backend: str
     cost_per_1m_prompt_tokens: float = 0.0
     cost_per_1m_completion_tokens: float = 0.0
+    batch_price_factor: float = 0.5
     buckets: dict[str, dict[str, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
@@ -127,6 +143,9 @@ class Ledger:
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
                 "latency_s": 0.0,
+                "batch_requests": 0,
+                "cost_usd": 0.0,
+                "rate_limit_wait_s": 0.0,
             },
         )
 
@@ -146,12 +165,20 @@ class Ledger:
         if retry:
             b["retries"] += 1
 
-    def done(self, purpose: str, usage: dict, latency: float) -> None:
+    def done(self, purpose: str, usage: dict, latency: float, batch: bool = False) -> None:
         b = self._b(purpose)
         b["completed"] += 1
-        b["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-        b["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        b["prompt_tokens"] += pt
+        b["completion_tokens"] += ct
         b["latency_s"] += latency
+        b["cost_usd"] += self.cost(pt, ct) * (self.batch_price_factor if batch else 1.0)
+        if batch:
+            b["batch_requests"] += 1
+
+    def waited(self, purpose: str, seconds: float) -> None:
+        """Time a request waited for the endpoint's rate limits."""
+        self._b(purpose)["rate_limit_wait_s"] += seconds
 
     def failed(self, purpose: str) -> None:
         self._b(purpose)["failed"] += 1
@@ -167,17 +194,19 @@ class Ledger:
             for k, v in b.items():
                 total[k] = total.get(k, 0) + v
         by_purpose = {
-            p: {**b, "cost_usd": round(self.cost(b["prompt_tokens"], b["completion_tokens"]), 6)}
+            p: {**b, "cost_usd": round(b["cost_usd"], 6), "rate_limit_wait_s": round(b["rate_limit_wait_s"], 3)}
             for p, b in sorted(self.buckets.items())
         }
         wall = time.monotonic() - self.started
-        total_cost = self.cost(total.get("prompt_tokens", 0), total.get("completion_tokens", 0))
+        total_cost = total.get("cost_usd", 0.0)
+        total["rate_limit_wait_s"] = round(total.get("rate_limit_wait_s", 0.0), 3)
         return {
             "model": self.model,
             "backend": self.backend,
             "price": {
                 "per_1m_prompt_tokens": self.cost_per_1m_prompt_tokens,
                 "per_1m_completion_tokens": self.cost_per_1m_completion_tokens,
+                "batch_price_factor": self.batch_price_factor,
             },
             "total": {**total, "cost_usd": round(total_cost, 6)},
             "by_purpose": by_purpose,
@@ -269,27 +298,54 @@ class OpenAIBackend:
         self._secret = key
         # our own retry loop (Retry-After, jitter, ledger), so the client's retries are off
         self.client = openai.AsyncOpenAI(api_key=key, base_url=s.base_url, timeout=s.timeout_s, max_retries=0)
+        # the raw response (its x-ratelimit headers) needs the client's HTTP library: openai 3.x exposes it
+        # as openai._httpx (httpx2); without it the response is parsed JSON only and nothing is paced
+        http = getattr(openai, "_httpx", None)
+        self._raw_cls = getattr(http, "Response", None)
+        self.limiter = RateLimiter() if s.rate_limits and self._raw_cls is not None else None
+
+    def body(self, req: Request) -> dict:
+        """The chat completion request body (the same in a Batch API input line)."""
+        params = dict(req.params)
+        extra = params.pop("extra_body", None) or {}  # endpoint-specific fields (vLLM's top_k, ...)
+        return {"model": self.model, "messages": req.messages, **params, **extra}
 
     async def complete(self, req: Request, key: str, on_attempt) -> Completion:
         openai = self._openai
-        params = dict(req.params)
-        extra = params.pop("extra_body", None) or {}  # endpoint-specific fields (vLLM's top_k, ...)
-        body = {"model": self.model, "messages": req.messages, **params, **extra}
+        body = self.body(req)
         rng = random.Random(int(key[:8], 16))
         attempt = 0
+        waited = 0.0
+        # what the endpoint counts against its token limit: the prompt (~4 characters a token) + max_tokens
+        tokens = sum(len(str(m.get("content") or "")) for m in req.messages) / 4 + (req.params.get("max_tokens") or 0)
         while True:
+            if self.limiter is not None:
+                waited += await self.limiter.acquire(tokens)
             on_attempt(attempt > 0)
             try:
                 # the client's generic POST: same auth, base URL, timeouts and typed errors as
                 # chat.completions.create, without its per-call param transform and pydantic parse,
                 # which cost ~2 ms of CPU a request (the bottleneck at high concurrency)
-                resp = await self.client.post("/chat/completions", cast_to=object, body=body)
+                if self._raw_cls is None:
+                    resp = await self.client.post("/chat/completions", cast_to=object, body=body)
+                else:
+                    raw = await self.client.post("/chat/completions", cast_to=self._raw_cls, body=body)
+                    if self.limiter is not None:
+                        self.limiter.update(raw.headers)
+                    resp = raw.json()
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 why, ra = type(exc).__name__, None
+                if self.limiter is not None:
+                    self.limiter.update(None)  # no headers: the first request's waiters go on
             except openai.APIStatusError as exc:
                 status = exc.status_code
+                headers = getattr(exc.response, "headers", None)
+                if self.limiter is not None:
+                    self.limiter.update(headers)
                 if status in RETRYABLE_STATUS:
-                    why, ra = f"HTTP {status}", retry_after_s(getattr(exc.response, "headers", None))
+                    why, ra = f"HTTP {status}", retry_after_s(headers)
+                    if status == 429 and self.limiter is not None:
+                        self.limiter.throttled(ra)
                 elif status in (400, 413, 422):
                     raise RequestRejected(f"HTTP {status}: {_short(exc, secret=self._secret)}") from None
                 else:
@@ -297,9 +353,13 @@ class OpenAIBackend:
                         f"backend openai ({self.s.base_url or 'api.openai.com'}): HTTP {status}: "
                         f"{_short(exc, secret=self._secret)}"
                     ) from None
+            except ValueError as exc:  # the body is not JSON
+                why, ra = f"malformed response ({exc})", None
             else:
                 try:
-                    return _parse_chat_completion(resp, key)
+                    comp = _parse_chat_completion(resp, key)
+                    comp.waited_s = waited
+                    return comp
                 except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
                     why, ra = f"malformed response ({type(exc).__name__}: {exc})", None
             if attempt >= self.s.max_retries:
@@ -314,6 +374,8 @@ class OpenAIBackend:
                 "retrying a request after %s in %.1fs (attempt %d/%d)", why, delay, attempt + 1, self.s.max_retries
             )
             await asyncio.sleep(delay)
+            if why == "HTTP 429":
+                waited += delay
             attempt += 1
 
     async def aclose(self) -> None:
@@ -380,6 +442,7 @@ class LocalBackend:
         self.tok, self.lm, self.device = load_for_generation(s.model)
         self._queue: list[tuple[Request, str, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
+        self.tokens, self.seconds = 0, 0.0  # generated so far (the batch log lines' tokens/s)
 
     async def complete(self, req: Request, key: str, on_attempt) -> Completion:
         on_attempt(False)
@@ -434,9 +497,24 @@ class LocalBackend:
             torch.manual_seed(seed)
         else:
             gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        t0 = time.monotonic()
         with torch.inference_mode():
             out = self.lm.generate(**enc, **gen)
+        dt = time.monotonic() - t0
         n_in = enc["input_ids"].shape[1]
+        n_new = int((out[:, n_in:] != self.tok.pad_token_id).sum())
+        self.tokens += n_new
+        self.seconds += dt
+        log.info(
+            "local %s batch: %d requests, %d new tokens in %.1f s (%.1f tokens/s; %d tokens so far, %.1f tokens/s)",
+            reqs[0].purpose,
+            len(reqs),
+            n_new,
+            dt,
+            n_new / max(dt, 1e-9),
+            self.tokens,
+            self.tokens / max(self.seconds, 1e-9),
+        )
         res = []
         eos = {self.tok.eos_token_id, self.tok.pad_token_id}
         for i, key in enumerate(keys):
@@ -500,13 +578,16 @@ class _GroupCommit:
 class Runner:
     """Runs requests through the cache and a backend with at most ``concurrency`` in flight."""
 
-    def __init__(self, backend, cache: ResponseCache, ledger: Ledger, concurrency: int, progress=None):
+    def __init__(self, backend, cache: ResponseCache, ledger: Ledger, concurrency: int, progress=None, budget=None):
         self.backend = backend
         self.cache = cache
         self.ledger = ledger
         self.sem = asyncio.Semaphore(concurrency)
         self.commit = _GroupCommit(cache)
         self.progress = progress
+        self.budget = budget  # evolve.budget.Budget or None; raises BudgetStop for a request that cannot start
+        self.queued = bool(getattr(backend, "queued", False))  # requests wait for a batch job
+        self.completed = 0
 
     async def run(self, req: Request) -> Completion:
         model = self.backend.model
@@ -521,16 +602,21 @@ class Runner:
                 text=r["text"], finish_reason=r.get("finish_reason"), usage=r.get("usage", {}), key=key, cached=True
             )
         async with self.sem:  # bounds requests in flight; the fsync below does not hold a slot
+            reserved = 0.0
+            if self.budget is not None:  # batch mode: a request that does not fit stops the round at once
+                reserved = await self.budget.reserve(req.messages, req.params, False, not self.queued)
             self.ledger.sent(req.purpose)
             t0 = time.monotonic()
             try:
                 comp = await self.backend.complete(req, key, lambda retry: self.ledger.attempt(req.purpose, retry))
             except RequestRejected as exc:
+                self._settle(reserved, None)
                 self.ledger.failed(req.purpose)
                 if self.progress is not None:
                     self.progress.update(1)
                 return Completion(text="", finish_reason=None, usage={}, key=key, error=str(exc))
-            except BackendError:
+            except BaseException:
+                self._settle(reserved, None)
                 self.ledger.failed(req.purpose)
                 raise
             latency = time.monotonic() - t0
@@ -543,8 +629,18 @@ class Runner:
             "latency_s": round(latency, 4),
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if comp.batch:
+            entry["batch"] = True
         await self.commit.put(entry)  # durable (written + fsync'ed) before the response is used
-        self.ledger.done(req.purpose, comp.usage, latency)
+        self._settle(reserved, comp.usage, comp.batch)
+        self.completed += 1
+        self.ledger.done(req.purpose, comp.usage, latency, comp.batch)
+        if comp.waited_s:
+            self.ledger.waited(req.purpose, comp.waited_s)
         if self.progress is not None:
             self.progress.update(1)
         return comp
+
+    def _settle(self, reserved: float, usage: dict | None, batch: bool = False) -> None:
+        if self.budget is not None:
+            self.budget.settle(reserved, usage, batch)

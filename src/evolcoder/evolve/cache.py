@@ -70,6 +70,14 @@ def iter_cache_lines(path: str | os.PathLike) -> Iterator[dict]:
             yield obj
 
 
+def _slim(entry: dict) -> dict:
+    """What a lookup and the budget need in memory (the request text stays on disk)."""
+    out = {"key": entry["key"], "response": entry.get("response")}
+    if entry.get("batch"):
+        out["batch"] = True
+    return out
+
+
 class ResponseCache:
     """Append-only JSONL cache of completed LLM requests, one file per model."""
 
@@ -82,13 +90,16 @@ class ResponseCache:
         self._repaired = False
         for obj in iter_cache_lines(self.path):
             # keep only what a lookup needs in memory (the request text stays on disk)
-            self._entries.setdefault(obj["key"], {"key": obj["key"], "response": obj.get("response")})
+            self._entries.setdefault(obj["key"], _slim(obj))
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
+
+    def entries(self):
+        return self._entries.values()
 
     def get(self, key: str) -> dict | None:
         return self._entries.get(key)
@@ -145,7 +156,7 @@ class ResponseCache:
                 view = view[n:]
             os.fsync(fd)
             for e in entries:
-                self._entries.setdefault(e["key"], {"key": e["key"], "response": e.get("response")})
+                self._entries.setdefault(e["key"], _slim(e))
 
     def append(self, entry: dict[str, Any]) -> None:
         self.append_many([entry])

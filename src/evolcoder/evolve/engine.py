@@ -18,6 +18,7 @@ from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, DataError, EvolcoderError
 from evolcoder.evolve import eliminate as el
 from evolcoder.evolve.backends import BackendSettings, Completion, Ledger, Request, Runner, make_backend
+from evolcoder.evolve.budget import Budget, BudgetExhausted, BudgetStop
 from evolcoder.evolve.cache import ResponseCache
 from evolcoder.evolve.methods import (
     choose_method,
@@ -77,6 +78,8 @@ class EvolutionSettings(Settings):
     elimination: el.EliminationSettings = field(default_factory=el.EliminationSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     progress: bool = _default(_E, "progress")
+    budget_usd: float | None = _default(_E, "budget_usd")
+    max_requests: int | None = _default(_E, "max_requests")
 
     def check(self) -> None:
         for name in ("evolve_params", "answer_params"):
@@ -237,6 +240,10 @@ async def run_round_async(
 ) -> RoundResult:
     validate_pool(pool)
     own_backend = backend is None
+    if backend is None and s.backend.mode == "batch":
+        from evolcoder.evolve.batch import BatchBackend
+
+        backend = BatchBackend(s.backend, cache_dir)
     backend = backend or make_backend(s.backend)
     model = backend.model
     cache = ResponseCache(cache_dir, model)
@@ -245,10 +252,14 @@ async def run_round_async(
         backend=s.backend.kind,
         cost_per_1m_prompt_tokens=float(s.backend.cost_per_1m_prompt_tokens),
         cost_per_1m_completion_tokens=float(s.backend.cost_per_1m_completion_tokens),
+        batch_price_factor=float(s.backend.batch_price_factor),
     )
+    budget = _budget(s, cache, model)
     per_item = 2 + (1 if s.judge.enabled else 0)
     progress = _Progress(len(pool), per_item * len(pool), s.progress, round_)
-    runner = Runner(backend, cache, ledger, s.backend.concurrency, progress)
+    # batch mode: every request of a phase goes into the phase's batch jobs at once
+    concurrency = s.backend.concurrency if s.backend.mode == "sync" else max(1, 2 * len(pool) + 1)
+    runner = Runner(backend, cache, ledger, concurrency, progress, budget)
     judge_template = load_template("judge_equal") if s.judge.enabled else None
     log.info(
         "round %d: %d items, backend %s (%s), cache %s (%d entries)",
@@ -261,7 +272,10 @@ async def run_round_async(
     )
 
     async def one(parent: dict):
-        out = await _evolve_item(parent, round_, s, runner, model, judge_template)
+        try:
+            out = await _evolve_item(parent, round_, s, runner, model, judge_template)
+        except BudgetStop:
+            return None  # the round stops once the requests in flight are done
         progress.item_done()
         return out
 
@@ -275,6 +289,8 @@ async def run_round_async(
         except* EvolcoderError as eg:
             raise eg.exceptions[0] from None
         results = [t.result() for t in tasks]
+        if budget is not None and budget.stopped:
+            raise BudgetExhausted(budget.message(runner.completed))
     finally:
         progress.close()
         if own_backend:
@@ -296,9 +312,40 @@ async def run_round_async(
         cache_file=str(cache.path),
         base_url=s.backend.base_url if s.backend.kind == "openai" else None,
         concurrency=s.backend.concurrency,
+        mode=s.backend.mode,
     )
+    if getattr(backend, "stats", None):
+        ledger_d["batch"] = dict(backend.stats)
+    if budget is not None:
+        ledger_d["budget"] = {"limit_usd": s.budget_usd, "max_requests": s.max_requests, "spent_usd": budget.spent_usd}
     stats = round_stats(round_, pool, evolved, rejects, next_pool, ledger_d)
     return RoundResult(evolved, rejects, next_pool, stats, ledger_d)
+
+
+def _budget(s: EvolutionSettings, cache: ResponseCache, model: str) -> Budget | None:
+    if s.budget_usd is None and s.max_requests is None:
+        return None
+    from evolcoder.evolve.estimate import counter_for
+
+    counter = counter_for(model, s.backend.kind)
+    b = Budget(
+        s.budget_usd,
+        s.max_requests,
+        float(s.backend.cost_per_1m_prompt_tokens),
+        float(s.backend.cost_per_1m_completion_tokens),
+        float(s.backend.batch_price_factor),
+        lambda messages: counter.chat([str(m.get("content") or "") for m in messages]),
+        cache.entries(),
+    )
+    log.info(
+        "budget: $%.4f spent by %d cached request(s) of %s; limit %s, max requests %s",
+        b.spent_usd,
+        b.done,
+        model,
+        "none" if s.budget_usd is None else f"${s.budget_usd:g}",
+        s.max_requests,
+    )
+    return b
 
 
 def run_round(
