@@ -18,7 +18,12 @@ import pytest
 
 from workflow_utils import copy_workflow, planned_jobs, snakemake
 
-CHAT_OVERLAY = "train:\n  prompt_template: chat\nevaluation:\n  prompt_template: chat\n"
+# chat on both sides; kept light (1 step, 2 tasks, 32 new tokens): it reruns tokenize onward inside the tiny test
+CHAT_OVERLAY = (
+    "train:\n  prompt_template: chat\n  max_steps: 1\n"
+    "evaluation:\n  prompt_template: chat\n  limit: 2\n  greedy:\n    max_new_tokens: 32\n"
+)
+CHAT_TASKS = 2
 MODEL = "tiny-evolcoder"
 
 
@@ -87,7 +92,7 @@ def check_chat_results(wd: Path) -> None:
     # generation: the prompt is the chat-rendered prefix a training example with that user turn starts with
     raw = read_jsonl(wd / f"results/predictions/{MODEL}/humaneval/greedy.shards/0.raw.jsonl")
     tasks = {t["task_id"]: t for t in get_benchmark("humaneval").load_tasks(_humaneval_path(wd))}
-    assert len(raw) == 3
+    assert len(raw) == CHAT_TASKS
     for r in raw:
         user = get_benchmark("humaneval").build_prompt(tasks[r["task_id"]], "chat")
         assert r["prompt"] == chat.generation_prompt(tok, user)
