@@ -332,13 +332,10 @@ def tokenize_chat_records(
         offsets.append(len(ids_flat))
         prompt_lens.append(mask.index(1))
         stats["target_tokens"] += sum(mask)
-    stats["tokens"] = len(ids_flat)
-    stats["examples"] = len(prompt_lens)
+    stats.update(tokens=len(ids_flat), examples=len(prompt_lens))
     if not prompt_lens:
-        raise DataError(
-            f"{source}: no training example left after tokenisation (empty, or every conversation's "
-            f"answers lie beyond model_max_length={max_length})"
-        )
+        why = f"empty, or every conversation's answers lie beyond model_max_length={max_length}"
+        raise DataError(f"{source}: no training example left after tokenisation ({why})")
     return {"input_ids": ids_flat, "offsets": offsets, "prompt_lens": prompt_lens, "label_mask": mask_flat}, stats
 
 
