@@ -372,12 +372,60 @@ def train_resources(wildcards):
     return config["train"].get("resources")
 
 
+def train_nodes():
+    """train.resources.nodes: the nodes of the train job (1 = today's single-node job)."""
+    return int((config["train"].get("resources") or {}).get("nodes") or 1)
+
+
+def multinode_resources(lookup, nodes):
+    """Resources of a GPU rule whose job spans `nodes` (> 1) nodes, as snakemake-executor-plugin-slurm
+    reads them: --nodes, one task per node (its launcher starts one process per GPU there), the GPUs
+    per node as --gres=gpu[:model]:N (--gpus would count the whole job), the node's CPUs as
+    --cpus-per-task (cpus_per_gpu × gpus), mem_mb per node. `mpi` makes the plugin run the command
+    in the batch script rather than in a one-task srun step: `evolcoder train` starts the srun itself.
+    """
+    base = gpu_resources(lookup)
+
+    def gres(wildcards):
+        gpus, model = base["gpu"](wildcards), base["gpu_model"](wildcards)
+        return (
+            ":".join(["gpu", model, str(gpus)] if model else ["gpu", str(gpus)])
+            if gpus
+            else ""
+        )
+
+    return {
+        "nodes": nodes,
+        "tasks": nodes,
+        "tasks_per_gpu": 0,  # no --ntasks-per-gpu: one task per node
+        "mpi": "srun",
+        "gpu": 0,
+        "gpu_model": "",
+        "gres": gres,
+        "cpus_per_task": lambda wc: base["cpus_per_gpu"](wc) * max(1, base["gpu"](wc)),
+        "mem_mb": base["mem_mb"],
+        "runtime": base["runtime"],
+    }
+
+
+def train_job_resources():
+    """The train rule's resources: one node (gpu_resources), or train.resources.nodes of them."""
+    nodes = train_nodes()
+    if nodes > 1:
+        return multinode_resources(train_resources, nodes)
+    return gpu_resources(train_resources)
+
+
 def generate_resources(wildcards):
     """evaluation.resources, overridden per model by evaluation.models[].resources."""
     res = dict(config["evaluation"].get("resources") or {})
     for m in config["evaluation"]["models"]:
         if m["name"] == wildcards.model:
             res.update(m.get("resources") or {})
+    if int(res.get("nodes") or 1) > 1:
+        raise ValueError(
+            f"evaluation resources of {wildcards.model}: nodes > 1 is for train only (one node each)"
+        )
     return res
 
 

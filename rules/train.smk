@@ -40,7 +40,7 @@ rule train:
         container_for("gpu")
     threads: 2
     resources:
-        **gpu_resources(train_resources),
+        **train_job_resources(),
     params:
         base_model=config["train"]["base_model"],
         settings=as_json(train_settings()),
@@ -48,6 +48,7 @@ rule train:
         code=code_version("train"),
     shell:
         # one process per allocated GPU: `evolcoder train` re-executes itself under torchrun when several
+        # (on several nodes: srun, one torchrun per node, a c10d rendezvous at the first)
         "evolcoder train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
         " --out-dir {params.out_dir} --settings-json {params.settings} > {log} 2>&1"
 

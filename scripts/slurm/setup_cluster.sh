@@ -18,9 +18,20 @@
 #   EVOLCODER_SLURM_CLUSTER=evolcoder
 #   EVOLCODER_SLURM_NO_INSTALL=1   skip apt-get (packages already there)
 #   EVOLCODER_SLURM_TIMEOUT=90     seconds to wait for each daemon
+#   EVOLCODER_SLURM_NODES=2        two-node mode: also two CPU nodes evnode1, evnode2 in partition `multi`
+#
+# Two-node mode (multi-node training tests): each extra node is a slurmd in its own network and UTS
+# namespace (netns evnode1/evnode2, hostnames evnode1/evnode2), joined by the bridge evbr0 of this
+# host: 10.231.0.1 on the host, 10.231.0.11 and .12 in the namespaces; no route leads anywhere
+# else. /etc/hosts gains the two names (a marked block that teardown removes). slurmctld is then
+# reached at 10.231.0.1. The node named after this host and the partitions cpu/gpu stay as in
+# one-node mode. Where namespaces cannot be made, one line says so and the cluster stays one-node.
 set -euo pipefail
 
 NGPU=${EVOLCODER_SLURM_GPUS:-2}
+NNODES=${EVOLCODER_SLURM_NODES:-1}
+NET_PREFIX=10.231.0
+BRIDGE=evbr0
 CLUSTER=${EVOLCODER_SLURM_CLUSTER:-evolcoder}
 TIMEOUT=${EVOLCODER_SLURM_TIMEOUT:-90}
 ACCOUNT=evolcoder
@@ -52,6 +63,7 @@ alive() {  # alive PIDFILE -> 0 when the process in it runs
 
 # ---------------------------------------------------------------- packages
 PKGS=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
+(( NNODES >= 2 )) && PKGS+=(iproute2)   # ip netns, veth, bridge (nsenter/unshare: util-linux, always there)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -90,6 +102,56 @@ DEFMEM=$(( REAL_MB / (NCPU * 2) ))      # DefMemPerCPU: without it a job gets th
 SLURM_USER=slurm
 getent passwd "$SLURM_USER" >/dev/null || die "user $SLURM_USER missing (did the packages install?)"
 
+# ---------------------------------------------------------------- two-node mode: namespaces
+MULTI_NODES=()
+CTLD_ADDR=127.0.0.1
+mkdir -p "$STATE"
+if (( NNODES >= 2 )); then
+  for ((i = 1; i <= NNODES; i++)); do MULTI_NODES+=("evnode$i"); done
+  if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+    log "two-node mode: 'ip' or 'unshare' missing (apt-get install iproute2 util-linux); one node only"
+    MULTI_NODES=()
+  elif ! ip netns add "evcheck$$" 2>/dev/null || ! ip netns del "evcheck$$"; then
+    log "two-node mode: cannot create network namespaces here (needs CAP_SYS_ADMIN/CAP_NET_ADMIN); one node only"
+    MULTI_NODES=()
+  fi
+fi
+if (( ${#MULTI_NODES[@]} )); then
+  CTLD_ADDR=$NET_PREFIX.1
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    touch "$STATE/created-bridge-$BRIDGE"
+  fi
+  ip addr replace "$NET_PREFIX.1/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  for ((i = 1; i <= ${#MULTI_NODES[@]}; i++)); do
+    ns=${MULTI_NODES[i - 1]}
+    if [ ! -e "/run/netns/$ns" ]; then
+      ip netns add "$ns"
+      touch "$STATE/created-netns-$ns"
+    fi
+    if ! ip link show "evv$i" >/dev/null 2>&1; then
+      ip link add "evv$i" type veth peer name evnet0 netns "$ns"
+    fi
+    ip link set "evv$i" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr replace "$NET_PREFIX.$((10 + i))/24" dev evnet0
+    ip -n "$ns" link set evnet0 up
+  done
+  # the node names resolve everywhere (gloo and torchrun's rendezvous use them); teardown drops the block
+  # (the bridge's own address too: reverse look-ups of it would otherwise go to a DNS server out of reach)
+  block=$(
+    echo "# evolcoder-slurm begin"
+    echo "$NET_PREFIX.1 evolcoder-slurm-bridge"
+    for ((i = 1; i <= ${#MULTI_NODES[@]}; i++)); do echo "$NET_PREFIX.$((10 + i)) ${MULTI_NODES[i - 1]}"; done
+    echo "# evolcoder-slurm end"
+  )
+  if ! grep -qxF -- "$(printf '%s' "$block" | sed -n 2p)" /etc/hosts || ! grep -q '^# evolcoder-slurm begin' /etc/hosts; then
+    rest=$(sed '/^# evolcoder-slurm begin/,/^# evolcoder-slurm end/d' /etc/hosts)
+    printf '%s\n%s\n' "$rest" "$block" > /etc/hosts   # in place: /etc/hosts may be a bind mount
+  fi
+fi
+
 mkdir -p "$STATE" "$CONF" /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm /run/munge /var/run/mysqld
 # slurmdbd and slurmctld run as $SLURM_USER and write their pid and log files into $STATE
 chown "$SLURM_USER": /var/lib/slurm/slurmctld /var/log/slurm "$STATE"
@@ -122,7 +184,7 @@ changed=""
 changed+=$(write_if_changed "$CONF/slurm.conf" 644 root:root <<EOF
 # Written by evolcoder scripts/slurm/setup_cluster.sh: a one-node test cluster.
 ClusterName=$CLUSTER
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$NODE($CTLD_ADDR)
 SlurmUser=$SLURM_USER
 AuthType=auth/munge
 MpiDefault=none
@@ -166,6 +228,10 @@ JobCompType=jobcomp/none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$REAL_MB Gres=gpu:$NGPU State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+$(for ((i = 1; i <= ${#MULTI_NODES[@]}; i++)); do
+  echo "NodeName=${MULTI_NODES[i - 1]} NodeAddr=$NET_PREFIX.$((10 + i)) NodeHostname=${MULTI_NODES[i - 1]} CPUs=$NCPU RealMemory=$REAL_MB State=UNKNOWN"
+done
+if (( ${#MULTI_NODES[@]} )); then echo "PartitionName=multi Nodes=$(IFS=,; echo "${MULTI_NODES[*]}") Default=NO MaxTime=INFINITE State=UP"; fi)
 EOF
 )
 changed+=$(write_if_changed "$CONF/gres.conf" 644 root:root <<EOF
@@ -268,15 +334,34 @@ if ! alive "$STATE/slurmd.pid"; then
   /usr/sbin/slurmd -N "$NODE"
 fi
 
+# the namespace nodes: their own pid file, spool and log (the rest of slurm.conf is the same)
+for ns in "${MULTI_NODES[@]}"; do
+  mkdir -p "/var/lib/slurm/slurmd-$ns"
+  sed -e "s|^SlurmdPidFile=.*|SlurmdPidFile=$STATE/slurmd-$ns.pid|" \
+      -e "s|^SlurmdSpoolDir=.*|SlurmdSpoolDir=/var/lib/slurm/slurmd-$ns|" \
+      -e "s|^SlurmdLogFile=.*|SlurmdLogFile=$STATE/slurmd-$ns.log|" "$CONF/slurm.conf" > "$CONF/slurm-$ns.conf"
+  if [ -n "$changed" ] && alive "$STATE/slurmd-$ns.pid"; then
+    kill "$(cat "$STATE/slurmd-$ns.pid")" 2>/dev/null || true
+    sleep 1
+  fi
+  if ! alive "$STATE/slurmd-$ns.pid"; then
+    log "starting slurmd $ns (network namespace $ns)"
+    # nsenter, not `ip netns exec`: that remounts /sys, without the cgroup mount slurmd needs
+    nsenter --net="/run/netns/$ns" unshare --uts sh -c "hostname $ns && exec /usr/sbin/slurmd -f $CONF/slurm-$ns.conf -N $ns"
+  fi
+done
+
 node_ready() {
   local st
-  st=$(sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -1)
+  st=$(sinfo -h -N -n "$1" -o %T 2>/dev/null | head -1)
   case "$st" in
     idle*|mixed*|allocated*) return 0 ;;
-    down*|drain*|inval*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true; return 1 ;;
+    down*|drain*|inval*) scontrol update NodeName="$1" State=RESUME >/dev/null 2>&1 || true; return 1 ;;
     *) return 1 ;;
   esac
 }
-wait_for "node $NODE idle" node_ready
+for n in "$NODE" "${MULTI_NODES[@]}"; do
+  wait_for "node $n idle" node_ready "$n"
+done
 wait_for "sacct" sacct -n -X -S now-1minute
-log "cluster '$CLUSTER' up: node $NODE, $NCPU CPUs, ${REAL_MB} MB, $NGPU fake GPUs; partitions: $(sinfo -h -o %P | tr '\n' ' ')"
+log "cluster '$CLUSTER' up: node $NODE${MULTI_NODES[0]:+ (+ ${MULTI_NODES[*]} in partition multi)}, $NCPU CPUs, ${REAL_MB} MB, $NGPU fake GPUs; partitions: $(sinfo -h -o %P | tr '\n' ' ')"

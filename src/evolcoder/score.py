@@ -34,6 +34,7 @@ from evolcoder.passk import pass_at_k_table
 from evolcoder.sandbox.isolation import set_dumpable
 from evolcoder.sandbox.jobs import FAIL, PASS, TIMEOUT
 from evolcoder.sandbox.pool import run_jobs
+from evolcoder.sandbox.values import inert_text
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,22 @@ def score_samples(
             env_info=env_info if not env_info else None,
         )
         for (si, split, start), r in zip(items, results):
-            verdict[(si, split)] = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings, r, start)
+            v = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings, r, start)
+            if v.get("reason"):
+                v["reason"] = inert_text(v["reason"])  # sample-controlled text: capped, printable
+            verdict[(si, split)] = v
 
     todo = list(range(len(samples)))
     for split in splits:
         run([(si, split, 0) for si in todo], 1.0, settings.jobs, progress)
         factor = 1.0
         for attempt in range(settings.retries):
-            late = [si for si in todo if verdict[(si, split)]["status"] == TIMEOUT]
+            # a CPU timeout may be the machine's fault; a stalled sample (asleep, blocked) is not re-run
+            late = [
+                si
+                for si in todo
+                if verdict[(si, split)]["status"] == TIMEOUT and verdict[(si, split)].get("cause") != "stall"
+            ]
             if not late:
                 break
             factor *= settings.retry_time_factor

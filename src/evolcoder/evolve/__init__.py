@@ -96,11 +96,16 @@ def cli(pool_path: str, round_: int, out_dir: str, settings_json: str | None, ca
         f"cost ${t.get('cost_usd', 0):.4f} -> {out}"
     )
     cmp_ = res.ledger["estimate"]
+    ratio = cmp_["actual_over_estimated"]
+    what = "cost" if ratio["cost_usd"] is not None else "tokens"  # a free model: compare the tokens
+    tok = (cmp_["actual"]["prompt_tokens"] + cmp_["actual"]["completion_tokens"]) / max(
+        1e-9, cmp_["estimated"]["prompt_tokens"] + cmp_["estimated"]["completion_tokens"]
+    )
     click.echo(
         f"estimate round {round_}: ${cmp_['estimated']['cost_usd']:.4f} for {cmp_['estimated']['requests']:.0f} "
         f"requests; actual (every call of the round, cached or sent) ${cmp_['actual']['cost_usd']:.4f} for "
-        f"{cmp_['actual']['requests']} requests (x{cmp_['actual_over_estimated']['cost_usd'] or 0:.2f}; "
-        f"{cmp_['priced']} price)"
+        f"{cmp_['actual']['requests']} requests ({what} x{ratio['cost_usd'] if what == 'cost' else tok:.2f} the "
+        f"estimate; {cmp_['priced']} price)"
     )
 
 

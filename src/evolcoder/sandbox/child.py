@@ -44,7 +44,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from evolcoder.sandbox import isolation
@@ -268,32 +268,324 @@ class _Progress:
         return self.idle
 
 
-def run_job(job: Job, slot: int = 0) -> JobResult:
+class _Template:
+    """The worker's bubblewrap sandbox holding the pristine template (:mod:`evolcoder.sandbox.zygote`)
+    that forks each job; started once per worker (again if it dies)."""
+
+    def __init__(self, uid: int | None):
+        import json
+        import socket
+
+        from evolcoder.sandbox import bwrap
+
+        iso = isolation.current()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cmd = bwrap.argv(
+            iso.plan,
+            minimal_env(bwrap.WORKDIR),
+            1,
+            [iso.plan.python, "-S", "-B", "-m", "evolcoder.sandbox.zygote", json.dumps(_template_imports())],
+        )
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                fd = os.dup2(theirs.fileno(), 16, inheritable=False)
+                for k in range(3):
+                    os.dup2(devnull, k)
+                os.dup2(fd, 3)
+                os.closerange(4, 1 << 16)
+                if uid is not None:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                os.execv(cmd[0], cmd)
+            finally:
+                os._exit(127)
+        theirs.close()
+        self.pid, self.sock = pid, mine
+        self.pending = False  # a finished job's exit status not read yet
+        mine.settimeout(120)
+        try:
+            ok = mine.recv(16) == b"ready"
+        except OSError:
+            ok = False
+        if not ok:
+            self.close()
+            raise OSError("the bubblewrap template did not start")
+        self.fixed = set(_tree(pid))  # bwrap, its PID 1, the template: never a job's
+
+    def alive(self) -> bool:
+        return _proc_ppid(str(self.pid)) is not None
+
+    def start(self, limits: Limits, payload: bytes):
+        """Fork a job: its pickle goes to it through a pipe (a thread writes it), its result comes
+        back on another; returns (result read fd, feeder thread)."""
+        import fcntl
+        import json
+        import socket
+        import threading
+
+        if self.pending and self._status(0.5) is None:
+            # a job that forged its result and lives on: kill it now
+            if self.finish(wait=True) is None:
+                raise OSError("the bubblewrap template is gone")
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        lim = {
+            "memory_mb": limits.memory_mb,
+            "cpu_s": int(limits.cpu_s if limits.cpu_s is not None else limits.wall_s + 1) + 1,
+            "fsize_mb": limits.fsize_mb,
+            "nproc": limits.nproc,
+        }
+        try:
+            socket.send_fds(self.sock, [json.dumps(lim).encode()], [job_r, res_w])
+        finally:
+            os.close(job_r)
+            os.close(res_w)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(job_w, 1031, min(len(payload) + 16, 1 << 20))  # F_SETPIPE_SZ
+        view = memoryview(payload)
+        os.set_blocking(job_w, False)
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            while view:
+                view = view[os.write(job_w, view) :]
+        if not view:  # it all fit in the pipe
+            os.close(job_w)
+            return res_r, None
+        os.set_blocking(job_w, True)
+
+        def feed() -> None:
+            try:
+                rest = view
+                while rest:
+                    rest = rest[os.write(job_w, rest) :]
+            except OSError:
+                pass
+            finally:
+                os.close(job_w)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        return res_r, feeder
+
+    def finish(self, wait: bool) -> int | None:
+        """Kill what is left of the job (its namespace dies with its PID 1), then its exit code as
+        the template reports it (None: the template is gone). Without ``wait`` (the job sent its
+        result and exits by itself) nothing is killed now: the code is read before the next job
+        starts, and a job still alive then is killed."""
+        if not wait:
+            self.pending = True
+            return 0
+        _kill_until_gone(lambda: [p for p in _tree(self.pid) if p not in self.fixed], 50, 0.002)
+        self.pending = True
+        return self._status()
+
+    def _status(self, timeout: float = 30.0) -> int | None:
+        import struct
+
+        try:
+            self.sock.settimeout(timeout)
+            data = self.sock.recv(16)
+        except OSError:
+            return None
+        self.pending = False
+        return struct.unpack("<i", data)[0] if len(data) == 4 else None
+
+    def close(self) -> None:
+        """The template exits when its socket closes (so its CPU time is accounted); killed if not."""
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        gone = False
+        for _ in range(200):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    gone = True
+                    break
+            time.sleep(0.01)
+        if not gone:
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+        # bwrap's PID 1 and the template die with it (die-with-parent): wait until they are gone
+        # (re-parented to this worker, a subreaper, which reaps them)
+        def left() -> list[int]:
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            return [p for p in self.fixed if p != self.pid and _proc_ppid(str(p)) is not None]
+
+        _kill_until_gone(left, 500, 0.01)
+
+
+def _kill_until_gone(alive: Callable[[], list[int]], rounds: int, pause: float) -> None:
+    """SIGKILL what ``alive()`` lists until it lists nothing (at most ``rounds`` times)."""
+    for _ in range(rounds):
+        left = alive()
+        if not left:
+            return
+        for p in left:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(pause)
+
+
+_TEMPLATE: list = []
+
+
+def shutdown() -> None:
+    """End this worker's template (at the worker's exit)."""
+    while _TEMPLATE:
+        _TEMPLATE.pop().close()
+
+
+# standard-library modules a sample commonly imports: loaded once in the template
+_COMMON = (
+    "typing re collections itertools functools math heapq string hashlib random bisect statistics "
+    "fractions decimal datetime copy operator json shutil subprocess tempfile array cmath"
+).split()
+
+
+def _template_imports() -> list[str]:
+    """What the template pre-imports: the allowed packages and common standard-library modules."""
+    return list(dict.fromkeys([*isolation.current().allowed, *_COMMON]))
+
+
+def _template(uid: int | None) -> _Template:
+    if _TEMPLATE and not _TEMPLATE[0].alive():
+        _TEMPLATE.pop().close()
+    if not _TEMPLATE:
+        _TEMPLATE.append(_Template(uid))
+    return _TEMPLATE[0]
+
+
+def _proc_table() -> dict[int, list[bytes]]:
+    """pid -> its /proc stat fields after the command name."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    out[int(name)] = fh.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+    return out
+
+
+def _tree(root: int, table: dict[int, list[bytes]] | None = None) -> list[int]:
+    """``root`` and its live descendants (a bubblewrap job's whole PID namespace)."""
+    table = _proc_table() if table is None else table
+    kids: dict[int, list[int]] = {}
+    for pid, f in table.items():
+        with contextlib.suppress(ValueError, IndexError):
+            kids.setdefault(int(f[1]), []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in table:
+            out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _tree_cpu_seconds(root: int, skip: set = frozenset(), table: dict | None = None) -> float:
+    table = _proc_table() if table is None else table
+    ticks = 0
+    for p in _tree(root, table):
+        if p in skip:
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            ticks += int(table[p][11]) + int(table[p][12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _TreeProgress:
+    """No-progress time of a job's process tree: polling intervals in which none of its threads
+    ran or waited for a CPU (schedstat), so a starved program counts as progressing."""
+
+    def __init__(self, root: int, start: float, skip: set = frozenset()):
+        self.root, self.last_t, self.skip = root, start, skip
+        self.seen: dict[tuple[int, str], int] = {}
+        self.idle = 0.0
+        self._active(None)
+
+    def _active(self, table: dict | None) -> int:
+        delta = 0
+        for p in _tree(self.root, table):
+            if p in self.skip:
+                continue
+            try:
+                tids = os.listdir(f"/proc/{p}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as fh:
+                        run_ns, wait_ns = fh.read().split()[:2]
+                except (OSError, ValueError):
+                    continue
+                v = int(run_ns) + int(wait_ns)
+                delta += max(0, v - self.seen.get((p, tid), 0))
+                self.seen[(p, tid)] = v
+        return delta
+
+    def idle_seconds(self, now: float, table: dict | None = None) -> float:
+        dt = now - self.last_t
+        if self._active(table) < 0.05 * dt * 1e9:
+            self.idle += dt
+        self.last_t = now
+        return self.idle
+
+
+def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
     """Run one job in a sandboxed child and wait for it (guarded: CPU limits and no-progress guard).
 
-    ``slot`` is kept for callers' bookkeeping; the sandbox uid is this process's own (:func:`sandbox_uid`)."""
+    With bubblewrap (:mod:`evolcoder.sandbox.bwrap`) the child is forked by the worker's pristine
+    template into its own namespaces; without it, or for a callable that cannot be named by a
+    pickle (tests' lambdas), a child forked from this worker.
+
+    ``payload``: the job already pickled (a worker passes on what the pool sent, without unpickling
+    its inputs; ``job`` then only carries the limits). ``slot`` is kept for callers' bookkeeping;
+    the sandbox uid is this process's own (:func:`sandbox_uid`)."""
     iso = isolation.current()
     is_root = os.geteuid() == 0 and iso.mode != "userns"
     uid = sandbox_uid() if (is_root and job.limits.drop_privileges) else None
-    if uid is not None and not _SUBREAPER:
+    if not _SUBREAPER:
         prepare_process_for_sandbox()
+    if payload is not None and not iso.bwrap:
+        job, payload = pickle.loads(payload), None
+    if iso.bwrap and payload is None:
+        with contextlib.suppress(Exception):
+            payload = _pickle_dumps(job)
     workdir = None
-    if not iso.mounts:
+    if payload is None and not iso.mounts:
         workdir = tempfile.mkdtemp(prefix="evolcoder-sbx-")
         if uid is not None:
             os.chown(workdir, uid, uid)
-    rfd, wfd = os.pipe()
     start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.close(rfd)
-        _child(job, wfd, workdir, uid)
-    os.close(wfd)
+    tpl = None
+    skip: set = set()
+    if payload is not None:
+        tpl = _template(uid)
+        pid, skip = tpl.pid, tpl.fixed
+        rfd, feeder = tpl.start(job.limits, payload)
+    else:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.close(rfd)
+            _child(job, wfd, workdir, uid)
+        os.close(wfd)
+        feeder = None
+    tree = payload is not None  # account the job by its process tree (bwrap), else by uid/session
     buf = bytearray()
     need: int | None = None
     timed_out = False
     too_big = False
-    stall = job.limits.wall_s
+    stall = min(job.limits.wall_s, job.limits.idle_s)
     cpu_budget = (job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1) + 1
     progress = None
     over_cpu = False
@@ -302,11 +594,21 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         # a length-prefixed message: grandchildren holding the pipe open cannot stall us
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
-            wait = 0.25
-            if now - start >= 0.5 and _job_cpu_seconds(pid, uid) > cpu_budget:
+            # a long job is polled once a second (a /proc scan reads every process's stat)
+            wait = 1.0 if tree and now - start >= 2.0 else 0.25
+            table = _proc_table() if tree and now - start >= 0.5 else None  # one /proc scan per poll
+            if (
+                now - start >= 0.5
+                and (_tree_cpu_seconds(pid, skip, table) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget
+            ):
                 over_cpu = True  # its processes together spent the budget (forks, threads)
                 break
-            if now - start >= stall:
+            if tree and now - start >= 0.5:
+                progress = progress or _TreeProgress(pid, now, skip)
+                if progress.idle_seconds(now, table) >= stall:
+                    timed_out = True
+                    break
+            elif now - start >= stall:
                 progress = progress or _Progress(pid, start)
                 if progress.idle_seconds(now) >= stall:
                     timed_out = True
@@ -327,13 +629,23 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
                     break
     finally:
         os.close(rfd)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        _, wstatus = _waitpid(pid)
-        if uid is not None:
+        if tpl is not None:
+            code = tpl.finish(wait=not (need is not None and len(buf) >= need + 8))
+            if code is None:
+                _TEMPLATE.remove(tpl)
+                tpl.close()
+                code = 137
+            wstatus = code << 8  # as waitpid reports an exit code
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            _, wstatus = _waitpid(pid)
+        if feeder is not None:
+            feeder.join()
+        if tpl is None and uid is not None:  # the template's own processes run as the sandbox uid
             if _uid_has_processes(uid):
                 _kill_uid(uid)
-        else:
+        elif tpl is None:
             _kill_orphans()
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -359,6 +671,8 @@ def run_job(job: Job, slot: int = 0) -> JobResult:
         )
     data = bytes(buf[8 : 8 + need]) if complete else b""
     if not data:
+        if tree and os.WIFEXITED(wstatus) and os.WEXITSTATUS(wstatus) - 128 in (signal.SIGXCPU, signal.SIGKILL):
+            wstatus = os.WEXITSTATUS(wstatus) - 128  # the template reports 128 + the job's signal
         if os.WIFSIGNALED(wstatus) and os.WTERMSIG(wstatus) in (signal.SIGXCPU, signal.SIGKILL):
             cpu = job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1
             return JobResult(
@@ -584,6 +898,16 @@ def prepare_process_for_sandbox() -> None:
             preload_stdlib()
 
 
+def _probe_job() -> dict:
+    return {"ok": True}
+
+
+def _bwrap_probe() -> bool:
+    """Whether a trivial job runs under the isolation being set up (through :func:`run_job`)."""
+    res = run_job(Job(_probe_job, (), Limits(wall_s=20.0, idle_s=20.0, cpu_s=20.0, memory_mb=256)))
+    return res.status == "ok" and res.result == {"ok": True}
+
+
 def init_worker(
     slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = ()
 ) -> Isolation:
@@ -593,8 +917,10 @@ def init_worker(
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    iso = setup_isolation(isolate_network, hide, keep)  # before any thread exists (user namespaces)
-    preload(preimport)
+    # before any thread exists
+    iso = setup_isolation(isolate_network, hide, keep, allowed=preimport, probe=_bwrap_probe)
+    if not iso.bwrap:  # with bubblewrap the template imports them, not this worker
+        preload(preimport)
     prepare_process_for_sandbox()
     set_dumpable(False)  # a same-uid sample cannot read or write this worker's memory
     return iso

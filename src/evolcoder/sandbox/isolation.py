@@ -7,8 +7,9 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Sandbox users when running as root (nonexistent uids are fine): each worker process claims its
 # own from SANDBOX_UID_BASE .. SANDBOX_UID_BASE + SANDBOX_UIDS - 1 (see sandbox_uid).
@@ -50,10 +51,19 @@ class Isolation:
     hide: tuple[str, ...] = ()  # directories hidden under an empty tmpfs in each job
     keep: tuple[str, ...] = ()  # directories under ``hide`` bound back read-only (the interpreter)
     private: tuple[str, ...] = ()  # world-writable directories replaced by a private tmpfs
+    bwrap: bool = False  # each job a fresh interpreter in its own bubblewrap sandbox
+    plan: Any = None  # its filesystem view (evolcoder.sandbox.bwrap.Plan)
+    allowed: tuple[str, ...] = ()  # packages the template imports (and jobs may)
 
     def missing(self) -> list[str]:
         """The protections this worker lacks, in words."""
         out = []
+        if self.bwrap:
+            return out
+        out.append(
+            "no bubblewrap: jobs are forked from the worker (its memory, the shared PID namespace, "
+            "the machine's files readable by others)"
+        )
         if self.mode == "none":
             out.append(
                 "no separate uid (a sample can signal this user's processes and read their "
@@ -158,11 +168,26 @@ def _enter_user_namespace(network: bool) -> bool:
     return True
 
 
-def setup_isolation(isolate_network: bool, hide: Sequence[str] = (), keep: Sequence[str] = ()) -> Isolation:
-    """Once per worker process: decide and prepare how its jobs are isolated."""
+def setup_isolation(
+    isolate_network: bool,
+    hide: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    allowed: Sequence[str] | None = None,
+    probe: Callable[[], bool] | None = None,
+) -> Isolation:
+    """Once per worker process: decide and prepare how its jobs are isolated. ``allowed`` (the
+    packages jobs may import) selects bubblewrap where ``probe`` (a trivial job run through the real
+    launcher) succeeds under it; None: the forked-child sandbox."""
     global _ISO
     hidden, kept = plan_isolation(hide, keep)
     iso = Isolation(hide=hidden, keep=kept, private=private_dirs())
+    if allowed is not None and probe is not None and _bwrap_works(allowed, probe):
+        iso.mode = "root" if os.geteuid() == 0 else "userns"
+        iso.bwrap = iso.mounts = iso.network = True
+
+        iso.plan, iso.allowed = _ISO.plan, tuple(allowed)
+        _ISO = iso
+        return iso
     if os.geteuid() == 0:
         iso.mode = "root"
         iso.network = bool(isolate_network) and unshare_network()
@@ -173,6 +198,54 @@ def setup_isolation(isolate_network: bool, hide: Sequence[str] = (), keep: Seque
         iso.mounts = _probe_mounts()
     _ISO = iso
     return iso
+
+
+def _bwrap_works(allowed: Sequence[str], probe: Callable[[], bool]) -> bool:
+    """Whether a job can run under bubblewrap here (as this worker's sandbox uid when root): a
+    trivial job through the real launcher, once per worker."""
+    global _ISO
+    from evolcoder.sandbox import bwrap
+
+    if os.environ.get("EVOLCODER_SANDBOX_NO_BWRAP") or not bwrap.bwrap_path():
+        return False
+    saved = _ISO
+    try:
+        plan = bwrap.plan(list(allowed))
+        if os.geteuid() == 0:
+            _stage_binds(plan)
+        _ISO = Isolation(mode="root" if os.geteuid() == 0 else "userns", bwrap=True, plan=plan, allowed=tuple(allowed))
+        if probe():
+            saved = Isolation(plan=plan)
+            return True
+        return False
+    except Exception:
+        return False
+    finally:
+        _ISO = saved
+
+
+_STAGES = ("/mnt", "/srv", "/media")
+
+
+def _stage_binds(plan) -> None:
+    """Root: the sandbox uid may not reach the interpreter (under a 0700 ``/root``), so in this
+    worker's own mount namespace each bind source is bound under an empty, world-traversable tmpfs
+    (over ``/mnt``, seen by this worker only), from where bubblewrap binds it."""
+    stage = next((d for d in _STAGES if os.path.isdir(d) and not os.path.islink(d)), None)
+    if stage is None or _libc().unshare(_CLONE_NEWNS) != 0:
+        raise OSError("no mount namespace for the bubblewrap binds")
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    _mount("tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    for k, (src, dest) in enumerate(plan.binds):
+        target = f"{stage}/b{k}"
+        if os.path.isdir(src):
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        _mount(src, target, None, _MS_BIND | _MS_REC)
+        with contextlib.suppress(OSError):
+            _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+        plan.binds[k] = (target, dest)
 
 
 def _probe_mounts() -> bool:
@@ -258,9 +331,11 @@ def unshare_network() -> bool:
 def describe_isolation(iso: Isolation) -> dict:
     return {
         "mode": iso.mode,
+        "bwrap": iso.bwrap,
         "private_tmp": iso.mounts,
         "network_isolated": iso.network,
-        "hidden": list(iso.hide) if iso.mounts else [],
+        "hidden": list(iso.hide) if iso.mounts and not iso.bwrap else [],
+        "visible": sorted(dest for _src, dest in iso.plan.binds) if iso.bwrap else [],
         "missing": iso.missing(),
     }
 

@@ -15,6 +15,7 @@ class Limits:
     """Resource limits of one sandboxed job."""
 
     wall_s: float = 10.0  # no-progress guard: wall time spent neither running nor runnable
+    idle_s: float = 3.0  # ... at most this long (a sleeping or blocked program is stopped quickly)
     cpu_s: float | None = None  # RLIMIT_CPU (default: wall_s + 1)
     memory_mb: int = 2048  # RLIMIT_AS on top of the worker's own address space
     nproc: int = 32  # RLIMIT_NPROC (as the sandbox uid when root)

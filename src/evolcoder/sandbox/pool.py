@@ -17,7 +17,7 @@ PREIMPORT_JSON ISOLATE_NETWORK HIDE_JSON``), never on a process forked from the 
 Protocol, over the worker's stdin and a dedicated copy of its stdout (stray prints of libraries
 go to stderr): each message is an 8-byte little-endian length and a pickle. The worker first
 sends a hello (its interpreter, library versions and isolation), then answers each
-``(index, job)`` with ``(index, JobResult)``. Each job runs in its own sandboxed child
+``(index, limits, pickled job)`` with ``(index, JobResult)``. Each job runs in its own sandboxed child
 (:func:`evolcoder.sandbox.child.run_job`), which cannot write to these pipes (its descriptors are
 closed); a worker that dies loses only the job in flight, which scores as a crash, and is replaced.
 """
@@ -77,7 +77,8 @@ class _Worker:
 
     def send(self, index: int, job: Any) -> None:
         self.busy = (index, job)
-        _write(self.proc.stdin, (index, job))
+        # the job pickled on its own: a bubblewrap worker passes these bytes to the job unread
+        _write(self.proc.stdin, (index, job.limits, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def stderr_tail(self) -> str:
         self.stderr.seek(0)

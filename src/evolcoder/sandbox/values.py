@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from typing import Any
 
@@ -67,3 +68,18 @@ def safe_loads(data: bytes) -> Any:
         raise
     except Exception as exc:  # truncated, malformed, or a constructor refusing its arguments
         raise UnsafeResult(f"unreadable result ({type(exc).__name__})") from None
+
+
+REASON_CHARS = 120
+
+
+def inert_text(text: object, limit: int = REASON_CHARS) -> str:
+    """Text a sample may have chosen (an exception's type name, a harness message), made inert for
+    a score file: no value of this process's environment, printable ASCII only, at most ``limit``
+    characters."""
+    s = str(text)
+    for value in sorted({v for v in os.environ.values() if len(v) >= 6}, key=len, reverse=True):
+        if value in s:
+            s = s.replace(value, "<env>")
+    s = "".join(c if " " <= c <= "~" else "?" for c in s)
+    return s if len(s) <= limit else s[: limit - 3] + "..."

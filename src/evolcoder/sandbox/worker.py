@@ -1,7 +1,7 @@
 """The worker side: ``<python> -m evolcoder.sandbox.worker SLOT PREIMPORT_JSON ISOLATE_NETWORK HIDE_JSON``.
 
 A fresh interpreter (possibly another environment's, e.g. DS-1000's pins) that sets up its isolation,
-pre-imports the heavy libraries, sends a hello and then answers each ``(index, job)`` with
+pre-imports the heavy libraries, sends a hello and then answers each ``(index, limits, pickled job)`` with
 ``(index, JobResult)``, running every job in its own sandboxed child (:mod:`evolcoder.sandbox.child`).
 Only the standard library and this package are imported (see :mod:`evolcoder.sandbox.pool`).
 """
@@ -13,8 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from evolcoder.sandbox.child import init_worker, run_job
+from evolcoder.sandbox.child import init_worker, run_job, shutdown
 from evolcoder.sandbox.isolation import describe_isolation
+from evolcoder.sandbox.jobs import Job
 from evolcoder.sandbox.probe import describe_interpreter
 from evolcoder.sandbox.protocol import _read, _write
 
@@ -26,17 +27,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # library chatter (TensorFlow, warnings) must not corrupt the protocol
     iso = init_worker(slot, preimport, isolate, hide)
-    hello = describe_interpreter(preimport)
-    hello["preimported"] = [m for m in preimport if m in sys.modules]
+    hello = describe_interpreter(preimport, imported=not iso.bwrap)
+    found = {m for m, v in hello["versions"].items() if v is not None}
+    hello["preimported"] = [m for m in preimport if (m.split(".")[0] in found if iso.bwrap else m in sys.modules)]
     hello["isolation"] = describe_isolation(iso)
     _write(out, hello)
     fd = sys.stdin.fileno()
     while True:
         try:
-            index, job = _read(fd)
+            index, limits, blob = _read(fd)
         except EOFError:
             break
-        _write(out, (index, run_job(job, slot=slot)))
+        _write(out, (index, run_job(Job(None, (), limits), slot=slot, payload=blob)))
+    shutdown()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import click
 
@@ -69,23 +71,33 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
     s = parse_settings(raw)
     if not data and not tokenized:
         raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
-    # one process per GPU of the allocation (or train.num_gpus): re-executed under the launcher
+    # one process per GPU of the allocation (or train.num_gpus) on every node of the SLURM job:
+    # re-executed under the launcher (srun + one torchrun per node when the job has several nodes)
     nproc = (
         1 if launch.launched() else launch.process_count(requested=s.num_gpus if isinstance(s.num_gpus, int) else None)
     )
-    if not launch.launched() and (nproc > 1 or s.launcher != "none"):
-        gradient_accumulation(s.global_batch_size, s.micro_batch_size, nproc)  # fail before launching
-        argv, env = launch.command(
-            ["train", *_train_argv(data, tokenized, base_model, out_dir, raw)],
-            nproc,
-            launcher=s.launcher if s.launcher != "none" else "torchrun",
-        )
-        click.echo(launch.describe(nproc, argv), err=True)
+    hosts, cpus = ([], None) if launch.launched() else launch.slurm_allocation()
+    if not launch.launched() and (nproc > 1 or s.launcher != "none" or len(hosts) > 1):
+        nodes = max(1, len(hosts))
+        gradient_accumulation(s.global_batch_size, s.micro_batch_size, nproc * nodes)  # fail before launching
+        launcher = s.launcher if s.launcher != "none" else "torchrun"
+        train_args = ["train", *_train_argv(data, tokenized, base_model, out_dir, raw)]
+        report_dir = Path(out_dir) / "launch"
+        if nodes > 1:
+            shutil.rmtree(report_dir, ignore_errors=True)
+            argv, env = launch.multinode_command(
+                train_args, nproc, hosts, launcher=launcher, cpus_per_task=cpus, report_dir=report_dir
+            )
+        else:
+            argv, env = launch.command(train_args, nproc, launcher=launcher)
+        click.echo(launch.describe(nproc, argv, nodes=nodes), err=True)
         rc = _run_forwarding_signals(argv, env)
         if rc != 0:
+            failed = launch.failure_report(report_dir) if nodes > 1 else None
             raise EvolcoderError(
-                f"distributed training ({s.launcher}) exited with status {rc}; "
-                f"rerun to resume from the last checkpoint in {out_dir}/checkpoints"
+                f"distributed training ({launcher}{f', {nodes} nodes' if nodes > 1 else ''}) "
+                + (f"failed: {failed}" if failed else f"exited with status {rc}")
+                + f"; rerun to resume from the last checkpoint in {out_dir}/checkpoints"
             )
         return
     from evolcoder.train.run import run_training

@@ -267,6 +267,20 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _hosts() -> list[str]:
+    """The hosts the ranks ran on (sorted, once each); called by every rank when distributed."""
+    import socket
+
+    import torch.distributed as dist
+
+    host = socket.gethostname()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [host]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, host)
+    return sorted(set(gathered))
+
+
 def _peak_memory_mb() -> float:
     import torch
 
@@ -484,6 +498,7 @@ def run_training(
         trainer.save_model(str(partial))
     _barrier()
 
+    hosts = _hosts()  # a collective: every rank
     losses = [h["loss"] for h in history if "loss" in h]
     tps = [h["tokens_per_s"] for h in history if "tokens_per_s" in h]
     manifest: dict = {}
@@ -521,6 +536,8 @@ def run_training(
             "tokens_per_s_mean": round(sum(tps) / len(tps), 1) if tps else None,
             "peak_mem_mb": round(_peak_memory_mb(), 1),
             "device": torch.cuda.get_device_name(0) if use_cuda else "cpu",
+            "nodes": len(hosts),
+            "hosts": hosts,
         }
         manifest = write_manifest(
             partial / "training_manifest.json",
