@@ -30,6 +30,7 @@ include: "rules/evolve.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/ablation.smk"
+include: "rules/hub.smk"
 
 
 rule all:

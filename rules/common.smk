@@ -94,6 +94,27 @@ def _check_seed_source(cfg):
 _check_seed_source(config["seed"])
 
 
+def _check_chat_templates(cfg):
+    """prompt_template chat: the models' tokenizers have a chat template (or train.chat_template gives
+    one), checked from their files before any job starts."""
+    if "chat" not in (
+        cfg["train"]["prompt_template"],
+        cfg["evaluation"]["prompt_template"],
+    ):
+        return
+    from evolcoder.chat import check_chat_config
+    from evolcoder.errors import EvolcoderError
+
+    try:
+        check_chat_config(cfg)
+    except EvolcoderError as exc:
+        sys.stderr.write(f"evolcoder: error: {exc}\n")
+        sys.exit(1)
+
+
+_check_chat_templates(config)
+
+
 ##### small helpers #####
 
 
@@ -307,7 +328,13 @@ def train_settings():
 
 def tokenize_settings():
     t = config["train"]
-    keys = ("base_model", "model_max_length", "prompt_template")
+    keys = (
+        "base_model",
+        "model_max_length",
+        "prompt_template",
+        "chat_template",
+        "system_prompt",
+    )
     return {k: t[k] for k in keys if k in t}
 
 
@@ -493,10 +520,19 @@ def generation_settings(wildcards):
         "mode": wildcards.mode,
         "limit": ev["limit"],
         "prompt_template": ev["prompt_template"],
+        **chat_generation_settings(),
         "backend": ev["backend"],
         "dtype": ev["dtype"],
         **mode,
     }
+
+
+def chat_generation_settings():
+    """prompt_template chat: the template file and system turn of training reach the generation prompts."""
+    if config["evaluation"]["prompt_template"] != "chat":
+        return {}
+    t = config["train"]
+    return {"chat_template": t["chat_template"], "system_prompt": t["system_prompt"]}
 
 
 def table_options():
@@ -713,6 +749,55 @@ def ablation_held_fixed():
     )
 
 
+##### hub-ready artefacts #####
+
+
+def dataset_card_settings():
+    ev = config["evolution"]
+    return {
+        "license": config["hub"]["license"],
+        "pretty_name": config["hub"]["pretty_name"],
+        "shard_rows": config["hub"]["shard_rows"],
+        "seed_source": config["seed"]["source"],
+        "evolver_model": ev["backend"]["model"],
+        "evolver_backend": ev["backend"]["kind"],
+        "rounds": ev["rounds"],
+        "commands": [
+            "snakemake --configfile <your config> results/dataset/README.md  # seed -> evolve_round -> merge -> export_dataset"
+        ],
+    }
+
+
+def get_dataset_inputs(wildcards):
+    """The merged set the trained model was trained on (with rounds: auto, the selected k's) and its records."""
+    k = evaluated_rounds()[1] if auto_rounds() else n_rounds()
+    d = merged_dir(k)
+    return {
+        "merged": f"{d}/train.jsonl",
+        "stats": f"{d}/stats.json",
+        "decontamination": f"{d}/decontamination.json",
+        "seed": "results/seed/seed.jsonl",
+        "rounds": [f"results/evolve/round_{j}/stats.json" for j in range(1, k + 1)],
+    }
+
+
+def model_card_settings():
+    hub = config["hub"]
+    return {"license": hub["model_license"], "dataset_ref": hub["dataset_repo_id"]}
+
+
+def table_name(wildcards):
+    """The results table's name of a checkpoint (evaluation.models: the entry whose model is `trained`)."""
+    # with rounds: auto the selected checkpoint {model}-k{k} is scored again under the trained model's name
+    if wildcards.model == trained_model() or (
+        auto_rounds() and wildcards.model == ablation_model(evaluated_rounds()[1])
+    ):
+        for m in config["evaluation"]["models"]:
+            if m["model"] == "trained":
+                return m["name"]
+    return wildcards.model
+
+
 ##### final targets #####
 
 
@@ -724,10 +809,16 @@ def get_final_output(wildcards=None):
         "results/scores.png",
         "results/evolve/stats.png",
     ]
+    out += ["results/dataset/README.md"]
+    card = any(m["model"] == "trained" for m in config["evaluation"]["models"])
     if not auto_rounds():
+        if card:
+            out += [f"results/train/{trained_model()}/model_card.json"]
         return out + [f"results/train/{trained_model()}/loss.png"]
     # rounds: auto: the selected checkpoint, and the rounds table the selection was made from
     best = ablation_model(evaluated_rounds()[1])
+    if card:
+        out += [f"results/train/{best}/model_card.json"]
     return out + [
         f"results/train/{best}/loss.png",
         "results/ablation/rounds.md",

@@ -1,9 +1,10 @@
 """A stand-in ``evolcoder`` for DAG tests: writes each stage's outputs at once, with a scripted pass@1.
 
-The stages that build data or models (seed, evolve, merge, tokenize, train, generate, gather, timings, plots)
-write placeholder outputs; ``score`` writes a score file whose pass@1 is ``$EVOLCODER_STUB_METRIC[model]``
-(JSON; the model is the checkpoint's name, or ``base`` for a model spec); every other command (select-round,
-table, ablation-table) is the real one. ``$EVOLCODER_STUB_CALLS`` (a file) records each call.
+The stages that build data or models (seed, evolve, merge, tokenize, train, generate, gather, timings, plots,
+export-data, model-card) write placeholder outputs; ``score`` writes a score file whose pass@1 is
+``$EVOLCODER_STUB_METRIC[model]`` (JSON; the model is the checkpoint's name, or ``base`` for a model spec);
+every other command (select-round, table, ablation-table) is the real one. ``$EVOLCODER_STUB_CALLS`` (a file)
+records each call.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def main(argv: list[str]) -> None:
         _write(_opt(rest, "--out"), json.dumps({"model": _opt(rest, "--model")}) + "\n")
     elif cmd == "score":
         _score(rest)
+    elif cmd == "export-data":
+        out = Path(_opt(rest, "--out-dir"))
+        _write(out / "README.md", "stub\n")
+        _write(out / "data" / "train-00000-of-00001.parquet", "stub\n")
+    elif cmd == "model-card":
+        _write(_opt(rest, "--out"), "{}\n")
     else:
         os.execv(sys.executable, [sys.executable, "-m", "evolcoder.cli", *argv])
 

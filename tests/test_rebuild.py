@@ -16,10 +16,12 @@ from workflow_utils import copy_workflow, planned_jobs, snakemake
 
 TINY = ("tests/configs/tiny.yaml",)
 
-EVAL_CHAIN = {"generate", "gather", "score", "table", "all"}
+# the table, and the model card that carries its numbers (rule model_card)
+TABLE = {"table", "model_card", "all"}
+EVAL_CHAIN = {"generate", "gather", "score"} | TABLE
 TRAIN_ONWARD = {"train", "training_plot"} | EVAL_CHAIN
 # everything downstream of round 1 (the seed itself is not re-drawn)
-FROM_ROUND_1 = {"evolve_round", "evolution_stats_plot", "merge", "tokenize"} | TRAIN_ONWARD
+FROM_ROUND_1 = {"evolve_round", "evolution_stats_plot", "merge", "export_dataset", "tokenize"} | TRAIN_ONWARD
 
 
 def _outputs(wd: Path) -> list[tuple[str, str]]:
@@ -40,8 +42,8 @@ def built(tmp_path_factory) -> Path:
     wd = copy_workflow(tmp_path_factory.mktemp("rebuild"), None)
     for path, rule in _outputs(wd):
         p = wd / path
-        if not Path(path).suffix:  # directory() outputs: the checkpoint folder
-            assert rule == "train", (path, rule)
+        if not Path(path).suffix:  # directory() outputs: the checkpoint folder, the data set's shards
+            assert rule in ("train", "export_dataset"), (path, rule)
             p.mkdir(parents=True, exist_ok=True)
             (p / "config.json").write_text("{}")
         else:
@@ -76,7 +78,7 @@ def test_generation_settings_rerun_predictions_scores_table(built, overlay):
 
 def test_execution_settings_rerun_scores_and_table_only(built):
     jobs = _plan_with(built, "evaluation:\n  execution:\n    timeout_s: 5.0\n")
-    assert set(jobs) == {"score", "table", "all"}, jobs
+    assert set(jobs) == {"score"} | TABLE, jobs
 
 
 @pytest.mark.parametrize(
@@ -166,21 +168,22 @@ def test_editing_a_sandbox_module_reruns_exactly_score_and_table(built):
     imports (here the sandbox's child, which no other stage imports)."""
     with _edited(built, "sandbox/child.py"):
         jobs = planned_jobs(built)
-    assert set(jobs) == {"score", "table", "all"}, jobs
+    assert set(jobs) == {"score"} | TABLE, jobs
 
 
 @pytest.mark.parametrize(
     "rel, expected",
     [
-        ("sandbox/pool.py", {"score", "table", "all"}),
+        ("sandbox/pool.py", {"score"} | TABLE),
         # the scorer: generation and merge import it through the adapters but never run it (CODE_HASH_EXCLUDES)
-        ("benchmarks/harness.py", {"timings", "score", "table", "all"}),
-        ("passk.py", {"timings", "score", "table", "all"}),
+        ("benchmarks/harness.py", {"timings", "score"} | TABLE),
+        ("passk.py", {"timings", "score"} | TABLE),
         # the adapters' base class: generation, timings, scoring, and merge (decontamination texts) run it
-        ("benchmarks/base.py", {"timings", "merge", "tokenize"} | TRAIN_ONWARD),
+        ("benchmarks/base.py", {"timings", "merge", "export_dataset", "tokenize"} | TRAIN_ONWARD),
         ("evolve/eliminate.py", FROM_ROUND_1),
         ("train/run.py", TRAIN_ONWARD | {"tokenize"}),
-        ("data/published.yaml", {"table", "all"}),
+        ("data/published.yaml", TABLE),
+        ("hub.py", {"export_dataset", "tokenize"} | TRAIN_ONWARD),
         ("templates/eval/wizardcoder/humaneval.txt", EVAL_CHAIN),
     ],
 )
@@ -192,7 +195,7 @@ def test_each_module_marks_exactly_the_stages_that_import_it(built, rel, expecte
 
 def test_reference_repeats_reach_the_timings_rule(built):
     jobs = _plan_with(built, "evaluation:\n  execution:\n    reference_repeats: 5\n")
-    assert set(jobs) == {"timings", "score", "table", "all"}, jobs
+    assert set(jobs) == {"timings", "score"} | TABLE, jobs
 
 
 def test_sandbox_workers_make_nothing_stale(built):

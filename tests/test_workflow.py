@@ -12,6 +12,8 @@ import sys
 import pytest
 import yaml
 
+from test_chat_workflow import check_chat_overlay_run, check_hub_artefacts
+
 from conftest import files_containing
 from workflow_utils import REPO, copy_workflow, planned_jobs, snakemake
 
@@ -137,7 +139,7 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     # a generation parameter reruns generation, scoring and the table only
     (wd / "gen.yaml").write_text("evaluation:\n  greedy:\n    max_new_tokens: 40\n")
     jobs = planned_jobs(wd, configfiles=("tests/configs/tiny.yaml", "gen.yaml"))
-    assert set(jobs) == {"generate", "gather", "score", "table", "all"}, jobs
+    assert set(jobs) == {"generate", "gather", "score", "table", "model_card", "all"}, jobs
 
     # a training hyper-parameter reruns training onward, without re-tokenising
     (wd / "lr.yaml").write_text("train:\n  learning_rate: 1.0e-4\n")
@@ -159,6 +161,11 @@ def test_tiny_pipeline_end_to_end_and_stale_only_reruns(tmp_path, shared_data):
     assert proc.returncode != 0 and "evolcoder: error: seed file seed.json: not valid JSON" in proc.stderr
     after = {p: p.stat().st_mtime for p in (wd / "results").rglob("*") if p.is_file()}
     assert before == after
+
+    # the hub-ready data set and model card, then prompt_template: chat over the same evolved data
+    # (tokenize onward; tests/test_chat_workflow.py)
+    check_hub_artefacts(wd, json.loads((wd / "results/scores.json").read_text()))
+    check_chat_overlay_run(wd)
 
 
 ABLATION = ("tests/configs/tiny.yaml", "tests/configs/ablation-tiny.yaml")

@@ -34,11 +34,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("evolcoder.table", "Collect scores into results tables and a chart."),
     "ablation-table": ("evolcoder.ablation", "Rounds ablation table and plot: pass@1 against k."),
     "select-round": ("evolcoder.selection", "Round selection: evolve another round or stop (rounds: auto)."),
+    "export-data": ("evolcoder.hub", "Export the merged data set as parquet shards + dataset card."),
+    "model-card": ("evolcoder.hub", "Add the results table's pass@1 to a model's card (model-index)."),
+    "push": ("evolcoder.hub", "Upload the data set or a model to the Hugging Face hub (on request)."),
     "prepare-model": ("evolcoder.models", "Resolve a model spec to a local directory (exports GGUF)."),
 }
 
 # module attribute that holds the click command, when it is not ``cli``
-_ATTR = {"tokenize": "tokenize_cli", "gather": "gather_cli", "estimate": "estimate_cli"}
+_ATTR = {
+    "tokenize": "tokenize_cli",
+    "gather": "gather_cli",
+    "estimate": "estimate_cli",
+    "export-data": "export_cli",
+    "model-card": "model_card_cli",
+    "push": "push_cli",
+}
 
 
 class LazyGroup(click.Group):

@@ -3,7 +3,8 @@
 Generation settings (``--settings-json``)::
 
     limit            first N tasks (null = all)
-    prompt_template  wizardcoder (15B-V1.0 scripts) | wizardcoder-v1.1 (33B-V1.1) | plain |
+    prompt_template  wizardcoder (15B-V1.0 scripts) | wizardcoder-v1.1 (33B-V1.1) | plain | chat (the
+                     model's chat template, user turn + generation prompt; chat_template, system_prompt) |
                      path/to/template.txt ({problem} placeholder); the WizardCoder templates replace
                      each 4 spaces of the problem with a tab, and the raw record says so ("tabs": true)
     postprocess      gather: wizardcoder (WizardCoder's process scripts) | evalplus (evalplus's sanitize)
@@ -42,6 +43,7 @@ import click
 
 from evolcoder.benchmarks import BENCHMARKS, get_benchmark, parse_options
 from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS
+from evolcoder.chat import is_chat, prompt_renderer
 from evolcoder.config import Settings
 from evolcoder.config import default_factory as _default
 from evolcoder.errors import BackendError, DataError, EvolcoderError
@@ -82,6 +84,8 @@ class GenSettings(Settings):
     seed: int = 42
     dtype: str = _default(_EV, "dtype")  # auto | fp32 | fp16 | bf16
     tensor_parallel_size: int = 1  # vLLM; set from --gpus, not from the config
+    chat_template: str | None = None  # prompt_template chat: train.chat_template (a .jinja file or chatml)
+    system_prompt: str | None = None  # prompt_template chat: train.system_prompt
 
     def check(self) -> None:
         if self.mode not in ("greedy", "sampled"):
@@ -115,9 +119,10 @@ def truncate_at_stop(text: str, stops) -> str:
     return text[:cut]
 
 
-def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_shards: int) -> list[dict]:
+def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_shards: int, render=None) -> list[dict]:
     """The (task, sample) items of one shard, with their prompts (as sent: tabs included) and whether
-    the template's tab substitution has to be undone on the output."""
+    the template's tab substitution has to be undone on the output. ``render``: user text -> the chat
+    prompt (prompt_template chat, :func:`evolcoder.chat.prompt_renderer`)."""
     from evolcoder.benchmarks.prompts import prompt_template
 
     tasks = bench.load_tasks(data_path)
@@ -128,6 +133,8 @@ def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_sh
     items = []
     for t in tasks[lo:hi]:
         prompt = bench.build_prompt(t, settings.prompt_template)
+        if render is not None:
+            prompt = render(prompt)
         for k in range(settings.n):
             items.append({"task_id": str(t["task_id"]), "sample_idx": k, "prompt": prompt, "tabs": tabs})
     return items
@@ -276,7 +283,10 @@ def run_generation(
 ) -> int:
     """Generate the shard's items into ``out`` (resumable); returns the number of records."""
     bench = get_benchmark(benchmark, **(options or {}))
-    items = plan(bench, data_path, settings, shard, num_shards)
+    render = None
+    if is_chat(settings.prompt_template):
+        render = prompt_renderer(model, settings.chat_template, settings.system_prompt)
+    items = plan(bench, data_path, settings, shard, num_shards, render)
     partial = Path(str(out) + ".partial")
     done: dict[tuple[str, int], dict] = {}
     if partial.exists():

@@ -35,6 +35,8 @@ def normalise(item: dict, where: str) -> dict:
     """One raw item -> an instruction record; raises DataError naming the item and field."""
     if not isinstance(item, dict):
         raise DataError(f"{where}: expected an object with instruction/input/output, got {type(item).__name__}")
+    if item.get("messages") is not None:
+        return _conversation_record(item, where)
     rec = {}
     for field in REQUIRED:
         value = item.get(field)
@@ -52,6 +54,20 @@ def normalise(item: dict, where: str) -> dict:
         raise DataError(f"{where}: field 'instruction' is empty")
     input_ = input_.strip()
     return seed_record(seed_id(rec["instruction"], input_), rec["instruction"], input_, rec["output"])
+
+
+def _conversation_record(item: dict, where: str) -> dict:
+    """A multi-turn item ``{messages: [{role, content}, ...]}``: kept whole for chat training (every assistant
+    turn trained); its first user turn is the instruction evolution rewrites, its last answer the output."""
+    from evolcoder.chat import record_messages
+
+    msgs = record_messages(item, None, where)
+    users = [m["content"].strip() for m in msgs if m["role"] == "user"]
+    if not users or not users[0]:
+        raise DataError(f"{where}: 'messages' has no user turn")
+    answer = next(m["content"] for m in reversed(msgs) if m["role"] == "assistant")
+    sid = seed_id(json.dumps(msgs, sort_keys=True), "")
+    return {**seed_record(sid, users[0], "", answer.strip()), "messages": msgs}
 
 
 def seed_record(sid: str, instruction: str, input_: str, output: str) -> dict:

@@ -72,12 +72,15 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 @dataclass
 class Tokenized:
-    """Flat storage: sample i is input_ids[offsets[i]:offsets[i+1]], its first prompt_lens[i] labels are -100."""
+    """Flat storage: sample i is input_ids[offsets[i]:offsets[i+1]], its first prompt_lens[i] labels are -100.
+    With ``label_mask`` (chat templates, evolcoder.chat: several assistant turns), a token is trained
+    exactly where its mask is 1."""
 
     input_ids: list[int]
     offsets: list[int]
     prompt_lens: list[int]
     meta: dict
+    label_mask: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -85,6 +88,9 @@ class Tokenized:
     def example(self, i: int) -> tuple[list[int], list[int]]:
         ids = self.input_ids[self.offsets[i] : self.offsets[i + 1]]
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if self.label_mask is not None:
+            mask = self.label_mask[self.offsets[i] : self.offsets[i + 1]]
+            return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
         n = self.prompt_lens[i]
         return ids, [IGNORE_INDEX] * n + ids[n:]
 
@@ -161,6 +167,8 @@ def save_tokenized(tok: Tokenized, path: str | os.PathLike) -> None:
         "offsets": torch.tensor(tok.offsets, dtype=torch.int64),
         "prompt_lens": torch.tensor(tok.prompt_lens, dtype=torch.int32),
     }
+    if tok.label_mask is not None:
+        obj["label_mask"] = torch.tensor(tok.label_mask, dtype=torch.int8)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -178,7 +186,14 @@ def load_tokenized(path: str | os.PathLike) -> Tokenized:
     if not isinstance(obj, dict) or obj.get("format") != CACHE_FORMAT:
         raise DataError(f"{path}: not a tokenised-data file of format {CACHE_FORMAT} (re-run evolcoder tokenize)")
     # tokens stay one int32 tensor (a python list would cost ~30x the memory on the full dataset)
-    return Tokenized(obj["input_ids"], obj["offsets"].tolist(), obj["prompt_lens"].tolist(), json.loads(obj["meta"]))
+    mask = obj.get("label_mask")
+    return Tokenized(
+        obj["input_ids"],
+        obj["offsets"].tolist(),
+        obj["prompt_lens"].tolist(),
+        json.loads(obj["meta"]),
+        label_mask=None if mask is None else mask.tolist(),
+    )
 
 
 class TrainDataset:

@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evolcoder.chat import end_of_turn_id, is_chat, prepare_tokenizer, tokenize_chat_records
+from evolcoder.chat import template_sha256 as chat_template_sha256
 from evolcoder.errors import EvolcoderError
+from evolcoder.hub import write_model_card
 from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
 from evolcoder.launch import free_port
 from evolcoder.models import model_config
@@ -28,6 +31,7 @@ from evolcoder.train.data import (
     TrainDataset,
     load_tokenized,
     packing_collator,
+    render_prompt,
     save_tokenized,
     tokenize_records,
     tokenizer_fingerprint,
@@ -109,9 +113,19 @@ def tokenize_file(
     ts = tokenize_settings(raw_settings)
     tmpl = template(ts["prompt_template"])
     tok = load_tokenizer(model_dir)
+    chat = is_chat(ts["prompt_template"])
+    if chat:  # before reading the data: a base without a chat template stops here with one line
+        prepare_tokenizer(tok, base_model_spec, ts.get("chat_template"))
     records = read_jsonl(data)
     t0 = time.time()
-    tokd, stats = tokenize_records(records, tok, tmpl, int(ts["model_max_length"]), source=str(data))
+    if chat:
+        fields, stats = tokenize_chat_records(
+            records, tok, int(ts["model_max_length"]), ts.get("system_prompt"), source=str(data)
+        )
+        tokd = Tokenized(**fields, meta={})
+        tmpl = {**tmpl, "chat_template_sha256": chat_template_sha256(tok), "system_prompt": ts.get("system_prompt")}
+    else:
+        tokd, stats = tokenize_records(records, tok, tmpl, int(ts["model_max_length"]), source=str(data))
     stats["seconds"] = round(time.time() - t0, 2)
     tokd.meta = {
         "base_model": base_model_spec,
@@ -149,7 +163,10 @@ def _check_tokenized(tokd: Tokenized, tok: Any, s: TrainSettings, data: str | No
     problems = []
     if m.get("tokenizer_fingerprint") != tokenizer_fingerprint(tok):
         problems.append(f"tokenizer differs (tokenised with {m.get('base_model')!r})")
-    if m.get("template_sha256") != sha256_json(template(s.prompt_template)):
+    tmpl = template(s.prompt_template)
+    if is_chat(s.prompt_template):
+        tmpl = {**tmpl, "chat_template_sha256": chat_template_sha256(tok), "system_prompt": s.system_prompt}
+    if m.get("template_sha256") != sha256_json(tmpl):
         problems.append(f"prompt template differs ({m.get('template')!r})")
     if m.get("model_max_length") != s.model_max_length:
         problems.append(f"model_max_length {m.get('model_max_length')} != {s.model_max_length}")
@@ -406,6 +423,8 @@ def run_training(
     args = training_arguments(s, ckpt_dir, world_size, use_cuda)
 
     tokenizer = load_tokenizer(model_dir)
+    if is_chat(s.prompt_template):
+        prepare_tokenizer(tokenizer, base_model, s.chat_template)  # saved with the model, template included
     if tokenized:
         tokd = load_tokenized(tokenized)
         _check_tokenized(tokd, tokenizer, s, data)
@@ -491,6 +510,8 @@ def run_training(
                 cfg["use_cache"] = True
                 cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
         tokenizer.save_pretrained(partial)
+        if is_chat(s.prompt_template):
+            _stop_at_end_of_turn(partial, tokenizer)
         extra = {
             "base_model": base_model,
             "base_model_resolved": model_dir,
@@ -525,6 +546,7 @@ def run_training(
             settings=raw_settings,
             extra=extra,
         )
+        write_model_card(partial, extra, {"model_name": out.name}, _card_prompt(tokenizer, s))
         if final_dir.exists():
             shutil.rmtree(final_dir)
         partial.rename(final_dir)
@@ -551,3 +573,31 @@ def _merge_lora(model_dir: str, adapter_dir: Path, dest: Path) -> None:
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(dest)
+
+
+def _stop_at_end_of_turn(model_dir: Path, tokenizer: Any) -> None:
+    """A chat-trained model ends its answers with the template's end-of-turn token: generation stops
+    there too (generation_config.eos_token_id lists it beside the tokenizer's EOS)."""
+    eot = end_of_turn_id(tokenizer)
+    path = model_dir / "generation_config.json"
+    cfg = json.loads(path.read_text()) if path.exists() else {}
+    eos = cfg.get("eos_token_id", tokenizer.eos_token_id)
+    eos = [e for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    if eot is not None and eot not in eos:
+        eos.append(eot)
+    cfg["eos_token_id"] = eos[0] if len(eos) == 1 else eos
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _card_prompt(tokenizer: Any, s: TrainSettings) -> tuple[str, str]:
+    """(how prompts are built, an example) for the model card."""
+    from evolcoder.chat import generation_prompt
+
+    instruction = "Write a Python function that returns the n-th Fibonacci number."
+    if is_chat(s.prompt_template):
+        how = "the tokenizer's chat template (`tokenizer.apply_chat_template`, `add_generation_prompt=True`)"
+        if s.chat_template:
+            how += f", supplied as `{s.chat_template}`"
+        return how, generation_prompt(tokenizer, instruction, s.system_prompt)
+    tmpl = template(s.prompt_template)
+    return f"the `{s.prompt_template}` template (Alpaca style)", render_prompt({"instruction": instruction}, tmpl)

@@ -22,7 +22,7 @@ LAUNCHERS = ("none", "torchrun", "deepspeed")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Settings that change the tokenised data; everything else is a trainer hyper-parameter.
-TOKENIZE_KEYS = ("base_model", "model_max_length", "prompt_template")
+TOKENIZE_KEYS = ("base_model", "model_max_length", "prompt_template", "chat_template", "system_prompt")
 
 
 @dataclass
@@ -47,7 +47,9 @@ class TrainSettings(Settings):
 
     base_model: str = "smollm2-135m-instruct"
     model_max_length: int = 2048
-    prompt_template: str = _default(_T, "prompt_template")  # name under templates/train/ or a JSON path
+    prompt_template: str = _default(_T, "prompt_template")  # name under templates/train/, a JSON path, or chat
+    chat_template: str | None = _default(_T, "chat_template")  # prompt_template chat: a .jinja file or chatml
+    system_prompt: str | None = _default(_T, "system_prompt")  # prompt_template chat: an optional system turn
     global_batch_size: int = 512  # effective batch size (samples per optimizer step)
     micro_batch_size: int = 4  # per device; grad accumulation is derived
     learning_rate: float = 2e-5
@@ -180,6 +182,10 @@ def _check(s: TrainSettings) -> None:
     if s.lora is not None:
         need(s.lora.r > 0 and s.lora.alpha > 0, "lora.r and lora.alpha must be > 0")
     template(s.prompt_template)  # raises when unknown
+    if s.chat_template:
+        from evolcoder.chat import chat_template_text
+
+        chat_template_text(s.chat_template)  # raises when unknown
 
 
 def deepspeed_config_path(value: str) -> Path:
@@ -197,7 +203,10 @@ def deepspeed_config_path(value: str) -> Path:
 
 
 def template(name: str) -> dict[str, str]:
-    """Load a training prompt template: {"prompt_input": ..., "prompt_no_input": ...}."""
+    """Load a training prompt template: {"prompt_input": ..., "prompt_no_input": ...}; ``chat``: the
+    base tokenizer's chat template (evolcoder.chat), marked {"chat": "tokenizer"}."""
+    if name == "chat":
+        return {"chat": "tokenizer"}
     if name.endswith(".json") or "/" in name:
         path = Path(name)
         if not path.is_file():
