@@ -254,6 +254,16 @@ class _Progress:
         self.last_t = start
         self.idle = 0.0
 
+    def mark_active(self, now: float) -> None:
+        """The job made progress up to ``now`` that its scheduler counters may not show (it wrote
+        its result into a pipe the worker was slow to drain)."""
+        if self.schedstat:
+            active = _active_seconds(self.pid)
+            if active is not None:
+                self.start = now - active  # no idle time accrued so far
+                return
+        self.last_cpu, self.last_t = None, now
+
     def idle_seconds(self, now: float) -> float:
         if self.schedstat:
             active = _active_seconds(self.pid)
@@ -370,14 +380,25 @@ class _Template:
         feeder.start()
         return res_r, feeder
 
-    def finish(self, wait: bool) -> int | None:
+    def finish(self, wait: bool, closed: bool = False) -> int | None:
         """Kill what is left of the job (its namespace dies with its PID 1), then its exit code as
         the template reports it (None: the template is gone). Without ``wait`` (the job sent its
         result and exits by itself) nothing is killed now: the code is read before the next job
-        starts, and a job still alive then is killed."""
+        starts, and a job still alive then is killed. ``closed``: the job closed its result pipe
+        (it has usually exited): its own exit code is awaited a moment before anything is killed,
+        so that the kill's signal is not taken for the job's."""
         if not wait:
             self.pending = True
             return 0
+        if closed:
+            import struct
+
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(0.5)
+                data = self.sock.recv(16)
+                if len(data) == 4:  # its PID 1 exited: the kernel ended its namespace's processes
+                    self.pending = False
+                    return struct.unpack("<i", data)[0]
         _kill_until_gone(lambda: [p for p in _tree(self.pid) if p not in self.fixed], 50, 0.002)
         self.pending = True
         return self._status()
@@ -532,6 +553,11 @@ class _TreeProgress:
                 self.seen[(p, tid)] = v
         return delta
 
+    def mark_active(self, now: float) -> None:
+        """The interval up to ``now`` counts as progress (the job wrote result bytes)."""
+        self._active(None)
+        self.last_t = now
+
     def idle_seconds(self, now: float, table: dict | None = None) -> float:
         dt = now - self.last_t
         if self._active(table) < 0.05 * dt * 1e9:
@@ -584,18 +610,41 @@ def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
     buf = bytearray()
     need: int | None = None
     timed_out = False
+    closed = False  # the job closed its result pipe
     too_big = False
     stall = min(job.limits.wall_s, job.limits.idle_s)
     cpu_budget = (job.limits.cpu_s if job.limits.cpu_s is not None else job.limits.wall_s + 1) + 1
     progress = None
     over_cpu = False
     max_bytes = max(MIN_RESULT_BYTES, int(job.limits.memory_mb) * 1024 * 1024)
+    last_poll = -1.0
+    flowing = False  # result bytes arrived since the last poll: the job is writing, not idle
     try:
         # a length-prefixed message: grandchildren holding the pipe open cannot stall us
         while need is None or len(buf) < need + 8:
             now = time.monotonic()
-            # a long job is polled once a second (a /proc scan reads every process's stat)
+            # a long job is polled once a second (a /proc scan reads every process's stat), and
+            # between polls the result pipe is drained without scanning
             wait = 1.0 if tree and now - start >= 2.0 else 0.25
+            if last_poll >= 0 and now - last_poll < wait:
+                ready, _, _ = select.select([rfd], [], [], wait - (now - last_poll))
+                if ready:
+                    block = os.read(rfd, 1 << 16)
+                    if not block:
+                        closed = True
+                        break
+                    buf += block
+                    flowing = True
+                    if need is None and len(buf) >= 8:
+                        need = int.from_bytes(buf[:8], "little")
+                        if need > max_bytes:
+                            too_big = True
+                            break
+                continue
+            last_poll = now
+            if flowing and progress is not None:
+                progress.mark_active(now)
+            flowing = False
             table = _proc_table() if tree and now - start >= 0.5 else None  # one /proc scan per poll
             if (
                 now - start >= 0.5
@@ -620,8 +669,10 @@ def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
                 continue
             block = os.read(rfd, 1 << 16)
             if not block:
+                closed = True
                 break
             buf += block
+            flowing = True
             if need is None and len(buf) >= 8:
                 need = int.from_bytes(buf[:8], "little")
                 if need > max_bytes:
@@ -630,7 +681,7 @@ def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
     finally:
         os.close(rfd)
         if tpl is not None:
-            code = tpl.finish(wait=not (need is not None and len(buf) >= need + 8))
+            code = tpl.finish(wait=not (need is not None and len(buf) >= need + 8), closed=closed)
             if code is None:
                 _TEMPLATE.remove(tpl)
                 tpl.close()
