@@ -627,43 +627,31 @@ def run_job(job: Job, slot: int = 0, payload: bytes | None = None) -> JobResult:
             # between polls the result pipe is drained without scanning
             wait = 1.0 if tree and now - start >= 2.0 else 0.25
             if last_poll >= 0 and now - last_poll < wait:
-                ready, _, _ = select.select([rfd], [], [], wait - (now - last_poll))
-                if ready:
-                    block = os.read(rfd, 1 << 16)
-                    if not block:
-                        closed = True
-                        break
-                    buf += block
-                    flowing = True
-                    if need is None and len(buf) >= 8:
-                        need = int.from_bytes(buf[:8], "little")
-                        if need > max_bytes:
-                            too_big = True
-                            break
-                continue
-            last_poll = now
-            if flowing and progress is not None:
-                progress.mark_active(now)
-            flowing = False
-            table = _proc_table() if tree and now - start >= 0.5 else None  # one /proc scan per poll
-            if (
-                now - start >= 0.5
-                and (_tree_cpu_seconds(pid, skip, table) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget
-            ):
-                over_cpu = True  # its processes together spent the budget (forks, threads)
-                break
-            if tree and now - start >= 0.5:
-                progress = progress or _TreeProgress(pid, now, skip)
-                if progress.idle_seconds(now, table) >= stall:
-                    timed_out = True
-                    break
-            elif now - start >= stall:
-                progress = progress or _Progress(pid, start)
-                if progress.idle_seconds(now) >= stall:
-                    timed_out = True
-                    break
+                wait -= now - last_poll  # between polls: only drain the pipe
             else:
-                wait = min(wait, stall - (now - start) + 0.01)
+                last_poll = now
+                if flowing and progress is not None:
+                    progress.mark_active(now)
+                flowing = False
+                table = _proc_table() if tree and now - start >= 0.5 else None  # one /proc scan per poll
+                if (
+                    now - start >= 0.5
+                    and (_tree_cpu_seconds(pid, skip, table) if tree else _job_cpu_seconds(pid, uid)) > cpu_budget
+                ):
+                    over_cpu = True  # its processes together spent the budget (forks, threads)
+                    break
+                if tree and now - start >= 0.5:
+                    progress = progress or _TreeProgress(pid, now, skip)
+                    if progress.idle_seconds(now, table) >= stall:
+                        timed_out = True
+                        break
+                elif now - start >= stall:
+                    progress = progress or _Progress(pid, start)
+                    if progress.idle_seconds(now) >= stall:
+                        timed_out = True
+                        break
+                else:
+                    wait = min(wait, stall - (now - start) + 0.01)
             ready, _, _ = select.select([rfd], [], [], wait)
             if not ready:
                 continue
