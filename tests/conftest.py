@@ -41,6 +41,16 @@ def test_timings(benchmark: str, data: Path) -> str:
 test_timings.__test__ = False  # a helper, not a test
 
 
+def score_argv(benchmark: str, predictions, data, out, settings: dict | None = None) -> list[str]:
+    """The ``evolcoder score`` command line the scoring tests run (as a user would, in a subprocess)."""
+    import json
+    import sys
+
+    argv = [sys.executable, "-m", "evolcoder.cli", "score", "--benchmark", benchmark]
+    argv += ["--predictions", str(predictions), "--data", str(data), "--out", str(out)]
+    return argv + (["--settings-json", json.dumps(settings)] if settings is not None else [])
+
+
 def files_containing(needle: str, roots: list[str]) -> list[str]:
     """Files under ``roots`` whose bytes contain ``needle`` (leak checks: a secret, a sandbox uid's data)."""
     hits = []

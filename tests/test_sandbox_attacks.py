@@ -15,12 +15,11 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, files_containing, shared_data_dir, test_timings
+from conftest import REPO, files_containing, score_argv, shared_data_dir, test_timings
 
 DATA = shared_data_dir()
 HE = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
@@ -356,22 +355,7 @@ def attacked(tmp_path_factory):
     settings = {"jobs": 2, "timings": test_timings("humaneval", HE), "retries": 1, "reference_repeats": 1}
     env = dict(os.environ, PYTHONPATH=str(SRC), OPENAI_API_KEY=key)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evolcoder.cli",
-            "score",
-            "--benchmark",
-            "humaneval",
-            "--predictions",
-            str(pred),
-            "--data",
-            str(HE),
-            "--out",
-            str(out),
-            "--settings-json",
-            json.dumps(settings),
-        ],
+        score_argv("humaneval", pred, HE, out, settings),
         cwd=REPO,
         env=env,
         capture_output=True,

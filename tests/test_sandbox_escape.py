@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, shared_data_dir, test_timings
+from conftest import REPO, score_argv, shared_data_dir, test_timings
 
 DATA = shared_data_dir()
 HE = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
@@ -351,22 +351,7 @@ def _as_user_command(cmd: list[str], uid: int, gid: int, env: dict[str, str]) ->
 
 def _score(mode: str, work: Path, timings: str, pred: Path, out: Path, uid: int | None, gid: int | None):
     settings = {"jobs": 1, "timings": timings, "retries": 1, "reference_repeats": 1}
-    cmd = [
-        sys.executable,
-        "-m",
-        "evolcoder.cli",
-        "score",
-        "--benchmark",
-        "humaneval",
-        "--predictions",
-        str(pred),
-        "--data",
-        str(HE),
-        "--out",
-        str(out),
-        "--settings-json",
-        json.dumps(settings),
-    ]
+    cmd = score_argv("humaneval", pred, HE, out, settings)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(SRC),

@@ -17,7 +17,7 @@ from evolcoder.benchmarks.postprocess import process_humaneval, process_mbpp, pr
 from evolcoder.benchmarks.prompts import PromptTemplate, prompt_template, template_names
 from evolcoder.errors import DataError
 
-from conftest import test_timings
+from conftest import score_argv, test_timings
 
 DATA = Path(os.environ.get("EVOLCODER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 HE = DATA / "evalplus" / "HumanEvalPlus-v0.1.10.jsonl.gz"
@@ -223,20 +223,7 @@ def test_non_utf8_predictions_are_a_one_line_error(tmp_path):
     p.write_bytes(b'{"task_id": "HumanEval/0", "solution": "ok"}\n{"task_id": "HumanEval/1", "solution": "\xe9"}\n')
     env = dict(os.environ, PYTHONPATH=str(SRC))
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evolcoder.cli",
-            "score",
-            "--benchmark",
-            "humaneval",
-            "--predictions",
-            str(p),
-            "--data",
-            str(HE),
-            "--out",
-            str(tmp_path / "s.json"),
-        ],
+        score_argv("humaneval", p, HE, tmp_path / "s.json"),
         env=env,
         capture_output=True,
         text=True,
