@@ -156,9 +156,9 @@ def test_prediction_formats(tmp_path):
         b.load_predictions(str(bad), tasks)
 
 
-def test_score_settings_take_the_rules_execution_block():
-    """The score rule passes {"execution": <evaluation.execution>, "limit": ..., "ks": ...}: every
-    execution key applies (semantics, retries, DS-1000 env), and an unknown key is an error."""
+def test_score_settings_are_flat():
+    """The score rule passes the flat settings of evolcoder.workflow.settings_for: every execution key
+    applies (semantics, retries, DS-1000 env), with postprocess and ks; an unknown key is an error."""
     import pytest
 
     from evolcoder.benchmarks.scoring import ScoreSettings
@@ -166,22 +166,20 @@ def test_score_settings_take_the_rules_execution_block():
 
     s = ScoreSettings.from_dict(
         {
-            "execution": {
-                "jobs": 2,
-                "semantics": "evalplus-0.2.0",
-                "retries": 3,
-                "ds1000_python": "/opt/ds/bin/python",
-            },
-            "limit": 12,
+            "semantics": "evalplus-0.2.0",
+            "retries": 3,
+            "ds1000_python": "/opt/ds/bin/python",
+            "postprocess": "evalplus",
             "ks": [1, 10],
         }
     )
-    assert (s.jobs, s.semantics, s.retries, s.ds1000_python, s.ks) == (
-        2,
+    assert (s.semantics, s.retries, s.ds1000_python, s.postprocess, s.ks) == (
         "evalplus-0.2.0",
         3,
         "/opt/ds/bin/python",
+        "evalplus",
         [1, 10],
     )
-    with pytest.raises(EvolcoderError, match="unknown key.*jbos"):
-        ScoreSettings.from_dict({"execution": {"jbos": 2}})
+    for nested in ({"jbos": 2}, {"execution": {"jobs": 2}}, {"limit": 12}):
+        with pytest.raises(EvolcoderError, match="unknown key"):
+            ScoreSettings.from_dict(nested)

@@ -92,13 +92,28 @@ class GenSettings(Settings):
             raise EvolcoderError(f"generate: mode must be greedy or sampled, not {self.mode!r}")
         if self.backend not in ("hf", "vllm"):
             raise EvolcoderError(f"generate: backend must be hf or vllm, not {self.backend!r}")
-        if self.mode == "greedy":
-            self.n = 1
+        if self.mode == "greedy":  # the one place of greedy decoding's overrides
+            self.n, self.temperature = 1, 0.0
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
             raise EvolcoderError(f"generate: dtype must be auto, fp16, bf16 or fp32, not {self.dtype!r}")
         self.tensor_parallel_size = max(1, int(self.tensor_parallel_size))
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise EvolcoderError("generate: n, batch_size and max_new_tokens must be >= 1")
+
+
+@dataclass
+class GatherSettings(Settings):
+    """What ``evolcoder gather`` reads: how raw outputs become programs (``evaluation.postprocess``)."""
+
+    WHERE: ClassVar[str] = "gather settings"
+
+    postprocess: str = _default(_EV, "postprocess")  # wizardcoder | evalplus
+
+    def check(self) -> None:
+        if self.postprocess not in POSTPROCESS_METHODS:
+            raise EvolcoderError(
+                f"gather: postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {self.postprocess!r}"
+            )
 
 
 def shard_slice(n_items: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -235,7 +250,7 @@ class VLLMBackend:
 
         s = self.settings
         params = SamplingParams(
-            temperature=s.temperature if s.mode == "sampled" else 0.0,
+            temperature=s.temperature,
             top_p=s.top_p if s.mode == "sampled" else 1.0,
             max_tokens=s.max_new_tokens,
             stop=list(stops),
@@ -461,9 +476,6 @@ def gather_cli(
     options: tuple[str, ...],
     shards: tuple[str, ...],
 ) -> None:
-    settings = parse_json_option(settings_json, "settings-json")
-    method = settings.get("postprocess") or "wizardcoder"
-    if method not in POSTPROCESS_METHODS:
-        raise EvolcoderError(f"gather: postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {method!r}")
-    n = gather(benchmark, list(shards), out, data_path, parse_options(options), method)
+    settings = GatherSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    n = gather(benchmark, list(shards), out, data_path, parse_options(options), settings.postprocess)
     click.echo(f"{benchmark}: {n} sanitised predictions -> {out}")

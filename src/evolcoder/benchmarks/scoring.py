@@ -3,7 +3,7 @@ score settings, sandbox limits of a job, and the verdict of a job the harness re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from evolcoder.config import Settings
@@ -39,13 +39,15 @@ SEMANTICS: dict[str, dict[str, Any]] = {
 DEFAULT_SEMANTICS = "evalplus-0.3.1"
 
 
-_EX = "evaluation.execution"
+_EX, _EV = "evaluation.execution", "evaluation"
 
 
 @dataclass
 class ScoreSettings(Settings):
-    """Execution settings of ``evolcoder score`` (``--settings-json``): the config's
-    ``evaluation.execution`` (defaults and documentation: the schema), plus ``ks`` and ``timings``."""
+    """Settings of ``evolcoder score`` (``--settings-json``), flat: the config's ``evaluation.execution``
+    (defaults and documentation: the schema) but ``jobs`` (the rule's threads, ``--jobs``: it changes no
+    verdict), ``evaluation.postprocess``, and in sampled mode ``evaluation.sampling.ks``
+    (:func:`evolcoder.workflow.settings_for`)."""
 
     SECTION: ClassVar[str] = _EX
     WHERE: ClassVar[str] = "score settings"
@@ -68,19 +70,9 @@ class ScoreSettings(Settings):
     ds1000_preimport: list[str] = _default(_EX, "ds1000_preimport")
     ds1000_python: str | None = _default(_EX, "ds1000_python")
     ds1000_timeout_s: float = _default(_EX, "ds1000_timeout_s")
-    # not config keys: the rule derives them
-    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
-    timings: str | None = None  # reference timings file (read, or written when missing)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ScoreSettings":
-        d = dict(d or {})
-        # the score rule passes the config's `evaluation.execution` block as it is
-        execution = d.pop("execution", None)
-        if isinstance(execution, dict):
-            d = {**execution, **d}
-        d.pop("limit", None)  # a generation setting; scoring covers every predicted task
-        return super().from_dict(d)
+    postprocess: str = _default(_EV, "postprocess")  # raw outputs -> programs (wizardcoder | evalplus)
+    ks: list[int] = _default(f"{_EV}.sampling", "ks")  # k of pass@k, those <= n reported
+    timings: str | None = None  # reference timings file (read, or written when missing): --timings
 
     def check(self) -> None:
         if self.semantics not in SEMANTICS:

@@ -56,7 +56,7 @@ class JudgeSettings(Settings):
     SECTION: ClassVar[str] = _J
 
     enabled: bool = _default(_J, "enabled")
-    params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 8})
+    params: dict = _default(_J, "params")
 
 
 @dataclass
@@ -71,8 +71,8 @@ class EvolutionSettings(Settings):
     methods: Any = "code"
     retry_eliminated: bool = _default(_E, "retry_eliminated")
     backend: BackendSettings = field(default_factory=BackendSettings)
-    evolve_params: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.95, "max_tokens": 96})
-    answer_params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 160})
+    evolve_params: dict = _default(_E, "evolve_params")
+    answer_params: dict = _default(_E, "answer_params")
     request_seed: bool = _default(_E, "request_seed")  # per-request `seed` from (seed, round, parent, purpose)
     answer_system_prompt: str | None = _default(_E, "answer_system_prompt")
     elimination: el.EliminationSettings = field(default_factory=el.EliminationSettings)
