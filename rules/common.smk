@@ -20,9 +20,7 @@ from evolcoder.workflow import (
     as_json,
     check_config,
     container_warnings,
-    gpu_resources,
     local_seed_file,
-    multinode_resources,
     settings_for,
 )
 
@@ -108,42 +106,6 @@ def code_version(command):
 
 def container_for(family):
     return config["containers"][family]
-
-
-def generation_family():
-    """The environment and image of the generate rule: vllm (envs/vllm.yaml, the vllm image) for
-    evaluation.backend vllm, else gpu. vLLM pins other transformers/numpy versions than the gpu image.
-    """
-    return "vllm" if config["evaluation"]["backend"] == "vllm" else "gpu"
-
-
-def generation_env():
-    return f"../envs/{generation_family()}.yaml"
-
-
-def train_resources(wildcards):
-    return config["train"].get("resources")
-
-
-def train_job_resources():
-    """The train rule's resources: one node, or train.resources.nodes of them."""
-    nodes = int((config["train"].get("resources") or {}).get("nodes") or 1)
-    if nodes > 1:
-        return multinode_resources(train_resources, nodes)
-    return gpu_resources(train_resources)
-
-
-def generate_resources(wildcards):
-    """evaluation.resources, overridden per model by evaluation.models[].resources."""
-    res = dict(config["evaluation"].get("resources") or {})
-    for m in config["evaluation"]["models"]:
-        if m["name"] == wildcards.model:
-            res.update(m.get("resources") or {})
-    if int(res.get("nodes") or 1) > 1:
-        raise ValueError(
-            f"evaluation resources of {wildcards.model}: nodes > 1 is for train only (one node each)"
-        )
-    return res
 
 
 ##### inputs and params of the rules #####

@@ -11,12 +11,12 @@ rule generate:
     benchmark:
         "benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
     conda:
-        generation_env()
+        f"../envs/{plan.generation_family()}.yaml"
     container:
-        container_for(generation_family())
+        container_for(plan.generation_family())
     threads: 2
     resources:
-        **gpu_resources(generate_resources),
+        **plan.generate_job_resources(),
     params:
         model=get_model_spec,
         data=get_data_path,

@@ -39,7 +39,7 @@ rule train:
         container_for("gpu")
     threads: 2
     resources:
-        **train_job_resources(),
+        **plan.train_job_resources(),
     params:
         settings=settings("train"),
         out_dir=subpath(output.history, parent=True),

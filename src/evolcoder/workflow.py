@@ -272,6 +272,31 @@ class Plan:
         self.cfg, self.info, self.selected = cfg, info, selected
         self._warned: set[str] = set()
 
+    # ---- where jobs run
+    def generation_family(self) -> str:
+        """The environment and image of the generate rule: vllm (envs/vllm.yaml, the vllm image) for
+        evaluation.backend vllm, else gpu. vLLM pins other transformers/numpy versions than the gpu image."""
+        return "vllm" if self.cfg["evaluation"]["backend"] == "vllm" else "gpu"
+
+    def train_job_resources(self) -> dict:
+        """The train rule's resources: one node (:func:`gpu_resources`), or train.resources.nodes of them."""
+        res = self.cfg["train"].get("resources") or {}
+        nodes = int(res.get("nodes") or 1)
+        return multinode_resources(lambda w: res, nodes) if nodes > 1 else gpu_resources(lambda w: res)
+
+    def generate_resources(self, model: str) -> dict:
+        """evaluation.resources, overridden per model by evaluation.models[].resources."""
+        res = dict(self.cfg["evaluation"].get("resources") or {})
+        for m in self.cfg["evaluation"]["models"]:
+            if m["name"] == model:
+                res.update(m.get("resources") or {})
+        if int(res.get("nodes") or 1) > 1:
+            raise ConfigError(f"evaluation resources of {model}: nodes > 1 is for train only (one node each)")
+        return res
+
+    def generate_job_resources(self) -> dict:
+        return gpu_resources(lambda w: self.generate_resources(_wildcard(w, "model")))
+
     # ---- rounds
     def auto_rounds(self) -> bool:
         """``evolution.rounds: auto``: the number of rounds is selected by the select_round checkpoints."""
