@@ -24,9 +24,8 @@ from evolcoder.workflow import (
     settings_for,
 )
 
-BENCHMARK_INFO = (
-    _registry.describe()
-)  # {name: {labels, data_key, data_options, needs_timings, ...}}
+# {name: {labels, data_key, data_options, needs_timings, ...}}
+BENCHMARK_INFO = _registry.describe()
 
 # one line naming the offending key, before any job starts
 try:

@@ -7,13 +7,15 @@ Generation settings (``--settings-json``)::
                      model's chat template, user turn + generation prompt; chat_template, system_prompt) |
                      path/to/template.txt ({problem} placeholder); the WizardCoder templates replace
                      each 4 spaces of the problem with a tab, and the raw record says so ("tabs": true)
-    postprocess      gather: wizardcoder (WizardCoder's process scripts) | evalplus (evalplus's sanitize)
     mode             greedy | sampled
-    n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1)
+    n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1, temperature 0)
     max_new_tokens, batch_size
     backend          hf (transformers, CPU/GPU) | vllm (GPU, optional extra)
     dtype            auto | fp16 | bf16 | fp32 (auto: HF bf16 on GPU and fp32 on CPU; vLLM the model's)
     seed             sampling seed
+
+Gather's settings (:class:`GatherSettings`): ``postprocess`` wizardcoder (WizardCoder's process scripts) |
+evalplus (evalplus's sanitize). The workflow builds both with :func:`evolcoder.workflow.settings_for`.
 
 ``--gpus N`` (the GPUs the rule requests) is vLLM's ``tensor_parallel_size``; it changes where the
 model runs, not the settings. Prompts are tokenised with the tokenizer's special tokens (BOS where it
