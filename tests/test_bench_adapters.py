@@ -149,7 +149,7 @@ def test_prediction_formats(tmp_path):
     assert "return 1" in samples[2].solution and "return 2" in samples[3].solution
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"task_id": "HumanEval/999", "solution": "x"}) + "\n")
-    with pytest.raises(DataError, match="none of its 1 task ids is in humaneval.*HumanEval/999"):
+    with pytest.raises(DataError, match=r"none of its 1 task ids is in humaneval.*HumanEval/999"):
         b.load_predictions(str(bad), tasks)
     bad.write_text(json.dumps({"task_id": "HumanEval/1"}) + "\n")
     with pytest.raises(DataError, match="none of solution"):

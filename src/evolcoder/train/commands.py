@@ -119,7 +119,7 @@ def _train_argv(data: str | None, tokenized: str | None, out_dir: str, settings:
         argv += ["--data", data]
     if tokenized:
         argv += ["--tokenized", tokenized]
-    return argv + ["--out-dir", out_dir, "--settings-json", json.dumps(settings)]
+    return [*argv, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
 
 
 def _run_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:
