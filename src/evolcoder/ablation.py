@@ -2,7 +2,7 @@
 
 One row per (k, benchmark, split, mode): the merged set's size, pass@1 with its 95% interval over tasks, and
 the paired test against the row before it (k - 1; k = 0 against the untuned base model when it is given),
-from the score files of one checkpoint per k (:mod:`evolcoder.table` builds the rows, :mod:`evolcoder.stats`
+from the score files of one checkpoint per k (:mod:`evolcoder.table` builds the rows, :mod:`evolcoder.uncertainty`
 the numbers). Writes ``rounds.md``, ``rounds.csv`` and ``rounds.png``.
 """
 

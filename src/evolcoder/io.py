@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,11 @@ from evolcoder.errors import DataError
 def cache_dir() -> Path:
     """evolcoder's cache (exported models, reference timings): ``$EVOLCODER_CACHE``, else ~/.cache/evolcoder."""
     return Path(os.environ.get("EVOLCODER_CACHE", Path.home() / ".cache" / "evolcoder"))
+
+
+def slug(text: str) -> str:
+    """``text`` as a file name: each run of characters outside ``[A-Za-z0-9_.-]`` becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
 def _open_text(path: Path, mode: str = "rt"):
