@@ -58,8 +58,9 @@ def main() -> None:
 
     from evolcoder.models import resolve
     from evolcoder.train.data import PaddingCollator, TrainDataset, packing_collator, tokenize_records
-    from evolcoder.train.run import _clean_config, load_tokenizer
+    from evolcoder.train.run import _clean_config
     from evolcoder.train.settings import template
+    from evolcoder.train.tokens import load_tokenizer
 
     model_dir = resolve(args.model)
     tok = load_tokenizer(model_dir)
