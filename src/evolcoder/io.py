@@ -70,13 +70,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 ) from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield json_object(line, f"{path}:{lineno}")
 
 
 @contextlib.contextmanager
@@ -249,12 +243,17 @@ def parse_json_option(value: str | None, name: str) -> dict:
     text = value
     if not value.lstrip().startswith("{") and Path(value).exists():
         text = Path(value).read_text(encoding="utf-8")
+    return json_object(text, f"--{name}")
+
+
+def json_object(text: str, where: str) -> dict:
+    """``text`` parsed as a JSON object; a DataError naming ``where`` (a file and line, an option) otherwise."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"--{name}: not valid JSON ({exc.msg})") from None
+        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"--{name}: expected a JSON object")
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
 
 

@@ -504,6 +504,17 @@ def save_png(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def read_score_files(paths: list[str]) -> list[tuple[str, dict]]:
+    """(path, score file) of each path; a DataError naming the first that is not a score file."""
+    scores = []
+    for f in paths:
+        res = read_json(f)
+        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
+            raise DataError(f"{f}: not a score file (no benchmark/base)")
+        scores.append((f, res))
+    return scores
+
+
 def write_table(
     score_files: list[str],
     out_dir: str,
@@ -512,12 +523,7 @@ def write_table(
     comparison: bool = False,
     chain: list[tuple[str, str]] | None = None,
 ) -> list[dict]:
-    scores = []
-    for f in score_files:
-        res = read_json(f)
-        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
-            raise DataError(f"{f}: not a score file (no benchmark/base)")
-        scores.append((f, res))
+    scores = read_score_files(score_files)
     entries = load_published(published)
     rows = build_rows(scores, entries, matches, chain)
     comp = [e for e in entries if e.get("comparison")] if comparison else []

@@ -195,22 +195,27 @@ def _count_user_procs() -> int:
     return n
 
 
-def _active_seconds(pid: int) -> float | None:
-    """Time ``pid`` spent running or waiting for a CPU (max over its threads), from schedstat."""
-    best = None
+def _schedstat_ns(pid: int) -> dict[str, int]:
+    """Nanoseconds each thread of ``pid`` spent running or waiting for a CPU (schedstat); {} once it is gone."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         tids = [str(pid)]
+    out = {}
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
                 run_ns, wait_ns = fh.read().split()[:2]
+            out[tid] = int(run_ns) + int(wait_ns)
         except (OSError, ValueError):
             continue
-        t = (int(run_ns) + int(wait_ns)) / 1e9
-        best = t if best is None or t > best else best
-    return best
+    return out
+
+
+def _active_seconds(pid: int) -> float | None:
+    """Time ``pid`` spent running or waiting for a CPU (max over its threads), from schedstat."""
+    ns = _schedstat_ns(pid)
+    return max(ns.values()) / 1e9 if ns else None
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -538,17 +543,7 @@ class _TreeProgress:
         for p in _tree(self.root, table):
             if p in self.skip:
                 continue
-            try:
-                tids = os.listdir(f"/proc/{p}/task")
-            except OSError:
-                continue
-            for tid in tids:
-                try:
-                    with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as fh:
-                        run_ns, wait_ns = fh.read().split()[:2]
-                except (OSError, ValueError):
-                    continue
-                v = int(run_ns) + int(wait_ns)
+            for tid, v in _schedstat_ns(p).items():
                 delta += max(0, v - self.seen.get((p, tid), 0))
                 self.seen[(p, tid)] = v
         return delta
