@@ -294,30 +294,30 @@ def module_string_ref(root: Path, text: str) -> Ref | None:
     return (head, last) if attr is None and _module_path(root, head) else None
 
 
-def command_entry(root: str | Path, command: str) -> tuple[str, str]:
-    """(module, attribute) of the click command of ``evolcoder <command>``, read from ``cli.py``'s
-    ``COMMANDS`` table (``"module:attr"``)."""
+def _commands_table(root: str | Path) -> dict[str, str]:
+    """``cli.py``'s ``COMMANDS`` table: command -> ``"module:attr"`` of its click command."""
     path = Path(root) / "cli.py"
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(getattr(t, "id", None) == "COMMANDS" for t in targets) and isinstance(node.value, ast.Dict):
-                for k, v in zip(node.value.keys, node.value.values, strict=True):
-                    if isinstance(k, ast.Constant) and k.value == command:
-                        module, _, attr = v.elts[0].value.partition(":")
-                        return module, attr or "cli"
-    raise KeyError(f"no evolcoder command {command!r} in {path}")
+                return {k.value: v.elts[0].value for k, v in zip(node.value.keys, node.value.values, strict=True)}
+    raise KeyError(f"no COMMANDS table in {path}")
 
 
 def commands(root: str | Path) -> list[str]:
     """Every command of ``cli.py``'s ``COMMANDS`` table, in its order."""
-    path = Path(root) / "cli.py"
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(getattr(t, "id", None) == "COMMANDS" for t in targets) and isinstance(node.value, ast.Dict):
-                return [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
-    raise KeyError(f"no COMMANDS table in {path}")
+    return list(_commands_table(root))
+
+
+def command_entry(root: str | Path, command: str) -> tuple[str, str]:
+    """(module, attribute) of the click command of ``evolcoder <command>``, read from ``cli.py``'s
+    ``COMMANDS`` table (``"module:attr"``)."""
+    table = _commands_table(root)
+    if command not in table:
+        raise KeyError(f"no evolcoder command {command!r} in {Path(root) / 'cli.py'}")
+    module, _, attr = table[command].partition(":")
+    return module, attr or "cli"
 
 
 def declared_excludes(root: str | Path, module: str) -> tuple[str, ...]:
