@@ -59,7 +59,7 @@ def rerun_table(root: Path = SRC, repo: Path = REPO) -> str:
     for rel in files:
         groups[(_where(rel), tuple(c for c in commands if c in cover.get(rel, ())))].append(rel)
     per_folder = defaultdict(int)
-    for (where, _), rels in groups.items():
+    for where, _ in groups:
         per_folder[where] += 1
     rules = rules_of_commands(repo)
     every_rule = set(r for rs in rules.values() for r in rs)

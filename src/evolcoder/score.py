@@ -117,7 +117,7 @@ def score_samples(
             progress=prog,
             env_info=env_info if not env_info else None,
         )
-        for (si, split, start), r in zip(items, results):
+        for (si, split, start), r in zip(items, results, strict=True):
             v = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings, r, start)
             if v.get("reason"):
                 v["reason"] = inert_text(v["reason"])  # sample-controlled text: capped, printable
@@ -172,7 +172,7 @@ def aggregate(
     bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, retried, data_path, elapsed, all_tasks
 ) -> dict:
     per_sample: dict[tuple[str, int], dict] = {}
-    for (si, split), v in zip(keys, verdicts):
+    for (si, split), v in zip(keys, verdicts, strict=True):
         s = samples[si]
         per_sample.setdefault((s.task_id, s.sample_idx), {})[split] = v
     per_task: dict[str, dict] = {}

@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS, evalplus_sanitize, process_humaneval, strip_response
 from evolcoder.errors import DataError, EvolcoderError
@@ -39,11 +39,11 @@ class Benchmark:
     :data:`evolcoder.benchmarks.BENCHMARKS`; what the workflow reads is the class attributes)."""
 
     name: str = ""
-    labels: dict[str, str] = {}  # display names of the splits: {"base": ..., "plus": ...}
+    labels: ClassVar[dict[str, str]] = {}  # display names of the splits: {"base": ..., "plus": ...}
     has_plus: bool = False  # a second, harder split ("plus") of the same tasks
     stop_sequences: tuple[str, ...] = ("\n### Instruction", "\n### Input:", "\n### Response:")
     data_key: str = ""  # key under config `data:` of the dataset file
-    data_options: dict[str, str] = {}  # constructor option -> `data:` key of the file it takes
+    data_options: ClassVar[dict[str, str]] = {}  # constructor option -> `data:` key of the file it takes
     needs_timings: bool = False  # per-test limits from reference timings (`evolcoder timings`)
     decontamination_fields: tuple[str, ...] = ("prompt",)  # task fields merge checks for overlap
 
@@ -87,7 +87,7 @@ class Benchmark:
         ]
 
     # --- prompts ---------------------------------------------------------------------------
-    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         return task["prompt"]
 
     def build_prompt(self, task: dict, template: str = "wizardcoder") -> str:

@@ -23,7 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Sample
@@ -148,7 +148,7 @@ def ds1000_postprocess(code: str) -> str:
 
 class DS1000(Benchmark):
     name = "ds1000"
-    labels = {"base": "DS-1000"}
+    labels: ClassVar[dict[str, str]] = {"base": "DS-1000"}
     data_key = "ds1000"
     decontamination_fields = ("prompt", "reference_code")
     stop_sequences = ("</code>", "# SOLUTION END", "\nEND SOLUTION", "\n### Instruction")

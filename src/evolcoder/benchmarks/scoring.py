@@ -70,7 +70,7 @@ class ScoreSettings(Settings):
     timings: str | None = None  # reference timings file (read, or written when missing)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "ScoreSettings":
+    def from_dict(cls, d: dict | None) -> ScoreSettings:
         d = dict(d or {})
         # the score rule passes the config's `evaluation.execution` block as it is
         execution = d.pop("execution", None)
