@@ -451,7 +451,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(plain_run, tiny_model
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
-    from evolcoder.train.run import _invalidate_stale_checkpoints, last_complete_checkpoint
+    from evolcoder.train.run import invalidate_stale_checkpoints, last_complete_checkpoint
     from evolcoder.train.settings import trajectory_fingerprint
 
     ckpts = tmp_path / "checkpoints"
@@ -459,12 +459,12 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
     assert a == trajectory_fingerprint(parse_settings({**BASE, "save_steps": 50}), "d" * 64, 1)
     b = trajectory_fingerprint(parse_settings({**BASE, "learning_rate": 1e-4}), "d" * 64, 1)
     assert a != b
-    _invalidate_stale_checkpoints(ckpts, a)
+    invalidate_stale_checkpoints(ckpts, a)
     (ckpts / "checkpoint-2").mkdir()
     (ckpts / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
-    _invalidate_stale_checkpoints(ckpts, a)
+    invalidate_stale_checkpoints(ckpts, a)
     assert last_complete_checkpoint(ckpts).name == "checkpoint-2"
-    _invalidate_stale_checkpoints(ckpts, b)  # learning rate changed: start over
+    invalidate_stale_checkpoints(ckpts, b)  # learning rate changed: start over
     assert last_complete_checkpoint(ckpts) is None
 
 

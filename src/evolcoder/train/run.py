@@ -128,7 +128,7 @@ def _drop_newer_incomplete(ckpt_dir: Path, keep: Path | None) -> None:
 FINGERPRINT_FILE = "run_fingerprint.json"
 
 
-def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
+def invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
     """Checkpoints of a run with other hyper-parameters or data must not be resumed: remove them."""
     marker = ckpt_dir / FINGERPRINT_FILE
     if ckpt_dir.is_dir() and any(_CKPT_RE.match(p.name) for p in ckpt_dir.iterdir()):
@@ -364,7 +364,7 @@ def run_training(
 
     fingerprint = trajectory_fingerprint(s, tokd.meta.get("data_sha256"), world_size)
     if _is_main():
-        _invalidate_stale_checkpoints(ckpt_dir, fingerprint)
+        invalidate_stale_checkpoints(ckpt_dir, fingerprint)
     _barrier()
     resume = last_complete_checkpoint(ckpt_dir)
     if _is_main():
