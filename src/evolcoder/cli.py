@@ -18,7 +18,7 @@ from evolcoder.errors import EvolcoderError
 # and one new module. A stage's code hash starts at that command (evolcoder.codehash).
 COMMANDS: dict[str, tuple[str, str]] = {
     "seed": ("evolcoder.seed:cli", "Load and normalise a seed instruction set to JSONL."),
-    "evolve": ("evolcoder.evolve:cli", "Run one Code Evol-Instruct round: rewrite, answer, eliminate."),
+    "evolve": ("evolcoder.evolve.commands:cli", "Run one Code Evol-Instruct round: rewrite, answer, eliminate."),
     "merge": ("evolcoder.merge:cli", "Merge seed + rounds, dedup, decontaminate, shuffle."),
     "tokenize": ("evolcoder.train.tokens:cli", "Tokenise the merged dataset with the WizardCoder prompt (cached)."),
     "train": ("evolcoder.train.commands:cli", "Supervised fine-tuning (HF Trainer, optional DeepSpeed/LoRA)."),
@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "evolcoder.benchmarks.timings:cli",
         "Measure reference outputs and CPU times once per dataset and machine.",
     ),
-    "estimate": ("evolcoder.evolve:estimate_cli", "Expected requests, tokens and cost of the evolution rounds."),
+    "estimate": (
+        "evolcoder.evolve.commands:estimate_cli",
+        "Expected requests, tokens and cost of the evolution rounds.",
+    ),
     "plot-evolution": ("evolcoder.evolve.stats:cli", "Plot the evolution statistics of the rounds."),
     "plot-training": ("evolcoder.train.plot:cli", "Plot a training run's loss and learning rate."),
     "table": ("evolcoder.table:cli", "Collect scores into results tables and a chart."),
