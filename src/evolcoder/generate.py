@@ -62,7 +62,7 @@ CODE_HASH_EXCLUDES = (
 )
 
 
-_EV, _SAMPLING = "evaluation", "evaluation.sampling"
+EVALUATION_SECTION, SAMPLING_SECTION = "evaluation", "evaluation.sampling"
 
 
 @dataclass
@@ -72,17 +72,17 @@ class GenSettings(Settings):
 
     WHERE: ClassVar[str] = "generate settings"
 
-    limit: int | None = _default(_EV, "limit")
-    prompt_template: str = _default(_EV, "prompt_template")
-    backend: str = _default(_EV, "backend")
+    limit: int | None = _default(EVALUATION_SECTION, "limit")
+    prompt_template: str = _default(EVALUATION_SECTION, "prompt_template")
+    backend: str = _default(EVALUATION_SECTION, "backend")
     mode: str = "greedy"  # greedy | sampled
     n: int = 1  # samples per task (greedy: 1)
-    temperature: float = _default(_SAMPLING, "temperature")  # sampled mode
-    top_p: float = _default(_SAMPLING, "top_p")
-    max_new_tokens: int = _default(_SAMPLING, "max_new_tokens")
-    batch_size: int = _default(_SAMPLING, "batch_size")
+    temperature: float = _default(SAMPLING_SECTION, "temperature")  # sampled mode
+    top_p: float = _default(SAMPLING_SECTION, "top_p")
+    max_new_tokens: int = _default(SAMPLING_SECTION, "max_new_tokens")
+    batch_size: int = _default(SAMPLING_SECTION, "batch_size")
     seed: int = 42
-    dtype: str = _default(_EV, "dtype")  # auto | fp32 | fp16 | bf16
+    dtype: str = _default(EVALUATION_SECTION, "dtype")  # auto | fp32 | fp16 | bf16
     tensor_parallel_size: int = 1  # vLLM; set from --gpus, not from the config
     chat_template: str | None = None  # prompt_template chat: train.chat_template (a .jinja file or chatml)
     system_prompt: str | None = None  # prompt_template chat: train.system_prompt

@@ -39,35 +39,32 @@ SEMANTICS: dict[str, dict[str, Any]] = {
 DEFAULT_SEMANTICS = "evalplus-0.3.1"
 
 
-_EX = "evaluation.execution"
-
-
 @dataclass
 class ScoreSettings(Settings):
     """Execution settings of ``evolcoder score`` (``--settings-json``): the config's
     ``evaluation.execution`` (defaults and documentation: the schema), plus ``ks`` and ``timings``."""
 
-    SECTION: ClassVar[str] = _EX
+    SECTION: ClassVar[str] = "evaluation.execution"
     WHERE: ClassVar[str] = "score settings"
 
-    jobs: int = _default(_EX, "jobs")  # parallel sandbox workers
-    timeout_s: float = _default(_EX, "timeout_s")  # per-program limit (mbpp-original)
-    memory_mb: int = _default(_EX, "memory_mb")
-    nproc: int = _default(_EX, "nproc")
-    fsize_mb: int = _default(_EX, "fsize_mb")
-    semantics: str = _default(_EX, "semantics")  # evalplus-0.3.1 | evalplus-0.2.0
-    clock: str = _default(_EX, "clock")  # per-test limits on CPU time or "wall"
-    min_time_limit: float | None = _default(_EX, "min_time_limit")
-    gt_time_limit_factor: float | None = _default(_EX, "gt_time_limit_factor")
-    wall_factor: float = _default(_EX, "wall_factor")  # no-progress guard (see the schema)
-    retries: int = _default(_EX, "retries")  # re-runs of a timed-out sample, alone
-    retry_time_factor: float = _default(_EX, "retry_time_factor")
-    reference_repeats: int = _default(_EX, "reference_repeats")
-    semantics_overrides: dict = _default(_EX, "semantics_overrides")
-    isolate_network: bool = _default(_EX, "isolate_network")
-    ds1000_preimport: list[str] = _default(_EX, "ds1000_preimport")
-    ds1000_python: str | None = _default(_EX, "ds1000_python")
-    ds1000_timeout_s: float = _default(_EX, "ds1000_timeout_s")
+    jobs: int = _default(SECTION, "jobs")  # parallel sandbox workers
+    timeout_s: float = _default(SECTION, "timeout_s")  # per-program limit (mbpp-original)
+    memory_mb: int = _default(SECTION, "memory_mb")
+    nproc: int = _default(SECTION, "nproc")
+    fsize_mb: int = _default(SECTION, "fsize_mb")
+    semantics: str = _default(SECTION, "semantics")  # evalplus-0.3.1 | evalplus-0.2.0
+    clock: str = _default(SECTION, "clock")  # per-test limits on CPU time or "wall"
+    min_time_limit: float | None = _default(SECTION, "min_time_limit")
+    gt_time_limit_factor: float | None = _default(SECTION, "gt_time_limit_factor")
+    wall_factor: float = _default(SECTION, "wall_factor")  # no-progress guard (see the schema)
+    retries: int = _default(SECTION, "retries")  # re-runs of a timed-out sample, alone
+    retry_time_factor: float = _default(SECTION, "retry_time_factor")
+    reference_repeats: int = _default(SECTION, "reference_repeats")
+    semantics_overrides: dict = _default(SECTION, "semantics_overrides")
+    isolate_network: bool = _default(SECTION, "isolate_network")
+    ds1000_preimport: list[str] = _default(SECTION, "ds1000_preimport")
+    ds1000_python: str | None = _default(SECTION, "ds1000_python")
+    ds1000_timeout_s: float = _default(SECTION, "ds1000_timeout_s")
     # not config keys: the rule derives them
     ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
     timings: str | None = None  # reference timings file (read, or written when missing)
