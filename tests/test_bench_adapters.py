@@ -161,7 +161,7 @@ def test_score_settings_take_the_rules_execution_block():
     execution key applies (semantics, retries, DS-1000 env), and an unknown key is an error."""
     import pytest
 
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
     from evolcoder.errors import EvolcoderError
 
     s = ScoreSettings.from_dict(

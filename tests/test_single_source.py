@@ -22,7 +22,7 @@ SRC = REPO / "src" / "evolcoder"
 
 
 def _settings_classes():
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
     from evolcoder.evolve.backends import BackendSettings
     from evolcoder.evolve.eliminate import EliminationSettings
     from evolcoder.evolve.engine import EvolutionSettings, JudgeSettings
@@ -344,7 +344,7 @@ def test_scoring_and_timings_run_none_of_what_their_code_hashes_leave_out(tmp_pa
     from evolcoder import score
     from evolcoder.benchmarks import get_benchmark
     from evolcoder.benchmarks import timings as tm
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
 
     from conftest import test_timings
 

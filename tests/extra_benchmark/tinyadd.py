@@ -12,7 +12,7 @@ from typing import Any
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Sample
-from evolcoder.benchmarks.scoring import ScoreSettings, _verdict, limits_for
+from evolcoder.benchmarks.verdicts import ScoreSettings, _verdict, limits_for
 from evolcoder.errors import DataError
 from evolcoder.io import read_jsonl
 from evolcoder.sandbox.jobs import Job, JobResult

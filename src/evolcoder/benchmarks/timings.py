@@ -205,7 +205,7 @@ def cli(
     benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None, jobs: int | None
 ) -> None:
     from evolcoder.benchmarks import get_benchmark
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
 
     raw = parse_json_option(settings_json, "settings-json")
     if jobs:
