@@ -157,8 +157,9 @@ def test_prediction_formats(tmp_path):
 
 
 def test_score_settings_take_the_rules_execution_block():
-    """The score rule passes {"execution": <evaluation.execution>, "limit": ..., "ks": ...}: every
-    execution key applies (semantics, retries, DS-1000 env), and an unknown key is an error."""
+    """The score rule passes {"execution": <evaluation.execution>, "options": <the benchmark's block of
+    evaluation.benchmark_options>, "limit": ..., "ks": ...}: every execution key applies (semantics,
+    retries), the options reach the adapter, and an unknown key is an error."""
     import pytest
 
     from evolcoder.benchmarks.verdicts import ScoreSettings
@@ -170,13 +171,13 @@ def test_score_settings_take_the_rules_execution_block():
                 "jobs": 2,
                 "semantics": "evalplus-0.2.0",
                 "retries": 3,
-                "ds1000_python": "/opt/ds/bin/python",
             },
+            "options": {"python": "/opt/ds/bin/python"},
             "limit": 12,
             "ks": [1, 10],
         }
     )
-    assert (s.jobs, s.semantics, s.retries, s.ds1000_python, s.ks) == (
+    assert (s.jobs, s.semantics, s.retries, s.options["python"], s.ks) == (
         2,
         "evalplus-0.2.0",
         3,

@@ -47,6 +47,7 @@ class EvalPlusBenchmark(Benchmark):
     needs_timings = True
     decontamination_fields = ("prompt", "canonical_solution")
     dataset = ""  # evalplus's dataset name: humaneval | mbpp
+    output_not_none: frozenset[str] = frozenset()  # entry points whose reference output is only checked for "not None"
 
     def load(self, data_path: str | None) -> Dataset:
         path = dataset_path(self.name, self.data_key, data_path, self.download)
@@ -185,6 +186,7 @@ class MbppPlus(EvalPlusBenchmark):
     dataset = "mbpp"
     data_key = "mbpp_plus"
     data_options = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
+    output_not_none = frozenset(harness.MBPP_OUTPUT_NOT_NONE_TASKS)
     stop_sequences = HumanEval.stop_sequences
     # mbppplus_gen.py (the same in the 15B and 33B-V1.1 releases): {problem} is the instruction as it is
     _MBPPPLUS_GEN = _HEADER + "\n\n### Instruction:\n{problem}\n\n### Response:"

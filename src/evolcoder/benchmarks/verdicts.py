@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from evolcoder.config import Settings
 from evolcoder.config import default_factory as _default
 from evolcoder.errors import EvolcoderError
+from evolcoder.passk import pass_at_k_table
 from evolcoder.sandbox.jobs import FAIL, PASS, TIMEOUT, JobResult, Limits
 
 # Scoring semantics of evalplus releases ("era pinning"). The default is the current release.
