@@ -184,7 +184,7 @@ def test_editing_a_sandbox_module_reruns_exactly_score_and_table(built):
         ("train/run.py", TRAIN_ONWARD | {"tokenize"}),
         ("data/published.yaml", TABLE),
         ("hub.py", {"export_dataset", "tokenize"} | TRAIN_ONWARD),
-        ("templates/eval/wizardcoder/humaneval.txt", EVAL_CHAIN),
+        ("templates/eval/wizardcoder/template.txt", EVAL_CHAIN),
     ],
 )
 def test_each_module_marks_exactly_the_stages_that_import_it(built, rel, expected):

@@ -171,7 +171,7 @@ def test_code_hash_follows_imports_lazy_ones_and_package_data():
         "io.py",
         "passk.py",
     } <= score
-    assert "templates/eval/wizardcoder/humaneval.txt" in gen and "models.py" in gen
+    assert "templates/eval/wizardcoder/template.txt" in gen and "models.py" in gen
     assert not {"sandbox/child.py", "sandbox/pool.py", "sandbox/isolation.py"} & gen  # generation runs no code
     assert "templates/evol/add_constraints.txt" in evolve and "models.py" in evolve
     assert not any(p.startswith(("benchmarks/", "sandbox/", "train/")) for p in evolve)

@@ -50,7 +50,9 @@ _EX = "evaluation.execution"
 @dataclass
 class ScoreSettings(Settings):
     """Execution settings of ``evolcoder score`` (``--settings-json``): the config's
-    ``evaluation.execution`` (defaults and documentation: the schema), plus ``ks`` and ``timings``."""
+    ``evaluation.execution`` (defaults and documentation: the schema), plus ``ks``, ``timings`` and the
+    benchmark's own ``options`` (its block of ``evaluation.benchmark_options``; the adapter declares them and
+    their defaults, :meth:`~evolcoder.benchmarks.base.Benchmark.resolve_options`)."""
 
     SECTION: ClassVar[str] = _EX
     WHERE: ClassVar[str] = "score settings"
