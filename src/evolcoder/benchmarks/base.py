@@ -218,7 +218,7 @@ class Benchmark:
         given = dict(given or {})
         unknown = sorted(set(given) - set(self.options))
         if unknown:
-            known = ", ".join(self.options) or "none"
+            known = ", ".join([*self.options, *self.data_options]) or "none"
             raise EvolcoderError(f"benchmark {self.name}: unknown option(s) {', '.join(unknown)} (it takes {known})")
         return {k: given.get(k, spec.get("default")) for k, spec in self.options.items()}
 
