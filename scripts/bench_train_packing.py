@@ -64,7 +64,7 @@ def main() -> None:
     model_dir = resolve(args.model)
     tok = load_tokenizer(model_dir)
     n = args.batches * args.micro_batch
-    tokd, stats = tokenize_records(_records(args.data, 4 * n), tok, template("wizardcoder"), args.max_length)
+    tokd, _stats = tokenize_records(_records(args.data, 4 * n), tok, template("wizardcoder"), args.max_length)
     ds = TrainDataset(tokd)
     g = torch.Generator().manual_seed(args.seed)  # a random order, as the Trainer's sampler draws
     order = torch.randperm(len(ds), generator=g).tolist()[:n]
@@ -99,7 +99,7 @@ def main() -> None:
         for b, batch in enumerate(feats):
             modes = ("padding", "packing") if (r + b) % 2 == 0 else ("packing", "padding")
             for mode in modes:
-                dt, loss = step(collate[mode](batch))
+                dt, _loss = step(collate[mode](batch))
                 best[mode][b] = min(best[mode][b], dt)
     tps = {m: real_tokens / sum(best[m]) for m in collate}
     for m in collate:

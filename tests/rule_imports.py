@@ -119,7 +119,7 @@ class Env:
         return UNKNOWN
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(name: str, path: Path) -> Module:
     return Module(name, path)
 

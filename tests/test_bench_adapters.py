@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -149,7 +150,7 @@ def test_prediction_formats(tmp_path):
     assert "return 1" in samples[2].solution and "return 2" in samples[3].solution
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"task_id": "HumanEval/999", "solution": "x"}) + "\n")
-    with pytest.raises(DataError, match="none of its 1 task ids is in humaneval.*HumanEval/999"):
+    with pytest.raises(DataError, match=r"none of its 1 task ids is in humaneval.*HumanEval/999"):
         b.load_predictions(str(bad), tasks)
     bad.write_text(json.dumps({"task_id": "HumanEval/1"}) + "\n")
     with pytest.raises(DataError, match="none of solution"):
@@ -184,7 +185,7 @@ def test_score_settings_take_the_rules_execution_block():
         "/opt/ds/bin/python",
         [1, 10],
     )
-    with pytest.raises(EvolcoderError, match="unknown key.*jbos"):
+    with pytest.raises(EvolcoderError, match=r"unknown key.*jbos"):
         ScoreSettings.from_dict({"execution": {"jbos": 2}})
 
 
@@ -228,7 +229,7 @@ def test_the_scoring_loop_decides_stopped_jobs_and_the_adapter_the_rest(tmp_path
 
     class Asserts(Benchmark):
         name = "asserts"
-        labels = {"base": "Asserts"}
+        labels: ClassVar[dict[str, str]] = {"base": "Asserts"}
 
         def load(self, data_path):
             tasks = [{"task_id": f"A/{i}", "prompt": "", "test_list": ["assert f() == 1"]} for i in range(3)]

@@ -233,7 +233,7 @@ def _rules(text: str) -> dict[str, str]:
     """{rule name: body} of a Snakemake file."""
     out = {}
     parts = re.split(r"^(?:rule|checkpoint)\s+(\w+)\s*:\s*$", text, flags=re.M)
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         out[name] = body.split("\n\n\n")[0]
     return out
 

@@ -228,7 +228,9 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     data.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     pred = tmp_path / "pred.jsonl"
     sols = ["    return a + b\n", "    return a - b\n", "    return b + a\n"]
-    pred.write_text("".join(json.dumps({"task_id": t["task_id"], "completion": s}) + "\n" for t, s in zip(tasks, sols)))
+    pred.write_text(
+        "".join(json.dumps({"task_id": t["task_id"], "completion": s}) + "\n" for t, s in zip(tasks, sols, strict=True))
+    )
     overlay = {
         "data": {"tiny_add": str(data)},
         "evaluation": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -175,9 +176,9 @@ def test_table_rows_carry_intervals_and_chained_rows_a_paired_test(tmp_path):
 
 def test_sampled_rows_get_bootstrap_intervals_for_every_k(tmp_path):
     a = _score_file(tmp_path / "a/humaneval/sampled.json", "a", [0, 1, 2, 3, 4, 5] * 3, n=5)
-    res = json.loads(open(a).read())
+    res = json.loads(Path(a).read_text())
     res["base"]["pass@2"] = 50.0
-    open(a, "w").write(json.dumps(res))
+    Path(a).write_text(json.dumps(res))
     b = _score_file(tmp_path / "b/humaneval/sampled.json", "b", [0] * 18, n=5)
     rows = write_table([a, b], str(tmp_path / "out"), chain=[("b", "base"), ("a", "tuned")])
     ra = next(r for r in rows if r["model"] == "a")

@@ -94,7 +94,7 @@ def _records(n: int) -> list[dict]:
         items = [
             {
                 "instruction": f"Write a function that returns {i} squared.",
-                "input": "x = %d" % i if i % 3 == 0 else "",
+                "input": f"x = {i}" if i % 3 == 0 else "",
                 "output": "def f(x):\n    return x * x\n" * (1 + i % 4),
             }
             for i in range(n)

@@ -72,7 +72,7 @@ def ablation_rows(
 
 def _fmt(v) -> str:
     if v is None:
-        return "–"
+        return "-"
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
@@ -82,7 +82,7 @@ def to_markdown(rows: list[dict], held_fixed: str, selection: str | None) -> str
     for r in rows:
         ci = "" if r.get("pass@1_lo") is None else f" [{r['pass@1_lo']:.1f}, {r['pass@1_hi']:.1f}]"
         if r.get("p_value") is None:
-            delta, p = "–", "–"
+            delta, p = "-", "-"
         else:
             delta = f"{r['vs_delta']:+.1f} vs {r['vs']}"
             p = f"{r['p_value']:.3f}" if r["p_value"] >= 0.001 else "< 0.001"

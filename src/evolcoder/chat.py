@@ -104,7 +104,7 @@ def has_chat_template(spec: str) -> bool | None:
 
         jinja = try_to_load_from_cache(spec, "chat_template.jinja")
         cfg = try_to_load_from_cache(spec, "tokenizer_config.json")
-    except Exception:  # noqa: BLE001 - an odd repo id: the tokenize step checks it
+    except Exception:
         return None
     if isinstance(jinja, str):
         return True
@@ -196,7 +196,7 @@ def messages_of(record: dict) -> list[dict]:
 def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except Exception as exc:  # noqa: BLE001 - a jinja error of the template (raise_exception, bad roles)
+    except Exception as exc:
         raise DataError(f"chat template cannot render this conversation: {exc}") from None
 
 

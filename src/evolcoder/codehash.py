@@ -91,7 +91,7 @@ def _data_path(node: ast.AST) -> list[str] | None:
             out = list(base)
             for arg in node.args:
                 if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
-                    return out + [None]  # a variable part: the constant prefix is what is known
+                    return [*out, None]  # a variable part: the constant prefix is what is known
                 out += arg.value.split("/")
             return out
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
@@ -100,7 +100,7 @@ def _data_path(node: ast.AST) -> list[str] | None:
             return base
         if isinstance(node.right, ast.Constant) and isinstance(node.right.value, str):
             return base + node.right.value.split("/")
-        return base + [None]
+        return [*base, None]
     return None
 
 
@@ -170,7 +170,7 @@ def command_module(root: Path, command: str) -> str:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(getattr(t, "id", None) == "COMMANDS" for t in targets) and isinstance(node.value, ast.Dict):
-                for k, v in zip(node.value.keys, node.value.values):
+                for k, v in zip(node.value.keys, node.value.values, strict=True):
                     if isinstance(k, ast.Constant) and k.value == command:
                         return v.elts[0].value
     raise KeyError(f"no evolcoder command {command!r} in {root / 'cli.py'}")

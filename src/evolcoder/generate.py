@@ -178,7 +178,7 @@ class HFBackend:
                 rows = (~self.done).nonzero().flatten().tolist()
                 if rows:
                     tails = tok.batch_decode(input_ids[rows, width:][:, -tail:], skip_special_tokens=True)
-                    for r, t in zip(rows, tails):
+                    for r, t in zip(rows, tails, strict=True):
                         if any(st in t for st in stops):
                             self.done[r] = True
                 return self.done.clone()
@@ -321,7 +321,7 @@ def run_generation(
                 batch = todo[b : b + bs]
                 seed = settings.seed + 7919 * items.index(batch[0])
                 texts = backend.generate([it["prompt"] for it in batch], stops, seed)
-                for it, text in zip(batch, texts):
+                for it, text in zip(batch, texts, strict=True):
                     rec = {**it, "raw": text}
                     done[(it["task_id"], it["sample_idx"])] = rec
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

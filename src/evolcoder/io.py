@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,7 @@ def write_manifest(
     """
     manifest = {
         "stage": stage,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {
             k: {"path": str(v), "sha256": sha256_tree(v)} for k, v in (inputs or {}).items() if v and Path(v).exists()
         },

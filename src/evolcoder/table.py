@@ -230,11 +230,11 @@ def add_comparisons(rows: list[dict], scores: list[tuple[str, dict]], chain: lis
         a, b = task_counts(ours, row["split"]), task_counts(ref, row["split"])
         if a is None or b is None:
             continue
-        cb = dict(zip(b[0], zip(b[1], b[2])))
-        common = [(n, c, *cb[t]) for t, n, c in zip(*a) if t in cb]
+        cb = dict(zip(b[0], zip(b[1], b[2], strict=True), strict=True))
+        common = [(n, c, *cb[t]) for t, n, c in zip(*a, strict=True) if t in cb]
         if not common:
             continue
-        ns_a, cs_a, ns_b, cs_b = (list(x) for x in zip(*common))
+        ns_a, cs_a, ns_b, cs_b = (list(x) for x in zip(*common, strict=True))
         test = stats.compare(ns_a, cs_a, ns_b, cs_b, k=1)
         row["vs_delta"] = _pct(test["difference"])
         row["p_value"] = round(test["p_value"], 4)
@@ -264,7 +264,7 @@ def _env_summary(env: dict) -> str:
 def _with_ci(r: dict, key: str) -> str:
     v = r.get(key)
     if v is None:
-        return "–"
+        return "-"
     lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
     return _fmt(v) + ("" if lo is None else f" [{lo:.1f}, {hi:.1f}]")
 
@@ -293,7 +293,7 @@ def _fmt_p(p: float) -> str:
 
 def _fmt(v: Any) -> str:
     if v is None:
-        return "–"
+        return "-"
     if isinstance(v, float):
         return f"{v:.1f}"
     return str(v)
@@ -361,7 +361,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
     ]
     body = []
     for r in rows:
-        delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
+        delta = "-" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
         tasks = (
             f"{r['n_tasks']}"
             + ("" if r["complete"] else " (subset)")
@@ -377,7 +377,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
                 tasks,
                 _with_ci(r, "pass@1"),
                 *[_with_ci(r, k) for k in ks],
-                *([_vs_short(r) or "–"] if chained else []),
+                *([_vs_short(r) or "-"] if chained else []),
                 delta,
                 f"[{methods[_method(r)]}]",
             ]

@@ -10,6 +10,8 @@ It uses every template's generic prompt (no ``prompts``) and declares one option
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, dataset_path
 from evolcoder.benchmarks.verdicts import limits_for
@@ -19,9 +21,11 @@ from evolcoder.sandbox.jobs import Job
 
 class TinyAdd(Benchmark):
     name = "tiny-add"
-    labels = {"base": "TinyAdd"}
+    labels: ClassVar[dict[str, str]] = {"base": "TinyAdd"}
     data_key = "tiny_add"
-    options = {"timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 5, "description": "Per program."}}
+    options: ClassVar[dict[str, dict]] = {
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 5, "description": "Per program."}
+    }
 
     def load(self, data_path: str | None) -> Dataset:
         path = dataset_path(self.name, self.data_key, data_path)

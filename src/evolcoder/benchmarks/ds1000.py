@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import ClassVar
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, Prepared, Sample, dataset_path
@@ -147,12 +148,12 @@ def ds1000_postprocess(code: str) -> str:
 
 class DS1000(Benchmark):
     name = "ds1000"
-    labels = {"base": "DS-1000"}
+    labels: ClassVar[dict[str, str]] = {"base": "DS-1000"}
     data_key = "ds1000"
     decontamination_fields = ("prompt", "reference_code")
     stop_sequences = ("</code>", "# SOLUTION END", "\nEND SOLUTION", "\n### Instruction")
     completion_keys = ("completion", "code")
-    options = {
+    options: ClassVar[dict[str, dict]] = {
         "python": {
             "type": ["string", "null"],
             "default": None,

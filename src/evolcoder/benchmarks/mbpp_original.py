@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from evolcoder.benchmarks import harness
 from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, dataset_path
@@ -29,7 +29,7 @@ def _read(path: str) -> tuple[dict, ...]:
 
 class MbppOriginal(Benchmark):
     name = "mbpp-original"
-    labels = {"base": "MBPP"}
+    labels: ClassVar[dict[str, str]] = {"base": "MBPP"}
     data_key = "mbpp_original"
     decontamination_fields = ("text", "code")
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")

@@ -22,7 +22,7 @@ import pickle
 import platform
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> 
                     **machine,
                     "clock": "cpu",
                     "repeats": settings.reference_repeats,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
                 "tasks": {},
             }

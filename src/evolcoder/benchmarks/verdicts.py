@@ -78,7 +78,7 @@ class ScoreSettings(Settings):
     timings: str | None = None  # reference timings file (read, or written when missing)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "ScoreSettings":
+    def from_dict(cls, d: dict | None) -> ScoreSettings:
         d = dict(d or {})
         # the score rule passes the config's `evaluation.execution` block as it is
         execution = d.pop("execution", None)
@@ -182,7 +182,7 @@ def aggregate(
     ``verdicts[i]``), pass@k per split, status and timeout counts, retries; ``bench`` is the adapter,
     ``prepared`` what its ``prepare`` returned."""
     per_sample: dict[tuple[str, int], dict] = {}
-    for (si, split), v in zip(keys, verdicts):
+    for (si, split), v in zip(keys, verdicts, strict=True):
         s = samples[si]
         per_sample.setdefault((s.task_id, s.sample_idx), {})[split] = v
     per_task: dict[str, dict] = {}

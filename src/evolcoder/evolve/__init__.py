@@ -11,6 +11,7 @@ round reruns at no extra API cost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -24,10 +25,8 @@ __all__ = ["cli"]
 def _clean_stale_tmp(out: Path) -> None:
     """Temp files of a killed previous attempt (atomic writes that never got renamed)."""
     for p in out.glob(".*.tmp"):
-        try:
+        with contextlib.suppress(OSError):
             p.unlink()
-        except OSError:
-            pass
 
 
 @click.command(

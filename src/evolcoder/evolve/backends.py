@@ -22,7 +22,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -212,7 +212,7 @@ class Ledger:
             "by_purpose": by_purpose,
             "wall_s": round(wall, 3),
             "sent_per_s": round(total.get("sent", 0) / wall, 3) if wall > 0 else None,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
 
@@ -243,8 +243,8 @@ def retry_after_s(headers: Any) -> float | None:
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def backoff_delay(
@@ -474,12 +474,12 @@ class LocalBackend:
             self._queue = [q for q in self._queue if id(q) not in ids]
             try:
                 outs = await asyncio.to_thread(self._generate, [q[0] for q in batch], [q[1] for q in batch])
-            except Exception as exc:  # noqa: BLE001 - surfaced to every waiter
+            except Exception as exc:
                 for q in batch:
                     if not q[2].done():
                         q[2].set_exception(BackendError(f"backend local: generation failed: {exc}"))
                 continue
-            for q, out in zip(batch, outs):
+            for q, out in zip(batch, outs, strict=True):
                 if not q[2].done():
                     q[2].set_result(out)
             await asyncio.sleep(0)
@@ -565,7 +565,7 @@ class _GroupCommit:
             batch, self.pending = self.pending, []
             try:
                 await asyncio.to_thread(self.cache.append_many, [e for e, _ in batch])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(exc)
@@ -627,7 +627,7 @@ class Runner:
             "request": {"messages": req.messages, "params": req.params},
             "response": {"text": comp.text, "finish_reason": comp.finish_reason, "usage": comp.usage},
             "latency_s": round(latency, 4),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if comp.batch:
             entry["batch"] = True

@@ -138,7 +138,7 @@ class BatchBackend:
             phase, self._queue = self._queue, {}
             try:
                 await self._run_phase(phase)
-            except BaseException as exc:  # noqa: BLE001 - surfaced to every waiter
+            except BaseException as exc:
                 err = exc if isinstance(exc, Exception) else BackendError(f"batch mode: {exc!r}")
                 for _, futs in phase.values():
                     for f in futs:

@@ -297,7 +297,7 @@ async def run_round_async(
             await backend.aclose()
 
     evolved, rejects, next_pool = [], [], []
-    for parent, (rec, reason) in zip(pool, results):
+    for parent, (rec, reason) in zip(pool, results, strict=True):
         if reason is None:
             evolved.append(rec)
             next_pool.append(rec)

@@ -337,10 +337,9 @@ class _Template:
         import socket
         import threading
 
-        if self.pending and self._status(0.5) is None:
-            # a job that forged its result and lives on: kill it now
-            if self.finish(wait=True) is None:
-                raise OSError("the bubblewrap template is gone")
+        # a job that forged its result and lives on: kill it now
+        if self.pending and self._status(0.5) is None and self.finish(wait=True) is None:
+            raise OSError("the bubblewrap template is gone")
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
         lim = {
@@ -464,10 +463,31 @@ def shutdown() -> None:
 
 
 # standard-library modules a sample commonly imports: loaded once in the template
-_COMMON = (
-    "typing re collections itertools functools math heapq string hashlib random bisect statistics "
-    "fractions decimal datetime copy operator json shutil subprocess tempfile array cmath"
-).split()
+_COMMON = [
+    "typing",
+    "re",
+    "collections",
+    "itertools",
+    "functools",
+    "math",
+    "heapq",
+    "string",
+    "hashlib",
+    "random",
+    "bisect",
+    "statistics",
+    "fractions",
+    "decimal",
+    "datetime",
+    "copy",
+    "operator",
+    "json",
+    "shutil",
+    "subprocess",
+    "tempfile",
+    "array",
+    "cmath",
+]
 
 
 def _template_imports() -> list[str]:

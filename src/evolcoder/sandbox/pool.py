@@ -24,6 +24,7 @@ closed); a worker that dies loses only the job in flight, which scores as a cras
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +53,8 @@ class _Worker:
     def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str]):
         env = child_env()
         self.slot = slot
-        self.stderr = tempfile.TemporaryFile()
+        # the worker's stderr lives as long as the worker: closed in close()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
                 [
@@ -86,10 +88,8 @@ class _Worker:
         return lines[-1][:300] if lines else ""
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.proc.stdin.close()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -176,10 +176,8 @@ def run_jobs(
                 feed(w)
     finally:
         for w in pool:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(w.fd)
-            except (KeyError, ValueError):
-                pass
             w.close()
         sel.close()
     return results

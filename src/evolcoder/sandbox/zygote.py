@@ -19,6 +19,7 @@ Each job (:func:`_job`) gets, below the bubblewrap sandbox every job of the work
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -59,10 +60,8 @@ def _job(job_r: int, res_w: int, lim: dict) -> None:
             (resource.RLIMIT_CORE, 0),
             (resource.RLIMIT_NPROC, int(lim["nproc"]) or resource.RLIM_INFINITY),
         ):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(what, (value, value))
-            except (ValueError, OSError):
-                pass
         import pickle
 
         chunks = []

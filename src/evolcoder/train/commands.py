@@ -118,7 +118,7 @@ def _train_argv(data: str | None, tokenized: str | None, base_model: str, out_di
         argv += ["--data", data]
     if tokenized:
         argv += ["--tokenized", tokenized]
-    return argv + ["--base-model", base_model, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
+    return [*argv, "--base-model", base_model, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
 
 
 def _run_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:

@@ -475,7 +475,7 @@ def run_training(
             from evolcoder.train.plot import plot_training
 
             plot_training(out / "log_history.json", out / "loss.png")
-        except Exception as exc:  # noqa: BLE001 - a plot never fails a training run
+        except Exception as exc:
             log.warning("loss plot failed: %s", exc)
     if state.global_step < state.max_steps:
         raise EvolcoderError(

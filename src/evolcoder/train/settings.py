@@ -81,7 +81,7 @@ class TrainSettings(Settings):
         return super().known_keys() - {"extra"}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainSettings":
+    def from_dict(cls, d: dict | None) -> TrainSettings:
         d = dict(d or {})
         extra = {k: d.pop(k) for k in list(d) if k in _IGNORED}
         lora = d.get("lora")
@@ -131,12 +131,12 @@ def trajectory_fingerprint(s: TrainSettings, data_sha256: str | None, world_size
 
 
 def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    """Steps of accumulation so that micro × world × accum == the global batch size the user set."""
+    """Steps of accumulation so that micro x world x accum == the global batch size the user set."""
     per_step = micro_batch_size * world_size
     if global_batch_size % per_step:
         raise EvolcoderError(
-            f"train.global_batch_size={global_batch_size} is not a multiple of micro_batch_size × "
-            f"world size = {micro_batch_size} × {world_size} = {per_step}"
+            f"train.global_batch_size={global_batch_size} is not a multiple of micro_batch_size x "
+            f"world size = {micro_batch_size} x {world_size} = {per_step}"
         )
     return global_batch_size // per_step
 
