@@ -256,3 +256,13 @@ def test_the_scoring_loop_decides_stopped_jobs_and_the_adapter_the_rest(tmp_path
     assert [e["base"][0] for e in res["per_task"].values()] == ["pass", "fail", "fail"]
     assert "exit" in res["per_task"]["A/1"]["reasons"]["0"]["base"]
     assert checked == ["A/0", "A/2"] and res["evaluator"]["time_limit_policy"].startswith("10s per program (cpu time)")
+
+
+def test_no_private_name_of_the_adapters_or_the_scorer_is_imported_elsewhere():
+    import re
+
+    files = [*(Path(__file__).resolve().parents[1] / "src" / "evolcoder").rglob("*.py")]
+    files += (Path(__file__).parent / "extra_benchmark").glob("*.py")
+    private = re.compile(r"from evolcoder\.(benchmarks[\w.]*|score) import ([^\n]*\b_[a-z]\w*)")
+    hits = [f"{p.name}: {m.group(0)}" for p in files for m in private.finditer(p.read_text())]
+    assert hits == []
