@@ -186,7 +186,7 @@ def test_editing_a_sandbox_module_reruns_exactly_score_and_table(built):
         ("train/tokens.py", {"tokenize"} | TRAIN_ONWARD),
         ("data/published.yaml", TABLE),
         ("hub.py", {"export_dataset"} | TRAIN_ONWARD),
-        ("templates/eval/wizardcoder/humaneval.txt", EVAL_CHAIN),
+        ("templates/eval/wizardcoder/template.txt", EVAL_CHAIN),
     ],
 )
 def test_each_module_marks_exactly_the_stages_that_import_it(built, rel, expected):

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 # code, so editing the scorer does not regenerate (evolcoder.codehash; checked by the test suite).
 CODE_HASH_EXCLUDES = (
     "evolcoder.benchmarks.harness",
-    "evolcoder.benchmarks.scoring",
+    "evolcoder.benchmarks.verdicts",
     "evolcoder.benchmarks.timings",
     "evolcoder.sandbox",
     "evolcoder.passk",
@@ -128,7 +128,7 @@ def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_sh
     tasks = bench.load_tasks(data_path)
     if settings.limit:
         tasks = tasks[: int(settings.limit)]
-    tabs = prompt_template(settings.prompt_template, bench.name).tabs
+    tabs = prompt_template(settings.prompt_template, bench).tabs
     lo, hi = shard_slice(len(tasks), shard, num_shards)
     items = []
     for t in tasks[lo:hi]:
