@@ -56,10 +56,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from evolcoder.models import resolve
+    from evolcoder.models import model_config, resolve
     from evolcoder.train.data import PaddingCollator, TrainDataset, packing_collator, tokenize_records
-    from evolcoder.train.run import _clean_config, load_tokenizer
     from evolcoder.train.settings import template
+    from evolcoder.train.tokens import load_tokenizer
 
     model_dir = resolve(args.model)
     tok = load_tokenizer(model_dir)
@@ -79,7 +79,7 @@ def main() -> None:
         f"padding efficiency {real_tokens / padded_tokens:.2f}"
     )
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, config=_clean_config(model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, config=model_config(model_dir), dtype=torch.float32)
     model.config.use_cache = False
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)

@@ -16,6 +16,6 @@ echo
 # the short table (every line <= 120 columns); its footnotes, and every field in scores.csv / scores.json
 sed '/^$/q' results/scores.md
 echo "full table with method footnotes: results/scores.md (all fields: results/scores.csv, results/scores.json)"
-printf 'demo: %d min %02d s in all (set-up %d min %02d s, DAG %d min %02d s); per job: benchmarks/*/*.tsv\n' \
+printf 'demo: %d min %02d s in all (set-up %d min %02d s, DAG %d min %02d s); per job: logs/benchmarks/*/*.tsv\n' \
   $((total_s / 60)) $((total_s % 60)) $((setup_s / 60)) $((setup_s % 60)) \
   $(((total_s - setup_s) / 60)) $(((total_s - setup_s) % 60))

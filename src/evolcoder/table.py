@@ -6,7 +6,7 @@ setting (and decoding mode) should reproduce (marked when it differs beyond roun
 what differs between the two settings, or that it is not explained), and for every number the
 evaluator semantics, dataset version and time-limit policy that produced it.
 
-Every pass@k carries its 95% interval over tasks (:mod:`evolcoder.stats`: Wilson for greedy pass@1,
+Every pass@k carries its 95% interval over tasks (:mod:`evolcoder.uncertainty`: Wilson for greedy pass@1,
 a seeded bootstrap over tasks for pass@k from n samples), computed from the score file's per-task
 verdicts. ``--chain MODEL=ROLE`` (repeatable) orders the rows (e.g. base -> seed only -> evolved) and
 compares each chained model with the one before it on the same tasks (exact McNemar for greedy, paired
@@ -29,7 +29,7 @@ from typing import Any
 import click
 import yaml
 
-from evolcoder import stats
+from evolcoder import uncertainty
 from evolcoder.errors import DataError
 from evolcoder.io import atomic_path, read_json, write_json
 
@@ -115,7 +115,7 @@ def intervals(res: dict, split: str) -> dict:
         k = int(key.split("@")[1])
         if k > min(ns):
             continue
-        lo, hi, method = stats.pass_at_k_interval(ns, cs, k)
+        lo, hi, method = uncertainty.pass_at_k_interval(ns, cs, k)
         out[f"{key}_lo"], out[f"{key}_hi"] = _pct(lo), _pct(hi)
         methods.append(f"{key}: {method}")
     out["ci_method"] = ", ".join(methods)
@@ -235,7 +235,7 @@ def add_comparisons(rows: list[dict], scores: list[tuple[str, dict]], chain: lis
         if not common:
             continue
         ns_a, cs_a, ns_b, cs_b = (list(x) for x in zip(*common, strict=True))
-        test = stats.compare(ns_a, cs_a, ns_b, cs_b, k=1)
+        test = uncertainty.compare(ns_a, cs_a, ns_b, cs_b, k=1)
         row["vs_delta"] = _pct(test["difference"])
         row["p_value"] = round(test["p_value"], 4)
         row["test"] = test["test"]
@@ -504,6 +504,17 @@ def save_png(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def read_score_files(paths: list[str]) -> list[tuple[str, dict]]:
+    """(path, score file) of each path; a DataError naming the first that is not a score file."""
+    scores = []
+    for f in paths:
+        res = read_json(f)
+        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
+            raise DataError(f"{f}: not a score file (no benchmark/base)")
+        scores.append((f, res))
+    return scores
+
+
 def write_table(
     score_files: list[str],
     out_dir: str,
@@ -512,12 +523,7 @@ def write_table(
     comparison: bool = False,
     chain: list[tuple[str, str]] | None = None,
 ) -> list[dict]:
-    scores = []
-    for f in score_files:
-        res = read_json(f)
-        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
-            raise DataError(f"{f}: not a score file (no benchmark/base)")
-        scores.append((f, res))
+    scores = read_score_files(score_files)
     entries = load_published(published)
     rows = build_rows(scores, entries, matches, chain)
     comp = [e for e in entries if e.get("comparison")] if comparison else []

@@ -36,9 +36,10 @@ class ConfigError(EvolcoderError):
 ##### config checks #####
 
 
-def validate_config(cfg: dict, benchmarks: list[str]) -> None:
-    """Validate ``cfg`` against the schema with the registry's ``benchmarks``, filling in the defaults
-    (fresh copies) in place; raise :class:`ConfigError` naming the offending key."""
+def validate_config(cfg: dict, benchmarks: Mapping[str, dict] | list[str]) -> None:
+    """Validate ``cfg`` against the schema with the registry's ``benchmarks`` (their names, or
+    :func:`evolcoder.benchmarks.describe` for their options blocks too), filling in the defaults (fresh
+    copies) in place; raise :class:`ConfigError` naming the offending key."""
     import jsonschema
     from jsonschema import validators
 
@@ -100,7 +101,7 @@ def check_chat_templates(cfg: dict) -> None:
 def check_config(cfg: dict, info: Mapping[str, dict]) -> None:
     """Every check made at parse time, in order; the first failure raises (:class:`ConfigError` for the
     config's shape, :class:`EvolcoderError` for what a file it names holds)."""
-    validate_config(cfg, list(info))
+    validate_config(cfg, info)
     check_data_keys(cfg, info)
     check_seed_source(cfg["seed"])
     check_chat_templates(cfg)
@@ -151,6 +152,7 @@ def _score(cfg: dict, wildcards: Any) -> dict:
     ev = cfg["evaluation"]
     out = _without(ev["execution"], EXECUTION_RUNTIME_KEYS)
     out["postprocess"] = ev["postprocess"]
+    out["options"] = copy.deepcopy(ev["benchmark_options"].get(_wildcard(wildcards, "benchmark"), {}))
     if _wildcard(wildcards, "mode") == "sampled":
         out["ks"] = list(ev["sampling"]["ks"])  # greedy: pass@1 only (n = 1)
     return out

@@ -66,35 +66,32 @@ class RequestRejected(Exception):
     """A non-retryable, item-specific failure (HTTP 400/413/422): the item is rejected, the round goes on."""
 
 
-_BE = "evolution.backend"
-
-
 @dataclass
 class BackendSettings(Settings):
     """The evolver LLM (``evolution.backend``; defaults and documentation: the schema)."""
 
-    SECTION: ClassVar[str] = _BE
+    SECTION: ClassVar[str] = "evolution.backend"
 
     kind: str = "local"  # required in the config
     model: str = "smollm2-135m-instruct"  # required in the config
     base_url: str | None = None
-    api_key_env: str = _default(_BE, "api_key_env")
-    concurrency: int = _default(_BE, "concurrency")
-    max_retries: int = _default(_BE, "max_retries")
-    timeout_s: float = _default(_BE, "timeout_s")
-    backoff_base_s: float = _default(_BE, "backoff_base_s")
-    backoff_max_s: float = _default(_BE, "backoff_max_s")
-    retry_after_max_s: float = _default(_BE, "retry_after_max_s")
-    cost_per_1m_prompt_tokens: float = _default(_BE, "cost_per_1m_prompt_tokens")
-    cost_per_1m_completion_tokens: float = _default(_BE, "cost_per_1m_completion_tokens")
-    mode: str = _default(_BE, "mode")
-    batch_price_factor: float = _default(_BE, "batch_price_factor")
-    batch_max_requests: int = _default(_BE, "batch_max_requests")
-    batch_max_bytes: int = _default(_BE, "batch_max_bytes")
-    batch_completion_window: str = _default(_BE, "batch_completion_window")
-    batch_poll_s: float = _default(_BE, "batch_poll_s")
-    batch_poll_max_s: float = _default(_BE, "batch_poll_max_s")
-    rate_limits: bool = _default(_BE, "rate_limits")
+    api_key_env: str = _default(SECTION, "api_key_env")
+    concurrency: int = _default(SECTION, "concurrency")
+    max_retries: int = _default(SECTION, "max_retries")
+    timeout_s: float = _default(SECTION, "timeout_s")
+    backoff_base_s: float = _default(SECTION, "backoff_base_s")
+    backoff_max_s: float = _default(SECTION, "backoff_max_s")
+    retry_after_max_s: float = _default(SECTION, "retry_after_max_s")
+    cost_per_1m_prompt_tokens: float = _default(SECTION, "cost_per_1m_prompt_tokens")
+    cost_per_1m_completion_tokens: float = _default(SECTION, "cost_per_1m_completion_tokens")
+    mode: str = _default(SECTION, "mode")
+    batch_price_factor: float = _default(SECTION, "batch_price_factor")
+    batch_max_requests: int = _default(SECTION, "batch_max_requests")
+    batch_max_bytes: int = _default(SECTION, "batch_max_bytes")
+    batch_completion_window: str = _default(SECTION, "batch_completion_window")
+    batch_poll_s: float = _default(SECTION, "batch_poll_s")
+    batch_poll_max_s: float = _default(SECTION, "batch_poll_max_s")
+    rate_limits: bool = _default(SECTION, "rate_limits")
 
     def check(self) -> None:
         if self.kind not in ("openai", "local"):

@@ -42,7 +42,7 @@ from evolcoder.evolve.backends import (
     _short,
     backoff_delay,
 )
-from evolcoder.evolve.cache import _slug
+from evolcoder.evolve.cache import model_slug
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class BatchBackend:
         self.sync = OpenAIBackend(s)
         self.client = self.sync.client
         self.model = s.model
-        self.journal = Journal(Path(cache_dir) / "batches" / f"{_slug(s.model)}.jsonl")
+        self.journal = Journal(Path(cache_dir) / "batches" / f"{model_slug(s.model)}.jsonl")
         self._queue: dict[str, tuple[Request, list[asyncio.Future]]] = {}
         self._worker: asyncio.Task | None = None
         self._sync_sem = asyncio.Semaphore(s.concurrency)

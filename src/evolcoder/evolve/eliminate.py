@@ -259,21 +259,18 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", (text or "").strip().lower())
 
 
-_EL = "evolution.elimination"
-
-
 @dataclass
 class EliminationSettings(Settings):
     """Thresholds of the elimination rules (``evolution.elimination``; defaults: the schema)."""
 
-    SECTION: ClassVar[str] = _EL
+    SECTION: ClassVar[str] = "evolution.elimination"
 
-    sorry_max_words: int = _default(_EL, "sorry_max_words")  # "sorry" in a shorter response -> rejected
-    max_instruction_tokens: int = _default(_EL, "max_instruction_tokens")  # over-length evolved instruction
-    max_response_tokens: int = _default(_EL, "max_response_tokens")  # over-length response
-    min_instruction_tokens: int = _default(_EL, "min_instruction_tokens")  # shorter counts as empty
-    reject_truncated: bool = _default(_EL, "reject_truncated")  # reject answers cut by max_tokens
-    copy_phrases_extra: list[str] = _default(_EL, "copy_phrases_extra")
+    sorry_max_words: int = _default(SECTION, "sorry_max_words")  # "sorry" in a shorter response -> rejected
+    max_instruction_tokens: int = _default(SECTION, "max_instruction_tokens")  # over-length evolved instruction
+    max_response_tokens: int = _default(SECTION, "max_response_tokens")  # over-length response
+    min_instruction_tokens: int = _default(SECTION, "min_instruction_tokens")  # shorter counts as empty
+    reject_truncated: bool = _default(SECTION, "reject_truncated")  # reject answers cut by max_tokens
+    copy_phrases_extra: list[str] = _default(SECTION, "copy_phrases_extra")
 
 
 # ---------------------------------------------------------------- instruction rules

@@ -39,7 +39,7 @@ from typing import Any
 from evolcoder.errors import EvolcoderError
 from evolcoder.sandbox.jobs import JobResult
 from evolcoder.sandbox.probe import child_env
-from evolcoder.sandbox.protocol import _read, _write
+from evolcoder.sandbox.protocol import read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class _Worker:
     def send(self, index: int, job: Any) -> None:
         self.busy = (index, job)
         # the job pickled on its own: a bubblewrap worker passes these bytes to the job unread
-        _write(self.proc.stdin, (index, job.limits, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
+        write_message(self.proc.stdin, (index, job.limits, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def stderr_tail(self) -> str:
         self.stderr.seek(0)
@@ -132,7 +132,7 @@ def run_jobs(
     def start(slot: int) -> _Worker:
         w = _Worker(python, slot, preimport, isolate_network, hide)
         try:
-            w.hello = _read(w.fd)
+            w.hello = read_message(w.fd)
         except (EOFError, pickle.UnpicklingError) as exc:
             tail = w.stderr_tail()
             w.close()
@@ -158,7 +158,7 @@ def run_jobs(
             for key, _ in sel.select():
                 w: _Worker = key.data
                 try:
-                    index, res = _read(w.fd)
+                    index, res = read_message(w.fd)
                 except (EOFError, pickle.UnpicklingError):
                     # the worker died (OOM killer, a crash outside the sandboxed child): its job
                     # in flight scores as a crash; a fresh worker takes the slot

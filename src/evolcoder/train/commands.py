@@ -1,4 +1,4 @@
-"""Click commands of the fine-tuning stage."""
+"""The `evolcoder train` command: settings, the launcher (torchrun, srun), then :mod:`evolcoder.train.run`."""
 
 from __future__ import annotations
 
@@ -18,30 +18,6 @@ log = logging.getLogger(__name__)
 
 
 @click.command(
-    help="Tokenise instruction records with the WizardCoder prompt (prompt tokens masked, EOS "
-    "appended, truncated to model_max_length) into a cache file for `evolcoder train --tokenized`."
-)
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .pt file.")
-@click.option(
-    "--settings-json",
-    default=None,
-    help="Tokenize settings, JSON or a file: base_model (whose tokenizer is used), model_max_length, "
-    "prompt_template, chat_template, system_prompt (the train: section's keys that change the tokens).",
-)
-def tokenize_cli(data: str, out: str, settings_json: str | None) -> None:
-    from evolcoder.train.run import run_tokenize
-    from evolcoder.train.settings import TokenizeSettings
-
-    s = TokenizeSettings.from_dict(parse_json_option(settings_json, "settings-json"))  # a bad template fails here
-    stats = run_tokenize(data, s.base_model, out, s.to_dict())
-    click.echo(
-        f"tokenised {stats['examples']} examples ({stats['tokens']} tokens, "
-        f"{stats['truncated']} truncated, {stats['dropped_no_target']} dropped) -> {out}"
-    )
-
-
-@click.command(
     help="Fine-tune a causal LM on instruction records (HF Trainer; DeepSpeed ZeRO, LoRA, "
     "packing optional). Resumes from the last complete checkpoint in OUT_DIR/checkpoints."
 )
@@ -56,7 +32,7 @@ def tokenize_cli(data: str, out: str, settings_json: str | None) -> None:
     "--out-dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Run folder: model/, checkpoints/, log_history.json, loss.png.",
+    help="Run folder: model/, checkpoints/, log_history.json (plotted by `evolcoder plot-training`).",
 )
 @click.option(
     "--settings-json",
