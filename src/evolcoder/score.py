@@ -223,7 +223,7 @@ def summary_line(res: dict) -> str:
     "settings_json",
     default=None,
     help="Score settings, flat (JSON or file): evaluation.execution's keys (timeout_s, memory_mb, semantics, "
-    "retries, ...), postprocess, ks.",
+    "retries, ...), postprocess, options (the benchmark's own), ks.",
 )
 @click.option("--model-name", default=None, help="Model name shown in the results table.")
 @click.option("--timings", default=None, help="Reference timings file (read; written when missing).")
