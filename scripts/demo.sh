@@ -16,6 +16,12 @@ echo
 # the short table (every line <= 120 columns); its footnotes, and every field in scores.csv / scores.json
 sed '/^$/q' results/scores.md
 echo "full table with method footnotes: results/scores.md (all fields: results/scores.csv, results/scores.json)"
-printf 'demo: %d min %02d s in all (set-up %d min %02d s, DAG %d min %02d s); per job: benchmarks/*/*.tsv\n' \
+# per job: wall, CPU and peak RSS from Snakemake's benchmark: files (benchmarks/ or logs/benchmarks/)
+printf '%-56s %8s %8s %12s\n' "per job (Snakemake benchmark files)" "wall s" "CPU s" "peak RSS MB"
+find benchmarks logs/benchmarks -name '*.tsv' 2>/dev/null | sort | while read -r f; do
+  awk -F'\t' -v f="${f#*benchmarks/}" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i }
+    NR == 2 { printf "  %-54s %8.1f %8.1f %12.0f\n", substr(f, 1, length(f) - 4), $col["s"], $col["cpu_time"], $col["max_rss"] }' "$f"
+done
+printf 'demo: %d min %02d s in all (set-up %d min %02d s, DAG %d min %02d s)\n' \
   $((total_s / 60)) $((total_s % 60)) $((setup_s / 60)) $((setup_s % 60)) \
   $(((total_s - setup_s) / 60)) $(((total_s - setup_s) % 60))
