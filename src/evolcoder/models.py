@@ -134,7 +134,7 @@ def dtype_name(torch_dtype: Any) -> str:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16, e.g. Sapphire Rapids
-    and later, Zen 4): there bf16 decodes ~2x and trains ~1.7x faster than fp32 (SmolLM2-135M, 1 thread);
+    and later, Zen 4): there bf16 decodes ~2x faster than fp32 (SmolLM2-135M, batch 12, 1 thread);
     elsewhere torch emulates bf16 and it is slower than fp32."""
     import torch
 
@@ -146,7 +146,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def generation_dtype(dtype: str, device: str) -> str:
-    """The precision a requested ``dtype`` (or train precision) means on ``device``: auto = bf16 on GPU
+    """The precision a requested ``dtype`` means on ``device``: auto = bf16 on GPU
     and on a CPU with native bf16 (:func:`cpu_has_native_bf16`), fp32 on other CPUs."""
     if dtype == "auto":
         return "bf16" if device == "cuda" or cpu_has_native_bf16() else "fp32"

@@ -8,7 +8,6 @@ Layout of ``--out-dir``:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from evolcoder.errors import EvolcoderError
 from evolcoder.hub import write_model_card
 from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
 from evolcoder.launch import free_port
-from evolcoder.models import generation_dtype, model_config
+from evolcoder.models import model_config
 from evolcoder.train.data import (
     PaddingCollator,
     Tokenized,
@@ -419,9 +418,6 @@ def run_training(
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available()
     model_dir = resolve(base_model)
-    if s.precision == "auto":  # bf16 on GPU and on a CPU with native bf16 (autocast, fp32 master weights)
-        s = dataclasses.replace(s, precision=generation_dtype(s.precision, "cuda" if use_cuda else "cpu"))
-        log.info("train.precision auto -> %s", s.precision)
 
     # TrainingArguments first: with ZeRO-3 it makes from_pretrained load the model partitioned.
     args = training_arguments(s, ckpt_dir, world_size, use_cuda)

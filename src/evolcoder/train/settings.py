@@ -19,7 +19,7 @@ from evolcoder.io import sha256_json
 
 DS_PRESETS = ("zero2", "zero3", "zero3_offload")
 LAUNCHERS = ("none", "torchrun", "deepspeed")
-PRECISIONS = ("fp32", "fp16", "bf16", "auto")  # auto: as evolcoder.models.generation_dtype
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Settings that change the tokenised data; everything else is a trainer hyper-parameter.
 TOKENIZE_KEYS = ("base_model", "model_max_length", "prompt_template", "chat_template", "system_prompt")
