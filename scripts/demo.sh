@@ -18,7 +18,7 @@ sed '/^$/q' results/scores.md
 echo "full table with method footnotes: results/scores.md (all fields: results/scores.csv, results/scores.json)"
 # per job: wall, CPU and peak RSS from Snakemake's benchmark: files (benchmarks/ or logs/benchmarks/)
 printf '%-56s %8s %8s %12s\n' "per job (Snakemake benchmark files)" "wall s" "CPU s" "peak RSS MB"
-find benchmarks logs/benchmarks -name '*.tsv' 2>/dev/null | sort | while read -r f; do
+{ find benchmarks logs/benchmarks -name '*.tsv' 2>/dev/null || true; } | sort | while read -r f; do
   awk -F'\t' -v f="${f#*benchmarks/}" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i }
     NR == 2 { printf "  %-54s %8.1f %8.1f %12.0f\n", substr(f, 1, length(f) - 4), $col["s"], $col["cpu_time"], $col["max_rss"] }' "$f"
 done
