@@ -30,7 +30,7 @@ def _validate_config(cfg):
     import os
     import tempfile
 
-    schema = _schema.schema(list(BENCHMARK_INFO))
+    schema = _schema.schema(BENCHMARK_INFO)
     # JSON (a subset of YAML): snakemake reads it back with the json parser, not PyYAML's
     fd, path = tempfile.mkstemp(suffix=".schema.json")
     with os.fdopen(fd, "w") as fh:
@@ -625,6 +625,7 @@ def score_settings(wildcards):
     # jobs is the rule's `threads` (--jobs): how many workers run the sandbox changes no verdict
     out = {
         "execution": {k: v for k, v in ev["execution"].items() if k != "jobs"},
+        "options": ev["benchmark_options"].get(wildcards.benchmark, {}),
         "limit": ev["limit"],
         "postprocess": ev["postprocess"],
     }

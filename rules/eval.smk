@@ -9,7 +9,7 @@ rule generate:
     log:
         "logs/generate/{model}/{benchmark}/{mode}.{shard}.log",
     benchmark:
-        "benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
+        "logs/benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
     conda:
         generation_env()
     container:
@@ -57,7 +57,7 @@ rule timings:
     log:
         "logs/timings/{benchmark}.log",
     benchmark:
-        "benchmarks/timings/{benchmark}.tsv"
+        "logs/benchmarks/timings/{benchmark}.tsv"
     conda:
         "../envs/sandbox.yaml"
     container:
@@ -81,7 +81,7 @@ rule score:
     log:
         "logs/score/{model}/{benchmark}/{mode}.log",
     benchmark:
-        "benchmarks/score/{model}/{benchmark}/{mode}.tsv"
+        "logs/benchmarks/score/{model}/{benchmark}/{mode}.tsv"
     conda:
         "../envs/sandbox.yaml"
     container:

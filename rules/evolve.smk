@@ -39,7 +39,7 @@ rule evolve_round:
     log:
         "logs/evolve/round_{k}.log",
     benchmark:
-        "benchmarks/evolve/round_{k}.tsv"
+        "logs/benchmarks/evolve/round_{k}.tsv"
     conda:
         "../envs/cpu.yaml"
     container:

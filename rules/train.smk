@@ -33,7 +33,7 @@ rule train:
     log:
         "logs/train/{model}.log",
     benchmark:
-        "benchmarks/train/{model}.tsv"
+        "logs/benchmarks/train/{model}.tsv"
     conda:
         "../envs/gpu.yaml"
     container:

@@ -50,9 +50,9 @@ def main() -> None:
                 fh.write(json.dumps({"task_id": t["task_id"], "solution": t["reference_code"]}) + "\n")
         runs = {}
         for label, preimport in (("pre-imported", None), ("cold", [])):
-            settings = {"jobs": args.jobs, "ds1000_python": args.python}
+            settings = {"jobs": args.jobs, "options": {"python": args.python}}
             if preimport is not None:
-                settings["ds1000_preimport"] = preimport
+                settings["options"]["preimport"] = preimport
             t0 = time.time()
             res = score_file("ds1000", pred, args.data, settings)
             runs[label] = (time.time() - t0, res)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from evolcoder.evolve.engine import run_round  # noqa: E402
-from evolcoder.seed import seed_record  # noqa: E402
+from evolcoder.evolve.engine import run_round
+from evolcoder.seed import seed_record
 
 
 def free_port() -> int:

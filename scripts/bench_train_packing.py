@@ -56,15 +56,15 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from evolcoder.models import resolve
+    from evolcoder.models import model_config, resolve
     from evolcoder.train.data import PaddingCollator, TrainDataset, packing_collator, tokenize_records
-    from evolcoder.train.run import _clean_config, load_tokenizer
     from evolcoder.train.settings import template
+    from evolcoder.train.tokens import load_tokenizer
 
     model_dir = resolve(args.model)
     tok = load_tokenizer(model_dir)
     n = args.batches * args.micro_batch
-    tokd, stats = tokenize_records(_records(args.data, 4 * n), tok, template("wizardcoder"), args.max_length)
+    tokd, _stats = tokenize_records(_records(args.data, 4 * n), tok, template("wizardcoder"), args.max_length)
     ds = TrainDataset(tokd)
     g = torch.Generator().manual_seed(args.seed)  # a random order, as the Trainer's sampler draws
     order = torch.randperm(len(ds), generator=g).tolist()[:n]
@@ -79,7 +79,7 @@ def main() -> None:
         f"padding efficiency {real_tokens / padded_tokens:.2f}"
     )
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, config=_clean_config(model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, config=model_config(model_dir), dtype=torch.float32)
     model.config.use_cache = False
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -99,7 +99,7 @@ def main() -> None:
         for b, batch in enumerate(feats):
             modes = ("padding", "packing") if (r + b) % 2 == 0 else ("packing", "padding")
             for mode in modes:
-                dt, loss = step(collate[mode](batch))
+                dt, _loss = step(collate[mode](batch))
                 best[mode][b] = min(best[mode][b], dt)
     tps = {m: real_tokens / sum(best[m]) for m in collate}
     for m in collate:

@@ -128,7 +128,7 @@ def summary(work: Path) -> str:
     rows = []
     stages = work / "stages.tsv"
     for line in stages.read_text().splitlines() if stages.exists() else []:
-        name, status, secs, note = (line.split("\t") + ["", "", ""])[:4]
+        name, status, secs, note = ([*line.split("\t"), "", "", ""])[:4]
         rows.append(f"  {status.upper():5} {name:<42} {secs:>4} s  {note}")
     out = [
         "=" * 100,

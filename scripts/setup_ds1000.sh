@@ -2,7 +2,7 @@
 # DS-1000's execution environment (the official library pins, envs/ds1000.txt) in its own venv, once.
 # Prints the interpreter to hand to the scorer:
 #   export EVOLCODER_DS1000_PYTHON=$(bash scripts/setup_ds1000.sh)
-# (or evaluation.execution.ds1000_python in the config). About 3 GB with TensorFlow and torch.
+# (or evaluation.benchmark_options.ds1000.python in the config). About 3 GB with TensorFlow and torch.
 # Env: PYTHON (default python3; the pins need Python 3.9-3.11: pandas 1.5.3 has no newer wheel),
 #      EVOLCODER_DS1000_VENV (default .venv-ds1000).
 set -euo pipefail

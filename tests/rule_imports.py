@@ -119,7 +119,7 @@ class Env:
         return UNKNOWN
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(name: str, path: Path) -> Module:
     return Module(name, path)
 
@@ -172,16 +172,6 @@ def _module_name(path: Path) -> str:
     return ".".join(["evolcoder", *parts])
 
 
-def _entry(command: str) -> tuple[str, str]:
-    """(module, attribute) of the click command of ``evolcoder <command>`` (cli.py's COMMANDS and _ATTR)."""
-    module = codehash.command_module(ROOT, command)
-    attr = "cli"
-    for node in ast.parse((ROOT / "cli.py").read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_ATTR" for t in node.targets):
-            attr = ast.literal_eval(node.value).get(command, "cli")
-    return module, attr
-
-
 class Walk:
     """Reachability from one command under one job's settings."""
 
@@ -200,7 +190,7 @@ class Walk:
         self.opt = False  # inside code whose failure is caught and ignored (a plot that never fails training)
         for m in self.mods.values():  # module-level code runs on import
             self._visit_body(m, "<module>", m.tree.body, m.scope)
-        module, attr = _entry(command)
+        module, attr = codehash.command_entry(ROOT, command)
         self._use(module, attr)
         while self.todo:
             mod, qual, node, self.opt = self.todo.pop()
@@ -218,7 +208,7 @@ class Walk:
                 else:
                     self._record(top, where)
             return
-        target = codehash._resolve_from(m.name, m.is_package, node)
+        target = codehash.resolve_from(m.name, m.is_package, node)
         if not target:
             return
         top = target.split(".")[0]
@@ -353,7 +343,7 @@ class Walk:
                     if isinstance(node, ast.Attribute):
                         continue
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                ref = codehash._MODULE_STRING.match(node.value)
+                ref = codehash.MODULE_STRING.match(node.value)
                 if ref and ":" in node.value:  # a registry entry "evolcoder.x:Class"
                     self._use(ref.group(1), node.value.split(":", 1)[1])
             stack.extend(reversed(list(ast.iter_child_nodes(node))))

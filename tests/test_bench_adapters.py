@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -149,7 +150,7 @@ def test_prediction_formats(tmp_path):
     assert "return 1" in samples[2].solution and "return 2" in samples[3].solution
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"task_id": "HumanEval/999", "solution": "x"}) + "\n")
-    with pytest.raises(DataError, match="none of its 1 task ids is in humaneval.*HumanEval/999"):
+    with pytest.raises(DataError, match=r"none of its 1 task ids is in humaneval.*HumanEval/999"):
         b.load_predictions(str(bad), tasks)
     bad.write_text(json.dumps({"task_id": "HumanEval/1"}) + "\n")
     with pytest.raises(DataError, match="none of solution"):
@@ -157,11 +158,12 @@ def test_prediction_formats(tmp_path):
 
 
 def test_score_settings_take_the_rules_execution_block():
-    """The score rule passes {"execution": <evaluation.execution>, "limit": ..., "ks": ...}: every
-    execution key applies (semantics, retries, DS-1000 env), and an unknown key is an error."""
+    """The score rule passes {"execution": <evaluation.execution>, "options": <the benchmark's block of
+    evaluation.benchmark_options>, "limit": ..., "ks": ...}: every execution key applies (semantics,
+    retries), the options reach the adapter, and an unknown key is an error."""
     import pytest
 
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
     from evolcoder.errors import EvolcoderError
 
     s = ScoreSettings.from_dict(
@@ -170,18 +172,97 @@ def test_score_settings_take_the_rules_execution_block():
                 "jobs": 2,
                 "semantics": "evalplus-0.2.0",
                 "retries": 3,
-                "ds1000_python": "/opt/ds/bin/python",
             },
+            "options": {"python": "/opt/ds/bin/python"},
             "limit": 12,
             "ks": [1, 10],
         }
     )
-    assert (s.jobs, s.semantics, s.retries, s.ds1000_python, s.ks) == (
+    assert (s.jobs, s.semantics, s.retries, s.options["python"], s.ks) == (
         2,
         "evalplus-0.2.0",
         3,
         "/opt/ds/bin/python",
         [1, 10],
     )
-    with pytest.raises(EvolcoderError, match="unknown key.*jbos"):
+    with pytest.raises(EvolcoderError, match=r"unknown key.*jbos"):
         ScoreSettings.from_dict({"execution": {"jbos": 2}})
+
+
+def test_the_adapter_contract_is_eight_hooks_and_the_rest_is_final():
+    """An adapter overrides at most the eight hooks; overriding anything else of Benchmark is an error
+    when the class is defined, naming the method."""
+    from evolcoder.benchmarks import adapter_class
+    from evolcoder.benchmarks.base import HOOKS, Benchmark
+
+    assert len(HOOKS) <= 8
+    for hook in HOOKS:
+        assert hook in Benchmark.__dict__ and f"{hook}(" in Benchmark.__doc__
+    for name in BENCHMARKS:
+        klass = adapter_class(name)
+        overridden = {n for c in klass.__mro__[:-2] for n in vars(c) if n in vars(Benchmark) and callable(vars(c)[n])}
+        assert overridden <= set(HOOKS), (name, overridden - set(HOOKS))
+    with pytest.raises(TypeError, match="overrides load_predictions: final in Benchmark"):
+        type("Bad", (Benchmark,), {"load_predictions": lambda self, *a: []})
+
+
+def test_benchmark_options_take_the_declared_defaults_and_reject_unknown_names():
+    ds = get_benchmark("ds1000")
+    opts = ds.resolve_options({"timeout_s": 30})
+    assert opts["timeout_s"] == 30 and opts["python"] is None and "numpy" in opts["preimport"]
+    with pytest.raises(EvolcoderError, match=r"benchmark ds1000: unknown option\(s\) pyhton \(it takes python"):
+        ds.resolve_options({"pyhton": "/usr/bin/python3"})
+    with pytest.raises(EvolcoderError, match=r"benchmark humaneval: unknown option\(s\) x \(it takes none\)"):
+        get_benchmark("humaneval").resolve_options({"x": 1})
+
+
+def test_the_scoring_loop_decides_stopped_jobs_and_the_adapter_the_rest(tmp_path):
+    """A job the sandbox stopped (here a crash; a timeout alike) never reaches the adapter's check: the
+    loop decides it, in one place."""
+    from evolcoder.benchmarks import harness
+    from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext
+    from evolcoder.benchmarks.verdicts import ScoreSettings, limits_for
+    from evolcoder.sandbox.jobs import Job
+    from evolcoder.score import score_samples
+
+    checked = []
+
+    class Asserts(Benchmark):
+        name = "asserts"
+        labels: ClassVar[dict[str, str]] = {"base": "Asserts"}
+
+        def load(self, data_path):
+            tasks = [{"task_id": f"A/{i}", "prompt": "", "test_list": ["assert f() == 1"]} for i in range(3)]
+            return Dataset(tasks, str(data_path), "v1")
+
+        def make_job(self, jc: JobContext) -> Job:
+            args = (jc.sample.solution, "", list(jc.task["test_list"]), 60.0, jc.settings.sem())
+            return Job(harness.run_assert_leaves, args, limits_for(jc.settings, 1.0))  # the sandbox stops it first
+
+        def check(self, jc: JobContext, output: dict) -> dict:
+            checked.append(jc.task["task_id"])
+            return harness.check_asserts(output, jc.task["test_list"])
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    from evolcoder.benchmarks.base import Sample
+
+    samples = [
+        Sample("A/0", 0, "def f():\n    return 1\n"),
+        Sample("A/1", 0, "import os\nos._exit(3)\n"),
+        Sample("A/2", 0, "def f():\n    return 2\n"),
+    ]
+    res = score_samples(Asserts(), samples, str(data), ScoreSettings(jobs=1, retries=0))
+    assert [e["base"][0] for e in res["per_task"].values()] == ["pass", "fail", "fail"]
+    assert "exit" in res["per_task"]["A/1"]["reasons"]["0"]["base"]
+    assert checked == ["A/0", "A/2"] and res["evaluator"]["time_limit_policy"].startswith("10s per program (cpu time)")
+
+
+def test_no_private_name_of_the_adapters_or_the_scorer_is_imported_elsewhere():
+    import re
+
+    files = [*(Path(__file__).resolve().parents[1] / "src" / "evolcoder").rglob("*.py")]
+    files += (Path(__file__).parent / "extra_benchmark").glob("*.py")
+    private = re.compile(r"from evolcoder\.(benchmarks[\w.]*|score) import ([^\n]*\b_[a-z]\w*)")
+    hits = [f"{p.name}: {m.group(0)}" for p in files for m in private.finditer(p.read_text())]
+    assert hits == []

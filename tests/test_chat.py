@@ -4,7 +4,9 @@ tokenizer without a template. SmolLM2-135M-Instruct's tokenizer (no model weight
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import shutil
 
 import pytest
@@ -29,7 +31,7 @@ def tok(smol_dir):
 
 
 def labels_of(ids, mask):
-    return [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
+    return [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
 
 
 def test_single_turn_labels_are_exactly_the_answer_and_its_end_of_turn(tok):
@@ -60,7 +62,7 @@ def test_every_assistant_turn_of_a_multi_turn_record_is_trained(tok):
     }
     ids, mask = chat.encode_conversation(tok, chat.record_messages(rec))
     runs, cur = [], []
-    for t, m in zip(ids, mask):
+    for t, m in zip(ids, mask, strict=True):
         if m:
             cur.append(t)
         elif cur:
@@ -68,7 +70,7 @@ def test_every_assistant_turn_of_a_multi_turn_record_is_trained(tok):
             cur = []
     assert [tok.decode(r) for r in runs] == ["def f(): pass<|im_end|>", "def f():\n    return 1<|im_end|>"]
     # nothing of the user turns, the default system turn or the role markers is trained
-    untrained = tok.decode([t for t, m in zip(ids, mask) if not m])
+    untrained = tok.decode([t for t, m in zip(ids, mask, strict=True) if not m])
     assert "Write f." in untrained and "Now make it return 1." in untrained and "SmolLM" in untrained
     assert "def f" not in untrained
 
@@ -88,7 +90,7 @@ def test_a_template_without_end_of_turn_gets_eos_trained(tok, tmp_path):
     )
     t = chat.prepare_tokenizer(tok.__class__.from_pretrained(tok.name_or_path), "x", str(tpl))
     ids, mask = chat.encode_conversation(t, chat.record_messages({"instruction": "Hi", "output": "Hello"}))
-    trained = [i for i, m in zip(ids, mask) if m]
+    trained = [i for i, m in zip(ids, mask, strict=True) if m]
     assert trained[-1] == t.eos_token_id and t.decode(trained[:-1]).strip() == "Hello"
     assert chat.end_of_turn_id(t) == t.eos_token_id
 
@@ -105,14 +107,14 @@ def test_packing_keeps_the_assistant_mask_and_the_cache_round_trips(tok, tmp_pat
     back = load_tokenized(tmp_path / "c.pt")
     ds = TrainDataset(back)
     expected = [ds[i] for i in range(len(ds))]
-    assert expected == [dict(zip(("input_ids", "labels"), tokd.example(i))) for i in range(2)]
+    assert expected == [dict(zip(("input_ids", "labels"), tokd.example(i), strict=True)) for i in range(2)]
     from evolcoder.train.data import packing_collator
 
     batch = packing_collator()(expected)
     want = []
     for f in expected:
-        want += [IGNORE_INDEX] + f["labels"][1:]  # the collator's boundary label (a prompt token: already -100)
-    assert batch["labels"][0].tolist() == want == sum((f["labels"] for f in expected), [])
+        want += [IGNORE_INDEX, *f["labels"][1:]]  # the collator's boundary label (a prompt token: already -100)
+    assert batch["labels"][0].tolist() == want == functools.reduce(operator.iadd, (f["labels"] for f in expected), [])
     assert batch["position_ids"][0].tolist() == [
         *range(len(expected[0]["input_ids"])),
         *range(len(expected[1]["input_ids"])),
@@ -172,7 +174,7 @@ def test_a_tokenizer_that_adds_bos_gets_it_once_in_training_and_generation_alike
     p_ids = encode_prompts(t, [prompt])[0]
     assert ids[: len(p_ids)] == p_ids and mask[: len(p_ids)] == [0] * len(p_ids)
     # the template closes the answer with the tokenizer's EOS (SmolLM2: <|im_end|>), trained
-    assert t.decode([i for i, m in zip(ids, mask) if m]) == "sorted(x)<|im_end|>"
+    assert t.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "sorted(x)<|im_end|>"
     assert chat.bos_prefix(tok) == ""  # SmolLM2 adds none
     # a template that writes {{ bos_token }} itself: still one BOS on both sides
     t.chat_template = "{{ bos_token }}" + t.chat_template

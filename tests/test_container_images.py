@@ -119,8 +119,17 @@ def test_cpu_image_runs_the_tiny_config_stages(images, tmp_path):
         for log in re.findall(r"> (\S+)", cmd):
             (work / log).parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            ["bash", "scripts/run_in_image.sh", *opts, "-e", f"EVOLCODER_IMAGES={_refs(images['cpu'])}"]
-            + [images["cpu"]["reference"], "sh", "-c", cmd],
+            [
+                "bash",
+                "scripts/run_in_image.sh",
+                *opts,
+                "-e",
+                f"EVOLCODER_IMAGES={_refs(images['cpu'])}",
+                images["cpu"]["reference"],
+                "sh",
+                "-c",
+                cmd,
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,

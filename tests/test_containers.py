@@ -233,7 +233,7 @@ def _rules(text: str) -> dict[str, str]:
     """{rule name: body} of a Snakemake file."""
     out = {}
     parts = re.split(r"^(?:rule|checkpoint)\s+(\w+)\s*:\s*$", text, flags=re.M)
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         out[name] = body.split("\n\n\n")[0]
     return out
 
@@ -296,3 +296,10 @@ def test_ds1000_env_files_carry_the_official_pins():
         have = lock.get(dist.get(mod, mod))
         assert have and (want is None or have == want), f"{mod}: official {want}, envs/ds1000.txt {have}"
     assert conda["python"].startswith("3.11")  # pandas 1.5.3: no wheels past 3.11
+
+
+def test_every_path_an_env_file_names_exists():
+    for env in sorted((REPO / "envs").glob("*.yaml")):
+        comments = "\n".join(line for line in env.read_text().splitlines() if line.startswith("#"))
+        for path in re.findall(r"\b((?:envs|containers|scripts|docs)/[\w./-]*\w)", comments):
+            assert (REPO / path).exists(), f"{env.name} names {path}"

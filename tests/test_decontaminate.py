@@ -100,7 +100,7 @@ def test_boilerplate_shared_by_many_tasks_and_uninformative_ngrams_are_ignored()
 
 def test_report_counts():
     bench = {"humaneval": [BENCH_TEXT]}  # plain strings are accepted too
-    kept, dropped = decontaminate([rec(1, output=BENCH_TEXT), rec(2)], bench)
+    _kept, dropped = decontaminate([rec(1, output=BENCH_TEXT), rec(2)], bench)
     rep = decontamination_report(2, dropped, 13, bench)
     assert rep["n_dropped"] == 1 and rep["dropped_by_benchmark"] == {"humaneval": 1}
     assert rep["benchmark_texts"] == {"humaneval": 1} and rep["dropped"][0]["id"] == "r1-000000000001"
@@ -149,7 +149,7 @@ def test_planted_copies_of_real_benchmarks_are_dropped_and_seed_data_mostly_kept
         rec(i, instruction=r["instruction"], output=r["output"], input_=r.get("input", ""))
         for i, r in enumerate(json.loads((SHARED / "seeds/code_alpaca_2k.json").read_text())[:300])
     ]
-    kept, dropped = decontaminate(clean + planted, texts, ngram=13)
+    _kept, dropped = decontaminate(clean + planted, texts, ngram=13)
     dropped_ids = {d["id"] for d in dropped}
     assert {r["id"] for r in planted} <= dropped_ids
     bench_of = {d["id"]: d["benchmark"] for d in dropped}
@@ -162,7 +162,7 @@ def test_planted_copies_of_real_benchmarks_are_dropped_and_seed_data_mostly_kept
 
 
 def test_missing_benchmark_file_is_a_one_line_data_error(tmp_path):
-    with pytest.raises(DataError, match="data.ds1000"):
+    with pytest.raises(DataError, match=r"data\.ds1000"):
         load_benchmark_texts({"ds1000": str(tmp_path / "nope.jsonl.gz")}, ["ds1000"])
-    with pytest.raises(DataError, match="data.mbpp_plus"):
+    with pytest.raises(DataError, match=r"data\.mbpp_plus"):
         load_benchmark_texts({}, ["mbpp"])

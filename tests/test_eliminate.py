@@ -46,7 +46,7 @@ def test_over_length_instruction():
     ],
 )
 def test_copied_evol_prompt_words(text):
-    reason, detail = el.check_instruction(text, PARENT, S)
+    reason, _detail = el.check_instruction(text, PARENT, S)
     assert reason == el.COPIED_EVOL_PROMPT, (text, reason)
 
 

@@ -260,7 +260,7 @@ def test_optional_llm_judge(tmp_path):
 def test_settings_errors_are_one_line():
     with pytest.raises(EvolcoderError, match="unknown key"):
         EvolutionSettings.from_dict({"roundz": 3})
-    with pytest.raises(EvolcoderError, match="backend.kind"):
+    with pytest.raises(EvolcoderError, match=r"backend\.kind"):
         EvolutionSettings.from_dict({"backend": {"kind": "carrier-pigeon"}})
     with pytest.raises(EvolcoderError, match="evolve_params"):
         EvolutionSettings.from_dict({"evolve_params": {"temprature": 1}})

@@ -205,7 +205,7 @@ def test_kill9_during_a_batch_then_rerun_reattaches(tmp_path):
         first = srv
         time.sleep(0.5)
         srv = FakeBatchServer(port=port, state_dir=str(state), batch_delay_s=0.5).start_in_thread()
-        out, err = p.communicate(timeout=120)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
         ledger = json.loads((tmp_path / "r1" / "ledger.json").read_text())
         assert ledger["batch"]["batches_attached"] == 1  # the evolve batch: re-attached, not resubmitted

@@ -72,31 +72,31 @@ def serve(tmp_path_factory):
 
     try:
         model_dir = resolve("smollm2-135m-instruct")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"offline SmolLM2 not available: {exc}")
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    fh = open(log, "w")
-    proc = subprocess.Popen(
-        [
-            str(TRANSFORMERS),
-            "serve",
-            model_dir,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-            "--log-level",
-            "info",
-        ],
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        # one OpenMP thread: on a shared, oversubscribed CPU box spinning OpenMP workers make
-        # generation ~4x slower (the server runs one request at a time anyway)
-        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-    )
+    with open(log, "w") as fh:  # the server holds its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                str(TRANSFORMERS),
+                "serve",
+                model_dir,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                "--log-level",
+                "info",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            # one OpenMP thread: on a shared, oversubscribed CPU box spinning OpenMP workers make
+            # generation ~4x slower (the server runs one request at a time anyway)
+            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        )
     try:
         t_end = time.monotonic() + 180
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def test_shard_slices_cover_everything_once():
         for k in (1, 2, 3, 5):
             spans = [shard_slice(n, i, k) for i in range(k)]
             assert spans[0][0] == 0 and spans[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+            assert all(a[1] == b[0] for a, b in pairwise(spans))
 
 
 def test_truncate_at_stop():

@@ -18,7 +18,7 @@ import pytest
 from workflow_utils import REPO, copy_workflow, planned_jobs
 
 sys.path.insert(0, str(REPO / "scripts"))
-import gpu_smoke_summary  # noqa: E402
+import gpu_smoke_summary
 
 SCRIPT = REPO / "scripts" / "gpu_smoke.sh"
 

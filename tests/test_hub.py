@@ -167,7 +167,7 @@ def test_push_uploads_the_card_and_data_only_and_needs_a_token(tmp_path, monkeyp
     assert kw["allow_patterns"] == ["README.md", "data/*.parquet"] and "checkpoints/*" in kw["ignore_patterns"]
     model_plan = hub.upload_plan("model", str(ds), "me/m")
     assert "*.safetensors" in model_plan["allow_patterns"] and model_plan["repo_type"] == "model"
-    with pytest.raises(EvolcoderError, match="has no README.md"):
+    with pytest.raises(EvolcoderError, match=r"has no README\.md"):
         hub.upload_plan("model", str(tmp_path), "me/m")
 
 

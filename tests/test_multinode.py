@@ -93,7 +93,7 @@ def _sacct_train(since: str, wd: Path, wait_s: float = 30, proc: subprocess.Pope
             text=True,
             check=True,
         ).stdout
-        rows = [dict(zip(fields, ln.split("|"))) for ln in out.splitlines() if ln.strip()]
+        rows = [dict(zip(fields, ln.split("|"), strict=False)) for ln in out.splitlines() if ln.strip()]
         rows = [r for r in rows if "rule_train" in r["Comment"] and Path(r["WorkDir"]).resolve() == wd.resolve()]
         if rows and rows[-1]["State"] not in ("PENDING", "RUNNING", "") and rows[-1]["End"] != "Unknown":
             return rows[-1]
@@ -178,7 +178,7 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     # one job on both nodes of partition multi, one rank each
     assert job["State"] == "COMPLETED" and job["Partition"] == "multi" and job["NNodes"] == "2", job
     assert job["NodeList"] == "evnode[1-2]", job
-    assert "evolcoder.launch: 2 nodes × 1 process(es)" in log, log[-3000:]
+    assert "evolcoder.launch: 2 nodes x 1 process(es)" in log, log[-3000:]
     manifest = json.loads((wd / TARGET / "training_manifest.json").read_text())
     assert manifest["hyperparameters"]["world_size"] == 2, manifest["hyperparameters"]
     assert manifest["nodes"] == 2 and manifest["hosts"] == ["evnode1", "evnode2"], manifest.get("hosts")
@@ -186,7 +186,7 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     assert len(two_node) == 2 and abs(two_node[1] - two_node[0]) > 1e-3, two_node  # step 1 changed the model
 
     one_node = _losses(single / "log_history.json")
-    diff = max(abs(a - b) for a, b in zip(two_node, one_node))
+    diff = max(abs(a - b) for a, b in zip(two_node, one_node, strict=True))
     print(f"losses: two nodes {two_node}, one node {one_node}, max difference {diff:.3g}")
     assert len(one_node) == len(two_node) and diff <= 1e-4 * max(1.0, abs(one_node[0])), (two_node, one_node)
 

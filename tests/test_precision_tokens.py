@@ -10,6 +10,7 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -96,8 +97,8 @@ def test_hf_generation_in_bf16_on_cpu_is_recorded_in_the_manifests(tmp_path):
 class FakeLLM:
     """vllm.LLM at the package boundary (no GPU here): records what the backend asks of it."""
 
-    made: list[dict] = []
-    prompts: list = []
+    made: ClassVar[list[dict]] = []
+    prompts: ClassVar[list] = []
 
     def __init__(self, **kwargs):
         FakeLLM.made.append(kwargs)

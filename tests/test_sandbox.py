@@ -179,11 +179,15 @@ def test_cannot_delete_or_overwrite_files(tmp_path):
         import posix
         import shutil
 
+        def overwrite():
+            with open(str(canary), "w") as fh:
+                fh.write("gone")
+
         errors = 0
         for action in (
             lambda: posix.unlink(str(canary)),
             lambda: shutil.rmtree(str(canary_dir)),
-            lambda: open(str(canary), "w").write("gone"),
+            overwrite,
         ):
             try:
                 action()

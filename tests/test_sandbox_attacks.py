@@ -383,7 +383,7 @@ def test_every_attack_fails_and_every_canonical_passes(attacked):
 
 
 def test_nothing_was_stolen(attacked):
-    res, names, key, _, proc, out = attacked
+    res, _names, key, _, proc, out = attacked
     text = out.read_text()
     assert "LEAKED" not in text, [
         r for e in res["per_task"].values() for r in (e.get("reasons") or {}).values() if "LEAKED" in json.dumps(r)

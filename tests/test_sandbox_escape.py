@@ -453,13 +453,13 @@ def test_nothing_of_a_job_outlives_it(scored):
 
 
 def test_no_host_socket_and_no_poisoned_timings(scored):
-    mode, _, res2, _, state, _ = scored
+    mode, _, _res2, _, state, _ = scored
     assert state["hits"] == [], (mode, state["hits"])
     assert not state["canary"] and state["timings_unchanged"], mode
 
 
 def test_a_sleeping_sample_is_stopped_within_seconds_and_not_rerun(scored):
-    mode, res, _, wall, _, _ = scored
+    _mode, res, _, _wall, _, _ = scored
     e = res["per_task"]["HumanEval/5"]
     assert e["base"][1] == "timeout" and "no progress" in e["reasons"]["1"]["base"], e
     assert not any(r["sample_idx"] == 1 for r in res["retries"].get("HumanEval/5", [])), res["retries"]

@@ -82,7 +82,7 @@ def test_scorer_interpreter_skips_missing_libraries_and_records_pin_mismatch(tmp
         "ds1000",
         str(_write(tmp_path, recs)),
         str(DS),
-        {"jobs": 2, "ds1000_python": sys.executable, "ds1000_preimport": ["numpy", "pandas"]},
+        {"jobs": 2, "options": {"python": sys.executable, "preimport": ["numpy", "pandas"]}},
     )
     for t in pick:
         assert res["per_task"][t["task_id"]]["base"] == ["pass", "fail"], t["task_id"]
@@ -107,7 +107,7 @@ def test_bad_interpreter_is_one_line_error(tmp_path):
     t = _tasks()[0]
     pred = _write(tmp_path, [{"task_id": t["task_id"], "solution": t["reference_code"]}])
     with pytest.raises(EvolcoderError, match="execution interpreter not found: /nonexistent/python"):
-        score_file("ds1000", str(pred), str(DS), {"ds1000_python": "/nonexistent/python"})
+        score_file("ds1000", str(pred), str(DS), {"options": {"python": "/nonexistent/python"}})
     out = subprocess.run(
         [
             str(Path(sys.executable).parent / "evolcoder"),
@@ -120,8 +120,8 @@ def test_bad_interpreter_is_one_line_error(tmp_path):
             str(DS),
             "--out",
             str(tmp_path / "r.json"),
-            "--ds1000-python",
-            "/nonexistent/python",
+            "--option",
+            "python=/nonexistent/python",
         ],
         capture_output=True,
         text=True,

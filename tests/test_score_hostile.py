@@ -105,7 +105,7 @@ def hostile_scores(tmp_path_factory):
     hostile = _hostile(str(canary))
     recs = []
     names = {}
-    for task, (name, code) in zip(tasks, hostile.items()):
+    for task, (name, code) in zip(tasks, hostile.items(), strict=False):
         names[task["task_id"]] = name
         recs.append({"task_id": task["task_id"], "solution": code.replace("{fn}", task["entry_point"])})
         recs.append({"task_id": task["task_id"], "solution": task["prompt"] + task["canonical_solution"]})

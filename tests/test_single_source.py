@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -22,7 +23,7 @@ SRC = REPO / "src" / "evolcoder"
 
 
 def _settings_classes():
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
     from evolcoder.evolve.backends import BackendSettings
     from evolcoder.evolve.eliminate import EliminationSettings
     from evolcoder.evolve.engine import EvolutionSettings, JudgeSettings
@@ -91,18 +92,55 @@ def test_the_schema_benchmark_lists_are_the_registry():
 
 
 def test_no_module_names_benchmarks_by_hand():
-    """Outside the adapters and the registry, no code lists the benchmarks or their data keys."""
+    """Outside the adapters and the registry, no code lists the benchmarks or their data keys, asks
+    for one by name (``name == "humaneval"``, ``click.Choice(["humaneval", ...])``), or keeps a
+    benchmark's settings or flags among the generic ones (``ds1000_*`` keys, ``--ds1000-python``)."""
+    bench = r"(humaneval|mbpp|mbpp-original|ds1000)"
     names = re.compile(
         r'"(humaneval_plus|mbpp_plus|mbpp_original|mbpp_plus_prompts)"|'
-        r'"humaneval", "mbpp", "mbpp-original"|humaneval\|mbpp'
+        r'"humaneval", "mbpp"|humaneval\|mbpp|'
+        rf'[=!]= "{bench}"|"{bench}" (not )?in |Choice\(\["{bench}"|'
+        r"ds1000_(python|timeout_s|preimport)|--ds1000"
     )
-    allowed = {SRC / "benchmarks" / f for f in ("__init__.py", "evalplus_bench.py", "mbpp_original.py", "ds1000.py")}
+    adapters = ("__init__.py", "evalplus_bench.py", "mbpp_original.py", "ds1000.py")
+    # evalplus's own oracles, keyed by evalplus's dataset names (as evalplus's code is)
+    allowed = {SRC / "benchmarks" / f for f in (*adapters, "harness.py")}
+    files = [*SRC.rglob("*.py"), SRC / "data" / "config.schema.yaml", REPO / "Snakefile", *REPO.glob("rules/*.smk")]
     offenders = [
-        str(p.relative_to(REPO))
-        for p in [*SRC.rglob("*.py"), REPO / "Snakefile", *REPO.glob("rules/*.smk")]
-        if p not in allowed and names.search(p.read_text())
+        f"{p.relative_to(REPO)}: {m.group(0)}"
+        for p in files
+        if p not in allowed
+        for m in [names.search(p.read_text())]
+        if m
     ]
     assert offenders == []
+
+
+def test_a_benchmark_needs_no_template_file_and_names_its_options():
+    """Each template is one generic text (``templates/eval/<t>/template.txt``); an adapter's special
+    prompts are its own ``prompts``; its options are a block of the schema filled in from the registry;
+    the timings command's choices are the registry's ``needs_timings`` adapters."""
+    from evolcoder.benchmarks import BENCHMARKS, adapter_class, describe
+    from evolcoder.benchmarks.prompts import prompt_template, template_names
+    from evolcoder.benchmarks.timings import cli as timings_cli
+    from evolcoder.config import schema
+
+    per_benchmark = [p for p in (SRC / "templates" / "eval").rglob("*.txt") if p.name != "template.txt"]
+    assert per_benchmark == [], "a template file of one benchmark: put it in the adapter's `prompts`"
+    for name in BENCHMARKS:
+        assert set(adapter_class(name).prompts) <= set(template_names()), name
+        for t in template_names():
+            assert "{problem}" in prompt_template(t, name).text
+    block = schema(describe())["properties"]["evaluation"]["properties"]["benchmark_options"]["properties"]
+    assert set(block) == {n for n in BENCHMARKS if adapter_class(n).options}
+    assert block["ds1000"]["properties"]["python"]["default"] is None
+    options = schema(describe())["properties"]["evaluation"]["properties"]["benchmark_options"]
+    err = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(options).iter_errors({"ds1000": {"pyhton": "/usr/bin/python3"}})
+    )
+    assert list(err.absolute_path) == ["ds1000"] and "pyhton" in err.message  # an undeclared option
+    choice = next(p for p in timings_cli.params if p.name == "benchmark").type.choices
+    assert list(choice) == [n for n in BENCHMARKS if adapter_class(n).needs_timings]
 
 
 def test_rules_name_commands_not_files_for_their_code_hash():
@@ -139,7 +177,7 @@ def test_code_hash_follows_imports_lazy_ones_and_package_data():
         "io.py",
         "passk.py",
     } <= score
-    assert "templates/eval/wizardcoder/humaneval.txt" in gen and "models.py" in gen
+    assert "templates/eval/wizardcoder/template.txt" in gen and "models.py" in gen
     assert not {"sandbox/child.py", "sandbox/pool.py", "sandbox/isolation.py"} & gen  # generation runs no code
     assert "templates/evol/add_constraints.txt" in evolve and "models.py" in evolve
     assert not any(p.startswith(("benchmarks/", "sandbox/", "train/")) for p in evolve)
@@ -169,9 +207,11 @@ def test_code_hash_cache_holds_while_the_files_stats_hold(tmp_path):
 
 
 def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
-    """The test suite's own tiny benchmark, added to a copy of the workflow exactly as
-    docs/ARCHITECTURE.md says, is validated by the config, planned by the DAG (generation and
-    scoring), scored for real and shown in the table under its own label."""
+    """The test suite's own tiny benchmark (one file, no template file), added to a copy of the workflow
+    exactly as docs/ARCHITECTURE.md says, is validated by the config (its data key and its options
+    block), planned by the DAG, generated with a real model (SmolLM2-135M, 3 tasks), gathered and
+    scored through the workflow's commands, its reference predictions scored for real, and shown in
+    the table under its own label."""
     wd = copy_workflow(tmp_path / "wf", None)
     bench_dir = wd / "src" / "evolcoder" / "benchmarks"
     shutil.copy(REPO / "tests" / "extra_benchmark" / "tinyadd.py", bench_dir / "tinyadd.py")
@@ -194,11 +234,16 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     data.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     pred = tmp_path / "pred.jsonl"
     sols = ["    return a + b\n", "    return a - b\n", "    return b + a\n"]
-    pred.write_text("".join(json.dumps({"task_id": t["task_id"], "completion": s}) + "\n" for t, s in zip(tasks, sols)))
+    pred.write_text(
+        "".join(json.dumps({"task_id": t["task_id"], "completion": s}) + "\n" for t, s in zip(tasks, sols, strict=True))
+    )
     overlay = {
         "data": {"tiny_add": str(data)},
         "evaluation": {
+            "models": [{"name": "smol", "model": "smollm2-135m-instruct"}],
             "benchmarks": ["humaneval", "tiny-add"],
+            "greedy": {"max_new_tokens": 8, "batch_size": 3},
+            "benchmark_options": {"tiny-add": {"timeout_s": 3}},
             "external_predictions": [{"name": "reference", "benchmark": "tiny-add", "path": str(pred)}],
         },
     }
@@ -209,14 +254,22 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     jobs = planned_jobs(wd, configfiles=cfgs, env=env)
     assert jobs.get("generate") == 2 and jobs.get("score") == 3, jobs  # humaneval + tiny-add, + the external one
     assert "timings" in jobs  # for humaneval only: the tiny adapter needs none
-    target = "results/scores/reference/tiny-add/greedy.json"
-    snakemake(wd, target, configfiles=cfgs, env=env)
-    res = json.loads((wd / target).read_text())
+    ours, ref = "results/scores/smol/tiny-add/greedy.json", "results/scores/reference/tiny-add/greedy.json"
+    snakemake(wd, ours, ref, configfiles=cfgs, env=env)
+    raw = [json.loads(x) for x in (wd / "results/predictions/smol/tiny-add/greedy.shards/0.raw.jsonl").open()]
+    assert [r["task_id"] for r in raw] == ["T/0", "T/1", "T/2"]
+    assert raw[0]["prompt"].startswith("Below is an instruction") and "def add0(a, b):" in raw[0]["prompt"]
+    gathered = [json.loads(x) for x in (wd / "results/predictions/smol/tiny-add/greedy.jsonl").open()]
+    assert [g["solution"].startswith("def add") for g in gathered] == [True] * 3
+    res = json.loads((wd / ours).read_text())
+    assert res["benchmark"] == "tiny-add" and res["n_tasks"] == 3 and res["dataset"]["version"] == "tiny-3"
+    assert res["evaluator"]["time_limit_policy"].startswith("10s per program")  # the generic policy
+    res = json.loads((wd / ref).read_text())
     assert res["labels"] == {"base": "TinyAdd"} and res["n_tasks"] == 3
     assert [e["base"][0] for e in res["per_task"].values()] == ["pass", "fail", "pass"]
     table = tmp_path / "table"
     proc = __import__("subprocess").run(
-        [__import__("sys").executable, "-m", "evolcoder.cli", "table", "--out-dir", str(table), str(wd / target)],
+        [__import__("sys").executable, "-m", "evolcoder.cli", "table", "--out-dir", str(table), str(wd / ref)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -224,7 +277,7 @@ def test_adding_a_benchmark_is_one_adapter_file_and_one_registry_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| reference | TinyAdd |" in (table / "scores.md").read_text()
 
-    # a data key no adapter reads is still a one-line config error
+    # a data key no adapter reads is a one-line config error (an option it does not declare: the test above)
     (wd / "typo.yaml").write_text("data:\n  tiny_ad: x.jsonl\n")
     bad = snakemake(wd, "-n", configfiles=(*cfgs, "typo.yaml"), env=env, check=False)
     assert bad.returncode != 0 and "config error at 'data.tiny_ad': no registered benchmark reads it" in bad.stderr
@@ -344,7 +397,7 @@ def test_scoring_and_timings_run_none_of_what_their_code_hashes_leave_out(tmp_pa
     from evolcoder import score
     from evolcoder.benchmarks import get_benchmark
     from evolcoder.benchmarks import timings as tm
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
 
     from conftest import test_timings
 

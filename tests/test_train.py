@@ -94,7 +94,7 @@ def _records(n: int) -> list[dict]:
         items = [
             {
                 "instruction": f"Write a function that returns {i} squared.",
-                "input": "x = %d" % i if i % 3 == 0 else "",
+                "input": f"x = {i}" if i % 3 == 0 else "",
                 "output": "def f(x):\n    return x * x\n" * (1 + i % 4),
             }
             for i in range(n)
@@ -348,7 +348,7 @@ def test_packed_training_matches_padded_training(plain_run, tiny_model, train_fi
 # ---------------------------------------------------------------------------------------------
 
 
-def test_training_loss_goes_down_and_outputs_are_complete(plain_run):
+def test_training_loss_goes_down_and_outputs_are_complete(plain_run, tmp_path):
     losses = _losses(plain_run)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
     assert losses[6] < losses[1] - 0.05, losses
@@ -363,7 +363,10 @@ def test_training_loss_goes_down_and_outputs_are_complete(plain_run):
     assert len(man["data_sha256"]) == 64 and "transformers" in man["packages"]
     hist = json.loads((plain_run / "log_history.json").read_text())
     assert all(h["tokens_per_s"] > 0 and h["peak_mem_mb"] > 0 for h in hist if "loss" in h)
-    assert (plain_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    from evolcoder.train.plot import plot_training
+
+    plot_training(plain_run / "log_history.json", tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
     # the saved model is a plain HF model that loads and generates
     from transformers import AutoModelForCausalLM
 
@@ -448,7 +451,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(plain_run, tiny_model
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
-    from evolcoder.train.run import _invalidate_stale_checkpoints, last_complete_checkpoint
+    from evolcoder.train.run import invalidate_stale_checkpoints, last_complete_checkpoint
     from evolcoder.train.settings import trajectory_fingerprint
 
     ckpts = tmp_path / "checkpoints"
@@ -456,12 +459,12 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
     assert a == trajectory_fingerprint(parse_settings({**BASE, "save_steps": 50}), "d" * 64, 1)
     b = trajectory_fingerprint(parse_settings({**BASE, "learning_rate": 1e-4}), "d" * 64, 1)
     assert a != b
-    _invalidate_stale_checkpoints(ckpts, a)
+    invalidate_stale_checkpoints(ckpts, a)
     (ckpts / "checkpoint-2").mkdir()
     (ckpts / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
-    _invalidate_stale_checkpoints(ckpts, a)
+    invalidate_stale_checkpoints(ckpts, a)
     assert last_complete_checkpoint(ckpts).name == "checkpoint-2"
-    _invalidate_stale_checkpoints(ckpts, b)  # learning rate changed: start over
+    invalidate_stale_checkpoints(ckpts, b)  # learning rate changed: start over
     assert last_complete_checkpoint(ckpts) is None
 
 

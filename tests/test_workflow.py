@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+from itertools import pairwise
 
 import pytest
 import yaml
@@ -200,7 +201,7 @@ def test_rounds_ablation_end_to_end_with_the_real_stages(tmp_path, shared_data):
     assert [r["model"] for r in he][1:] == ["tiny-evolcoder-k0", "tiny-evolcoder-k1", "tiny-evolcoder"]
     seed_only = json.loads((wd / "results/merged/rounds_0/stats.json").read_text())
     assert seed_only["by_round"] == {"0": seed_only["records"]} and he[1]["train_records"] == str(seed_only["records"])
-    for prev, r in zip(he, he[1:]):
+    for prev, r in pairwise(he):
         assert r["vs"] == prev["model"] and r["test"] == "mcnemar-exact" and 0.0 <= float(r["p_value"]) <= 1.0
         assert float(r["pass@1_lo"]) <= float(r["pass@1"]) <= float(r["pass@1_hi"])
     md = (wd / "results/ablation/rounds.md").read_text()
@@ -280,7 +281,8 @@ def test_execution_config_reaches_the_scorer(tmp_path, shared_data, monkeypatch)
     overlay = {
         "evaluation": {
             "external_predictions": [{"name": "ds1000-reference", "benchmark": "ds1000", "path": str(pred)}],
-            "execution": {"ds1000_python": ds_python, "ds1000_timeout_s": 90, "jobs": 2},
+            "execution": {"jobs": 2},
+            "benchmark_options": {"ds1000": {"python": ds_python, "timeout_s": 90}},
         }
     }
     (wd / "overlay.yaml").write_text(yaml.safe_dump(overlay))

@@ -2,7 +2,7 @@
 
 One row per (k, benchmark, split, mode): the merged set's size, pass@1 with its 95% interval over tasks, and
 the paired test against the row before it (k - 1; k = 0 against the untuned base model when it is given),
-from the score files of one checkpoint per k (:mod:`evolcoder.table` builds the rows, :mod:`evolcoder.stats`
+from the score files of one checkpoint per k (:mod:`evolcoder.table` builds the rows, :mod:`evolcoder.uncertainty`
 the numbers). Writes ``rounds.md``, ``rounds.csv`` and ``rounds.png``.
 """
 
@@ -15,7 +15,7 @@ import click
 
 from evolcoder.errors import DataError
 from evolcoder.io import atomic_path, read_json
-from evolcoder.table import build_rows, error_bars, parse_pairs, save_png
+from evolcoder.table import build_rows, error_bars, parse_pairs, read_score_files, save_png
 
 FIELDS = [
     "k",
@@ -44,12 +44,7 @@ def ablation_rows(
 ) -> list[dict]:
     """``models``: ``[(model, merged stats.json), ...]`` for k = 0, 1, ... in order; ``base``: the untuned model;
     ``selected``: the k the round selection kept (rounds: auto)."""
-    scores = []
-    for f in score_files:
-        res = read_json(f)
-        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
-            raise DataError(f"{f}: not a score file (no benchmark/base)")
-        scores.append((f, res))
+    scores = read_score_files(score_files)
     chain = ([(base, "base model (untuned)")] if base else []) + [(m, f"k={k}") for k, (m, _s) in enumerate(models)]
     records = {}
     for m, stats_path in models:
@@ -72,7 +67,7 @@ def ablation_rows(
 
 def _fmt(v) -> str:
     if v is None:
-        return "–"
+        return "-"
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
@@ -82,7 +77,7 @@ def to_markdown(rows: list[dict], held_fixed: str, selection: str | None) -> str
     for r in rows:
         ci = "" if r.get("pass@1_lo") is None else f" [{r['pass@1_lo']:.1f}, {r['pass@1_hi']:.1f}]"
         if r.get("p_value") is None:
-            delta, p = "–", "–"
+            delta, p = "-", "-"
         else:
             delta = f"{r['vs_delta']:+.1f} vs {r['vs']}"
             p = f"{r['p_value']:.3f}" if r["p_value"] >= 0.001 else "< 0.001"

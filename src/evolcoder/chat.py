@@ -64,13 +64,12 @@ def _no_template_message(model: str) -> str:
 
 def _local_model_dir(spec: str) -> Path | None:
     """The directory a spec names when it is already on this machine (no export, no download)."""
-    from evolcoder.io import cache_dir
-    from evolcoder.models import ALIASES, _slug, gguf_path
+    from evolcoder.models import ALIASES, gguf_export_dir, gguf_path
 
     spec = ALIASES.get(spec, spec)
     if spec.startswith("gguf:"):
         try:
-            out = cache_dir() / "models" / _slug(gguf_path(spec).stem)
+            out = gguf_export_dir(gguf_path(spec))
         except EvolcoderError:
             return None
         return out if out.is_dir() else None
@@ -104,7 +103,7 @@ def has_chat_template(spec: str) -> bool | None:
 
         jinja = try_to_load_from_cache(spec, "chat_template.jinja")
         cfg = try_to_load_from_cache(spec, "tokenizer_config.json")
-    except Exception:  # noqa: BLE001 - an odd repo id: the tokenize step checks it
+    except Exception:
         return None
     if isinstance(jinja, str):
         return True
@@ -196,7 +195,7 @@ def messages_of(record: dict) -> list[dict]:
 def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except Exception as exc:  # noqa: BLE001 - a jinja error of the template (raise_exception, bad roles)
+    except Exception as exc:
         raise DataError(f"chat template cannot render this conversation: {exc}") from None
 
 

@@ -14,40 +14,34 @@ import click
 
 from evolcoder.errors import EvolcoderError
 
-# name -> (module, one-line help). Adding a stage touches this mapping and one new module.
+# name -> ("module:attribute" of its click command, one-line help). Adding a stage touches this mapping
+# and one new module. A stage's code hash starts at that command (evolcoder.codehash).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "seed": ("evolcoder.seed", "Load and normalise a seed instruction set to JSONL."),
-    "evolve": ("evolcoder.evolve", "Run one Code Evol-Instruct round: rewrite, answer, eliminate."),
-    "merge": ("evolcoder.merge", "Merge seed + rounds, dedup, decontaminate, shuffle."),
-    "tokenize": ("evolcoder.train", "Tokenise the merged dataset with the WizardCoder prompt (cached)."),
-    "train": ("evolcoder.train", "Supervised fine-tuning (HF Trainer, optional DeepSpeed/LoRA)."),
-    "generate": ("evolcoder.generate", "Generate benchmark completions with a model."),
-    "gather": ("evolcoder.generate", "Concatenate generation shards and sanitise them."),
-    "score": ("evolcoder.score", "Score predictions on a benchmark (pass@k, base and plus)."),
+    "seed": ("evolcoder.seed:cli", "Load and normalise a seed instruction set to JSONL."),
+    "evolve": ("evolcoder.evolve.commands:cli", "Run one Code Evol-Instruct round: rewrite, answer, eliminate."),
+    "merge": ("evolcoder.merge:cli", "Merge seed + rounds, dedup, decontaminate, shuffle."),
+    "tokenize": ("evolcoder.train.tokens:cli", "Tokenise the merged dataset with the WizardCoder prompt (cached)."),
+    "train": ("evolcoder.train.commands:cli", "Supervised fine-tuning (HF Trainer, optional DeepSpeed/LoRA)."),
+    "generate": ("evolcoder.generate:cli", "Generate benchmark completions with a model."),
+    "gather": ("evolcoder.generate:gather_cli", "Concatenate generation shards and sanitise them."),
+    "score": ("evolcoder.score:cli", "Score predictions on a benchmark (pass@k, base and plus)."),
     "timings": (
-        "evolcoder.benchmarks.timings",
+        "evolcoder.benchmarks.timings:cli",
         "Measure reference outputs and CPU times once per dataset and machine.",
     ),
-    "estimate": ("evolcoder.evolve", "Expected requests, tokens and cost of the evolution rounds."),
-    "plot-evolution": ("evolcoder.evolve.stats", "Plot the evolution statistics of the rounds."),
-    "plot-training": ("evolcoder.train.plot", "Plot a training run's loss and learning rate."),
-    "table": ("evolcoder.table", "Collect scores into results tables and a chart."),
-    "ablation-table": ("evolcoder.ablation", "Rounds ablation table and plot: pass@1 against k."),
-    "select-round": ("evolcoder.selection", "Round selection: evolve another round or stop (rounds: auto)."),
-    "export-data": ("evolcoder.hub", "Export the merged data set as parquet shards + dataset card."),
-    "model-card": ("evolcoder.hub", "Add the results table's pass@1 to a model's card (model-index)."),
-    "push": ("evolcoder.hub", "Upload the data set or a model to the Hugging Face hub (on request)."),
-    "prepare-model": ("evolcoder.models", "Resolve a model spec to a local directory (exports GGUF)."),
-}
-
-# module attribute that holds the click command, when it is not ``cli``
-_ATTR = {
-    "tokenize": "tokenize_cli",
-    "gather": "gather_cli",
-    "estimate": "estimate_cli",
-    "export-data": "export_cli",
-    "model-card": "model_card_cli",
-    "push": "push_cli",
+    "estimate": (
+        "evolcoder.evolve.commands:estimate_cli",
+        "Expected requests, tokens and cost of the evolution rounds.",
+    ),
+    "plot-evolution": ("evolcoder.evolve.stats:cli", "Plot the evolution statistics of the rounds."),
+    "plot-training": ("evolcoder.train.plot:cli", "Plot a training run's loss and learning rate."),
+    "table": ("evolcoder.table:cli", "Collect scores into results tables and a chart."),
+    "ablation-table": ("evolcoder.ablation:cli", "Rounds ablation table and plot: pass@1 against k."),
+    "select-round": ("evolcoder.selection:cli", "Round selection: evolve another round or stop (rounds: auto)."),
+    "export-data": ("evolcoder.hub:export_cli", "Export the merged data set as parquet shards + dataset card."),
+    "model-card": ("evolcoder.hub:model_card_cli", "Add the results table's pass@1 to a model's card (model-index)."),
+    "push": ("evolcoder.hub:push_cli", "Upload the data set or a model to the Hugging Face hub (on request)."),
+    "prepare-model": ("evolcoder.models:cli", "Resolve a model spec to a local directory (exports GGUF)."),
 }
 
 
@@ -58,8 +52,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        module = importlib.import_module(COMMANDS[name][0])
-        cmd = getattr(module, _ATTR.get(name, "cli"))
+        module, _, attr = COMMANDS[name][0].partition(":")
+        cmd = getattr(importlib.import_module(module), attr)
         cmd.name = name
         return cmd
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any, ClassVar
 
@@ -34,12 +35,24 @@ def _raw_schema() -> dict:
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-def schema(benchmarks: list[str]) -> dict:
-    """The schema, with ``$defs/benchmark`` restricted to ``benchmarks`` (the registry's names,
-    ``evolcoder.benchmarks.BENCHMARKS``: passed in, so that the stages' settings, which read their
-    defaults here, do not depend on the benchmark adapters)."""
+def schema(benchmarks: Mapping[str, dict] | list[str]) -> dict:
+    """The schema, with ``$defs/benchmark`` restricted to ``benchmarks`` (the registry's names, or its
+    :func:`evolcoder.benchmarks.describe`: passed in, so that the stages' settings, which read their
+    defaults here, do not depend on the benchmark adapters) and, given the registry's description, one
+    block of ``evaluation.benchmark_options`` per benchmark that declares options."""
     out = copy.deepcopy(_raw_schema())
     out["$defs"]["benchmark"]["enum"] = list(benchmarks)
+    if isinstance(benchmarks, Mapping):
+        block = out["properties"]["evaluation"]["properties"]["benchmark_options"]
+        for name, info in benchmarks.items():
+            if info.get("options"):
+                block["properties"][name] = {
+                    "type": "object",
+                    "default": {},
+                    "additionalProperties": False,
+                    "description": f"Options of {name} (its adapter's `options`).",
+                    "properties": copy.deepcopy(info["options"]),
+                }
     return out
 
 

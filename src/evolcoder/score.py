@@ -15,22 +15,21 @@ listed (``uneven_samples``). A file none of whose task ids is in the dataset is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from evolcoder.benchmarks import BENCHMARKS, get_benchmark, labels, parse_options
-from evolcoder.benchmarks.base import Benchmark, Sample, _order
+from evolcoder.benchmarks import BENCHMARKS, get_benchmark, labels, parse_options, split_options
+from evolcoder.benchmarks.base import Benchmark, JobContext, Sample
 from evolcoder.benchmarks.postprocess import POSTPROCESS_METHODS
-from evolcoder.benchmarks.scoring import ScoreSettings
+from evolcoder.benchmarks.verdicts import ScoreSettings, aggregate, stopped_verdict
 from evolcoder.errors import EvolcoderError
 from evolcoder.io import container_info, parse_json_option, sha256_file, write_json
-from evolcoder.passk import pass_at_k_table
 from evolcoder.sandbox.isolation import set_dumpable
 from evolcoder.sandbox.jobs import FAIL, PASS, TIMEOUT
 from evolcoder.sandbox.pool import run_jobs
@@ -79,46 +78,45 @@ def score_samples(
 ) -> dict:
     """Run every sample's tests in the sandbox; pass@k, per-task verdicts, retries.
 
-    The benchmark adapter first picks what can be scored (:meth:`~Benchmark.select`: DS-1000 drops
-    problems whose library the execution environment lacks) and finally adds its own fields
-    (:meth:`~Benchmark.finalize`).
+    The benchmark adapter first prepares the run (:meth:`~Benchmark.prepare`: the samples that can be
+    scored, DS-1000 dropping problems whose library the execution environment lacks; the workers'
+    interpreter; reference timings) and finally adds its own fields (:meth:`~Benchmark.finalize`).
 
     Split by split (base, then plus for the samples that passed base): each job runs in the
-    sandbox, and :meth:`check` decides its verdict here, in the scoring process. A timed-out
-    job is re-run alone, with longer limits, from the test that timed out, before it counts.
+    sandbox; a job the sandbox stopped (timeout, crash) gets the sandbox's verdict, one that ran to
+    its end the adapter's :meth:`~Benchmark.check`, here, in the scoring process. A timed-out job is
+    re-run alone, with longer limits, from the test that timed out, before it counts.
     """
     t0 = time.time()
-    samples, settings, extra = bench.select(samples, data_path, settings)
+    settings = dataclasses.replace(settings, options=bench.resolve_options(settings.options))
+    all_tasks = bench.load_tasks(data_path)
+    prepared = bench.prepare(samples, all_tasks, data_path, settings)
+    samples = prepared.samples
     if os.geteuid() != 0:
         set_dumpable(False)  # a same-uid sandboxed program cannot read this process's memory or environ
-    all_tasks = bench.load_tasks(data_path)
     by_id = {str(t["task_id"]): t for t in all_tasks}
-    seen = list(dict.fromkeys(s.task_id for s in samples))
-    tasks = [by_id[t] for t in seen]
-    ctx = bench.prepare(tasks, data_path, settings) if samples else None
     splits = bench.splits()
     verdict: dict[tuple[int, str], dict] = {}
     retried: dict[str, list] = {}
     env_info: dict = {}
 
     def run(items: list[tuple[int, str, int]], factor: float, workers: int, prog=None) -> None:
-        jobs = [
-            bench.make_job(
-                by_id[samples[si].task_id], samples[si], split, ctx, settings, time_factor=factor, start=start
-            )
+        contexts = [
+            JobContext(by_id[samples[si].task_id], samples[si], split, prepared.ctx, settings, factor, start)
             for si, split, start in items
         ]
         results = run_jobs(
-            jobs,
-            python=bench.execution_python(settings),
+            [bench.make_job(jc) for jc in contexts],
+            python=prepared.python,
             workers=workers,
-            preimport=bench.preimport(settings),
+            preimport=prepared.preimport,
             isolate_network=settings.isolate_network,
             progress=prog,
             env_info=env_info if not env_info else None,
         )
-        for (si, split, start), r in zip(items, results):
-            v = bench.check(by_id[samples[si].task_id], samples[si], split, ctx, settings, r, start)
+        for (si, split, _), jc, r in zip(items, contexts, results, strict=True):
+            ran = r.status == "ok" and r.result is not None
+            v = bench.check(jc, r.result) if ran else stopped_verdict(r)
             if v.get("reason"):
                 v["reason"] = inert_text(v["reason"])  # sample-controlled text: capped, printable
             verdict[(si, split)] = v
@@ -155,7 +153,16 @@ def score_samples(
     keys = [(si, split) for si in range(len(samples)) for split in splits]
     verdicts = [verdict.get(k) or {"status": FAIL, "reason": "base tests failed", "skipped": True} for k in keys]
     out = aggregate(
-        bench, samples, keys, verdicts, tasks, settings, ctx, retried, data_path, time.time() - t0, all_tasks
+        bench,
+        samples,
+        keys,
+        verdicts,
+        retried,
+        settings=settings,
+        prepared=prepared,
+        data_path=data_path,
+        all_tasks=all_tasks,
+        elapsed=time.time() - t0,
     )
     if env_info.get("isolation", {}).get("missing"):
         log.warning(
@@ -165,70 +172,7 @@ def score_samples(
         )
     out["execution_env"] = env_info
     out["container"] = container_info()
-    return bench.finalize(out, extra)
-
-
-def aggregate(
-    bench: Benchmark, samples, keys, verdicts, tasks, settings, ctx, retried, data_path, elapsed, all_tasks
-) -> dict:
-    per_sample: dict[tuple[str, int], dict] = {}
-    for (si, split), v in zip(keys, verdicts):
-        s = samples[si]
-        per_sample.setdefault((s.task_id, s.sample_idx), {})[split] = v
-    per_task: dict[str, dict] = {}
-    for (tid, idx), splits in sorted(per_sample.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1])):
-        entry = per_task.setdefault(tid, {"n": 0, "base": [], "base_correct": 0})
-        entry["n"] += 1
-        b = splits["base"]["status"]
-        entry["base"].append(b)
-        entry["base_correct"] += b == PASS
-        if "plus" in splits:
-            p = (
-                splits["plus"]["status"]
-                if b == PASS
-                else (FAIL if splits["plus"]["status"] == PASS else splits["plus"]["status"])
-            )
-            entry.setdefault("plus", []).append(p)
-            entry["plus_correct"] = entry.get("plus_correct", 0) + (b == PASS and p == PASS)
-        reasons = {k: v.get("reason") for k, v in splits.items() if v["status"] != PASS and v.get("reason")}
-        if reasons:
-            entry.setdefault("reasons", {})[str(idx)] = reasons
-    ns = [e["n"] for e in per_task.values()]
-    out: dict[str, Any] = {
-        "benchmark": bench.name,
-        "labels": dict(bench.labels),
-        "n_samples_per_task": max(ns) if ns else 0,
-        "n_tasks": len(per_task),
-        "complete": len(per_task) == len(all_tasks),
-        "dataset": bench.dataset_info(data_path, all_tasks),
-        "evaluator": bench.evaluator_info(settings, ctx),
-        "base": pass_at_k_table(ns, [e["base_correct"] for e in per_task.values()], settings.ks),
-    }
-    if bench.has_plus:
-        out["plus"] = pass_at_k_table(ns, [e.get("plus_correct", 0) for e in per_task.values()], settings.ks)
-    out["status_counts"] = _status_counts(per_task)
-    # why each timeout that survived the retries timed out: "cpu" (a CPU limit: the test's or
-    # the job's budget spent) or "stall" (no progress: sleeping, blocked or stopped)
-    causes: dict[str, int] = {}
-    for v in verdicts:
-        if v["status"] == TIMEOUT:
-            causes[v.get("cause", "cpu")] = causes.get(v.get("cause", "cpu"), 0) + 1
-    out["timeout_causes"] = causes
-    out["retried"] = sorted(retried, key=_order)
-    out["retries"] = {k: retried[k] for k in out["retried"]}
-    out["elapsed_s"] = round(elapsed, 2)
-    out["per_task"] = per_task
-    return out
-
-
-def _status_counts(per_task: dict) -> dict:
-    counts: dict[str, dict[str, int]] = {}
-    for e in per_task.values():
-        for split in ("base", "plus"):
-            for st in e.get(split, []):
-                counts.setdefault(split, {}).setdefault(st, 0)
-                counts[split][st] += 1
-    return counts
+    return bench.finalize(out, prepared)
 
 
 def default_model_name(predictions: str) -> str:
@@ -290,18 +234,14 @@ def summary_line(res: dict) -> str:
     "--option",
     "options",
     multiple=True,
-    help="A file the benchmark takes: NAME=PATH (repeatable; e.g. mbpp: prompts_file=...).",
+    help="A file the benchmark takes (NAME=PATH; e.g. mbpp: prompts_file=...) or one of its own options "
+    "(NAME=VALUE, YAML; e.g. ds1000: python=/path/to/python). Repeatable.",
 )
 @click.option(
     "--postprocess",
     type=click.Choice(list(POSTPROCESS_METHODS)),
     default=None,
     help="Raw outputs (raw, all_code): WizardCoder's process scripts (default) or evalplus's sanitize.",
-)
-@click.option(
-    "--ds1000-python",
-    default=None,
-    help="DS-1000: interpreter of its pinned environment (default $EVOLCODER_DS1000_PYTHON).",
 )
 def cli(
     benchmark: str,
@@ -314,18 +254,16 @@ def cli(
     jobs: int | None,
     options: tuple[str, ...],
     postprocess: str | None,
-    ds1000_python: str | None,
 ) -> None:
     settings = parse_json_option(settings_json, "settings-json")
-    if ds1000_python:
-        settings["ds1000_python"] = ds1000_python
+    files, values = split_options(benchmark, parse_options(options))
+    if values:
+        settings["options"] = {**(settings.get("options") or {}), **values}
     if timings:
         settings["timings"] = timings
     if jobs:
         settings["jobs"] = jobs
-    res = score_file(
-        benchmark, predictions, data_path, settings, model_name, parse_options(options), postprocess=postprocess
-    )
+    res = score_file(benchmark, predictions, data_path, settings, model_name, files, postprocess=postprocess)
     write_json(out, res)
     click.echo(summary_line(res))
     sys.stdout.flush()

@@ -6,7 +6,7 @@ setting (and decoding mode) should reproduce (marked when it differs beyond roun
 what differs between the two settings, or that it is not explained), and for every number the
 evaluator semantics, dataset version and time-limit policy that produced it.
 
-Every pass@k carries its 95% interval over tasks (:mod:`evolcoder.stats`: Wilson for greedy pass@1,
+Every pass@k carries its 95% interval over tasks (:mod:`evolcoder.uncertainty`: Wilson for greedy pass@1,
 a seeded bootstrap over tasks for pass@k from n samples), computed from the score file's per-task
 verdicts. ``--chain MODEL=ROLE`` (repeatable) orders the rows (e.g. base -> seed only -> evolved) and
 compares each chained model with the one before it on the same tasks (exact McNemar for greedy, paired
@@ -29,7 +29,7 @@ from typing import Any
 import click
 import yaml
 
-from evolcoder import stats
+from evolcoder import uncertainty
 from evolcoder.errors import DataError
 from evolcoder.io import atomic_path, read_json, write_json
 
@@ -115,7 +115,7 @@ def intervals(res: dict, split: str) -> dict:
         k = int(key.split("@")[1])
         if k > min(ns):
             continue
-        lo, hi, method = stats.pass_at_k_interval(ns, cs, k)
+        lo, hi, method = uncertainty.pass_at_k_interval(ns, cs, k)
         out[f"{key}_lo"], out[f"{key}_hi"] = _pct(lo), _pct(hi)
         methods.append(f"{key}: {method}")
     out["ci_method"] = ", ".join(methods)
@@ -230,12 +230,12 @@ def add_comparisons(rows: list[dict], scores: list[tuple[str, dict]], chain: lis
         a, b = task_counts(ours, row["split"]), task_counts(ref, row["split"])
         if a is None or b is None:
             continue
-        cb = dict(zip(b[0], zip(b[1], b[2])))
-        common = [(n, c, *cb[t]) for t, n, c in zip(*a) if t in cb]
+        cb = dict(zip(b[0], zip(b[1], b[2], strict=True), strict=True))
+        common = [(n, c, *cb[t]) for t, n, c in zip(*a, strict=True) if t in cb]
         if not common:
             continue
-        ns_a, cs_a, ns_b, cs_b = (list(x) for x in zip(*common))
-        test = stats.compare(ns_a, cs_a, ns_b, cs_b, k=1)
+        ns_a, cs_a, ns_b, cs_b = (list(x) for x in zip(*common, strict=True))
+        test = uncertainty.compare(ns_a, cs_a, ns_b, cs_b, k=1)
         row["vs_delta"] = _pct(test["difference"])
         row["p_value"] = round(test["p_value"], 4)
         row["test"] = test["test"]
@@ -264,7 +264,7 @@ def _env_summary(env: dict) -> str:
 def _with_ci(r: dict, key: str) -> str:
     v = r.get(key)
     if v is None:
-        return "–"
+        return "-"
     lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
     return _fmt(v) + ("" if lo is None else f" [{lo:.1f}, {hi:.1f}]")
 
@@ -293,7 +293,7 @@ def _fmt_p(p: float) -> str:
 
 def _fmt(v: Any) -> str:
     if v is None:
-        return "–"
+        return "-"
     if isinstance(v, float):
         return f"{v:.1f}"
     return str(v)
@@ -361,7 +361,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
     ]
     body = []
     for r in rows:
-        delta = "–" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
+        delta = "-" if r["delta"] is None else (f"**{r['delta']:+.1f}** ⚠" if r["differs"] else f"{r['delta']:+.1f}")
         tasks = (
             f"{r['n_tasks']}"
             + ("" if r["complete"] else " (subset)")
@@ -377,7 +377,7 @@ def to_markdown(rows: list[dict], comparison: list[dict] | None = None) -> str:
                 tasks,
                 _with_ci(r, "pass@1"),
                 *[_with_ci(r, k) for k in ks],
-                *([_vs_short(r) or "–"] if chained else []),
+                *([_vs_short(r) or "-"] if chained else []),
                 delta,
                 f"[{methods[_method(r)]}]",
             ]
@@ -504,6 +504,17 @@ def save_png(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def read_score_files(paths: list[str]) -> list[tuple[str, dict]]:
+    """(path, score file) of each path; a DataError naming the first that is not a score file."""
+    scores = []
+    for f in paths:
+        res = read_json(f)
+        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
+            raise DataError(f"{f}: not a score file (no benchmark/base)")
+        scores.append((f, res))
+    return scores
+
+
 def write_table(
     score_files: list[str],
     out_dir: str,
@@ -512,12 +523,7 @@ def write_table(
     comparison: bool = False,
     chain: list[tuple[str, str]] | None = None,
 ) -> list[dict]:
-    scores = []
-    for f in score_files:
-        res = read_json(f)
-        if not isinstance(res, dict) or "benchmark" not in res or "base" not in res:
-            raise DataError(f"{f}: not a score file (no benchmark/base)")
-        scores.append((f, res))
+    scores = read_score_files(score_files)
     entries = load_published(published)
     rows = build_rows(scores, entries, matches, chain)
     comp = [e for e in entries if e.get("comparison")] if comparison else []

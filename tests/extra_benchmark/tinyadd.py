@@ -1,51 +1,43 @@
 """A tiny benchmark, added the way docs/ARCHITECTURE.md says: this one adapter file, copied into
 src/evolcoder/benchmarks/, and one line in the registry (tests/test_single_source.py does both in a
-copy of the workflow and runs it).
+copy of the workflow, then generates, gathers and scores it through the workflow's commands).
 
 Dataset (JSONL): ``{"task_id", "prompt", "entry_point", "test_list": ["assert f(1) == 2", ...]}``;
 a program passes when every assert holds (checked in the scoring process, as the original MBPP's).
+It uses every template's generic prompt (no ``prompts``) and declares one option of its own
+(``evaluation.benchmark_options.tiny-add.timeout_s``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample
-from evolcoder.benchmarks.scoring import ScoreSettings, _verdict, limits_for
-from evolcoder.errors import DataError
+from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, dataset_path
+from evolcoder.benchmarks.verdicts import limits_for
 from evolcoder.io import read_jsonl
-from evolcoder.sandbox.jobs import Job, JobResult
+from evolcoder.sandbox.jobs import Job
 
 
 class TinyAdd(Benchmark):
     name = "tiny-add"
-    labels = {"base": "TinyAdd"}
+    labels: ClassVar[dict[str, str]] = {"base": "TinyAdd"}
     data_key = "tiny_add"
-    decontamination_fields = ("prompt",)
+    options: ClassVar[dict[str, dict]] = {
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 5, "description": "Per program."}
+    }
 
-    def load_tasks(self, data_path: str | None = None) -> list[dict]:
-        if not data_path:
-            raise DataError("tiny-add: dataset path required (data.tiny_add)")
-        rows = read_jsonl(data_path)
+    def load(self, data_path: str | None) -> Dataset:
+        path = dataset_path(self.name, self.data_key, data_path)
+        rows = read_jsonl(path)
         for r in rows:
             r["task_id"] = str(r["task_id"])
-        return rows
+        return Dataset(rows, path, f"tiny-{len(rows)}")
 
-    def dataset_version(self, path: str, tasks: list[dict]) -> str:
-        return f"tiny-{len(tasks)}"
+    def make_job(self, jc: JobContext) -> Job:
+        limit = jc.options["timeout_s"] * jc.time_factor
+        args = (jc.sample.solution, "", list(jc.task["test_list"]), limit, jc.settings.sem())
+        return Job(harness.run_assert_leaves, args, limits_for(jc.settings, limit))
 
-    def wizardcoder_program(self, task: dict, answer: str) -> str:
-        return task["prompt"] + answer
-
-    def make_job(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-                 time_factor: float = 1.0, start: int = 0) -> Job:
-        limit = settings.timeout_s * time_factor
-        return Job(harness.run_assert_leaves, (sample.solution, "", list(task["test_list"]), limit, settings.sem()),
-                   limits_for(settings, limit))
-
-    def check(self, task: dict, sample: Sample, split: str, ctx: Any, settings: ScoreSettings,
-              result: JobResult, start: int = 0) -> dict:
-        if result.status != "ok" or result.result is None:
-            return _verdict(result)
-        return harness.check_asserts(result.result, task["test_list"])
+    def check(self, jc: JobContext, output: dict) -> dict:
+        return harness.check_asserts(output, jc.task["test_list"])

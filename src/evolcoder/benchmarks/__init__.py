@@ -3,10 +3,11 @@
 Each adapter (a subclass of :class:`evolcoder.benchmarks.base.Benchmark`, one file) is the single
 source of what the rest of the pipeline knows about its benchmark: its ``name``, display ``labels``,
 the ``data:`` key of its dataset file (``data_key``) and of any other file its constructor takes
-(``data_options``), whether it needs reference timings (``needs_timings``), its dataset loader,
-prompts, stop sequences, post-processing, the texts decontamination checks, and its scorer. The
-Snakefile (wildcards, data paths, timings), the config schema (benchmark lists), merge
-(decontamination), score and table all read them from here.
+(``data_options``), its own settings (``options``: ``evaluation.benchmark_options.<name>``), whether
+it needs reference timings (``needs_timings``), its dataset loader, prompts (per template), stop
+sequences, post-processing, the texts decontamination checks, and its scorer. The Snakefile
+(wildcards, data paths, timings), the config schema (benchmark lists, option blocks), merge
+(decontamination), generate, timings, score and table all read them from here.
 
 Adding a benchmark: one adapter file and one line in :data:`BENCHMARKS` (docs/ARCHITECTURE.md).
 """
@@ -60,9 +61,22 @@ def parse_options(values: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
+def split_options(name: str, options: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``--option NAME=VALUE`` arguments of ``name`` split into the files its constructor takes
+    (``data_options``) and its own options (``options``, each value read as YAML: ``120``, ``[numpy]``)."""
+    import yaml
+
+    files = adapter_class(name).data_options
+    return (
+        {k: v for k, v in options.items() if k in files},
+        {k: yaml.safe_load(v) for k, v in options.items() if k not in files},
+    )
+
+
 def describe() -> dict[str, dict]:
     """What the workflow needs of each benchmark, without loading any data: {name: {labels,
-    data_key, data_options, needs_timings, has_plus}}."""
+    data_key, data_options, options, needs_timings, has_plus}} (``options``: the JSON schema of each
+    of the adapter's own options, filled into the config schema's ``evaluation.benchmark_options``)."""
     out = {}
     for name in BENCHMARKS:
         k = adapter_class(name)
@@ -70,6 +84,7 @@ def describe() -> dict[str, dict]:
             "labels": dict(k.labels),
             "data_key": k.data_key,
             "data_options": dict(k.data_options),
+            "options": {o: dict(spec) for o, spec in k.options.items()},
             "needs_timings": bool(k.needs_timings),
             "has_plus": bool(k.has_plus),
         }
@@ -84,4 +99,4 @@ def labels(name: str) -> dict[str, str]:
         return {"base": name, "plus": name + "+"}
 
 
-__all__ = ["BENCHMARKS", "adapter_class", "describe", "get_benchmark", "labels", "parse_options"]
+__all__ = ["BENCHMARKS", "adapter_class", "describe", "get_benchmark", "labels", "parse_options", "split_options"]

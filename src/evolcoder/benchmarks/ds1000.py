@@ -5,7 +5,8 @@ Each solution runs as the official harness builds the program: ``code_context`` 
 it), in a sandboxed child forked from a worker that has pre-imported the heavy libraries.
 
 The workers run under the interpreter of DS-1000's own environment (the official library pins,
-``envs/ds1000.txt``; ``ds1000_python`` or ``$EVOLCODER_DS1000_PYTHON``), not the scorer's: see
+``envs/ds1000.txt``; the option ``python``, ``evaluation.benchmark_options.ds1000.python``, or
+``$EVOLCODER_DS1000_PYTHON``), not the scorer's: see
 :mod:`evolcoder.sandbox.pool`. The score file records that environment's versions and whether they
 match the official pins. Problems of a library that cannot be imported there (TensorFlow is
 optional) are reported as skipped, never as passed; failures with an environmental cause (a
@@ -14,7 +15,6 @@ network fetch in the network-less sandbox, a missing module, a timeout) are list
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -23,11 +23,11 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Any
+from typing import ClassVar
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample
-from evolcoder.benchmarks.scoring import ScoreSettings, limits_for
+from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, Prepared, Sample, dataset_path
+from evolcoder.benchmarks.verdicts import ScoreSettings, limits_for, time_limit_policy
 from evolcoder.errors import DataError, EvolcoderError
 from evolcoder.io import read_jsonl
 from evolcoder.passk import pass_at_k_table
@@ -148,87 +148,69 @@ def ds1000_postprocess(code: str) -> str:
 
 class DS1000(Benchmark):
     name = "ds1000"
-    labels = {"base": "DS-1000"}
+    labels: ClassVar[dict[str, str]] = {"base": "DS-1000"}
     data_key = "ds1000"
     decontamination_fields = ("prompt", "reference_code")
     stop_sequences = ("</code>", "# SOLUTION END", "\nEND SOLUTION", "\n### Instruction")
+    completion_keys = ("completion", "code")
+    options: ClassVar[dict[str, dict]] = {
+        "python": {
+            "type": ["string", "null"],
+            "default": None,
+            "description": "Interpreter of DS-1000's execution environment (the official library pins, "
+            "envs/ds1000.txt; bash scripts/setup_ds1000.sh builds it). null = $EVOLCODER_DS1000_PYTHON (set in "
+            "the sandbox container), else the scorer's own, with a warning; the score file records the versions "
+            "used.",
+        },
+        "timeout_s": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 120,
+            "description": "Per-program wall-clock limit (as the official harness).",
+        },
+        "preimport": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [
+                "numpy",
+                "pandas",
+                "scipy",
+                "scipy.stats",
+                "sklearn",
+                "matplotlib",
+                "matplotlib.pyplot",
+                "seaborn",
+                "torch",
+                "tensorflow",
+            ],
+            "description": "Libraries imported once per worker (each forked program finds them loaded); "
+            "missing ones are skipped.",
+        },
+    }
 
-    def load_tasks(self, data_path: str | None = None) -> list[dict]:
-        path = self.resolve_path(data_path)
-        if path is None:
-            raise DataError("ds1000: dataset path required (data.ds1000)")
-        return [dict(r) for r in _read(str(path))]
+    def load(self, data_path: str | None) -> Dataset:
+        path = dataset_path(self.name, self.data_key, data_path)
+        tasks = [dict(r) for r in _read(path)]
+        return Dataset(tasks, path, f"2024-{len(tasks)}")
 
-    def dataset_version(self, path: str, tasks: list[dict]) -> str:
-        return f"2024-{len(tasks)}"
-
-    def postprocess(self, task: dict, raw: str, method: str = "wizardcoder") -> str:
-        """DS-1000's own post-processing, whatever ``method`` (no WizardCoder script, no evalplus task)."""
-        from evolcoder.benchmarks.postprocess import strip_response
-
-        text = strip_response(raw).replace("\r", "")
-        if "```" in text:  # instruct models answer in a code block
-            after = text.split("```", 1)[1]
-            after = after[after.index("\n") + 1 :] if "\n" in after else after
-            text = after
+    def program(self, task: dict, text: str, source: str) -> str:
+        """DS-1000's own post-processing, whatever the method (no WizardCoder script, no evalplus task);
+        an answer in a code block (instruct models) is taken from the block."""
+        if source not in ("solution", "completion"):
+            text = text.replace("\r", "")
+            if "```" in text:
+                after = text.split("```", 1)[1]
+                text = after[after.index("\n") + 1 :] if "\n" in after else after
         return ds1000_postprocess(text)
 
-    def solution_from_record(self, task: dict, rec: dict, method: str = "wizardcoder") -> str:
-        for key in ("solution", "completion", "code"):
-            if isinstance(rec.get(key), str):
-                return ds1000_postprocess(rec[key])
-        return super().solution_from_record(task, rec, method)
-
     # --- scoring ---------------------------------------------------------------------------
-    def execution_python(self, settings: ScoreSettings) -> str:
-        """The interpreter of DS-1000's execution environment (see the module doc)."""
-        chosen = settings.ds1000_python or os.environ.get(PYTHON_ENV_VAR) or sys.executable
-        path = shutil.which(chosen) or chosen
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise EvolcoderError(
-                f"ds1000: execution interpreter not found: {chosen} (set "
-                f"evaluation.execution.ds1000_python or ${PYTHON_ENV_VAR}; "
-                "bash scripts/setup_ds1000.sh builds it)"
-            )
-        return os.path.abspath(path)
-
-    def preimport(self, settings: ScoreSettings) -> list[str]:
-        return list(settings.ds1000_preimport)
-
-    def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
-        info = super().evaluator_info(settings, ctx)
-        info["semantics"] = "ds1000-official"  # code_context + test_execution (+ test_string)
-        return info
-
-    def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
-        return (
-            f"{settings.ds1000_timeout_s:g}s per program (wall time); timeouts retried "
-            f"{settings.retries}x alone at x{settings.retry_time_factor:g}"
-        )
-
-    def make_job(
-        self,
-        task: dict,
-        sample: Sample,
-        split: str,
-        ctx: Any,
-        settings: ScoreSettings,
-        time_factor: float = 1.0,
-        start: int = 0,
-    ) -> Job:
-        limit = settings.ds1000_timeout_s * time_factor
-        sem = settings.sem()
-        sem["clock"] = "wall"  # library code may sleep or spawn threads; the official check is wall time
-        lim = limits_for(settings, limit, memory_mb=max(settings.memory_mb, 16384))
-        return Job(harness.run_ds1000, (task["code_context"], sample.solution, limit, sem), lim)
-
-    def select(
-        self, samples: list[Sample], data_path: str | None, settings: ScoreSettings
-    ) -> tuple[list[Sample], ScoreSettings, Any]:
+    def prepare(
+        self, samples: list[Sample], tasks: list[dict], data_path: str | None, settings: ScoreSettings
+    ) -> Prepared:
         """Probe the execution environment: problems whose library it lacks are skipped, libraries it
         lacks are not pre-imported, and the versions are checked against the official pins."""
-        tasks = {t["task_id"]: t for t in self.load_tasks(data_path)}
-        python = self.execution_python(settings)
+        by_id = {t["task_id"]: t for t in tasks}
+        python = execution_python(settings.options["python"])
         env = probe_interpreter(python)
         versions = env["versions"]
         libs = {lib for lib, mod in LIBRARY_MODULE.items() if versions.get(mod)}
@@ -242,20 +224,34 @@ class DS1000(Benchmark):
                 ", ".join(f"{m} {d['have']} (pin {d['want']})" for m, d in mismatches.items()),
                 PYTHON_ENV_VAR,
             )
-        keep = [s for s in samples if tasks[s.task_id]["library"] in libs]
+        keep = [s for s in samples if by_id[s.task_id]["library"] in libs]
         skipped = sorted({s.task_id for s in samples} - {s.task_id for s in keep}, key=int)
         if skipped:
             log.warning(
                 "ds1000: %d problem(s) skipped: library not installed (%s)",
                 len(skipped),
-                ", ".join(sorted({tasks[t]["library"] for t in skipped})),
+                ", ".join(sorted({by_id[t]["library"] for t in skipped})),
             )
-        settings = dataclasses.replace(
-            settings, ds1000_preimport=[m for m in settings.ds1000_preimport if versions.get(m.split(".")[0])]
+        return Prepared(
+            keep,
+            python=python,
+            preimport=[m for m in settings.options["preimport"] if versions.get(m.split(".")[0])],
+            time_limit_policy=time_limit_policy(
+                settings, f"{settings.options['timeout_s']:g}s per program (wall time)"
+            ),
+            evaluator={"semantics": "ds1000-official"},  # code_context + test_execution (+ test_string)
+            extra={"env": env, "mismatches": mismatches, "skipped": skipped, "tasks": by_id},
         )
-        return keep, settings, {"env": env, "mismatches": mismatches, "skipped": skipped, "tasks": tasks}
 
-    def finalize(self, res: dict, extra: Any) -> dict:
+    def make_job(self, jc: JobContext) -> Job:
+        limit = jc.options["timeout_s"] * jc.time_factor
+        sem = jc.settings.sem()
+        sem["clock"] = "wall"  # library code may sleep or spawn threads; the official check is wall time
+        lim = limits_for(jc.settings, limit, memory_mb=max(jc.settings.memory_mb, 16384))
+        return Job(harness.run_ds1000, (jc.task["code_context"], jc.sample.solution, limit, sem), lim)
+
+    def finalize(self, res: dict, prepared: Prepared) -> dict:
+        extra = prepared.extra
         env, mismatches, skipped, tasks = extra["env"], extra["mismatches"], extra["skipped"], extra["tasks"]
         worker = res.get("execution_env") or {}
         res["execution_env"] = {
@@ -275,6 +271,20 @@ class DS1000(Benchmark):
             cs.append(e["base_correct"])
         res["by_library"] = {lib: pass_at_k_table(ns, cs, [1])["pass@1"] for lib, (ns, cs) in sorted(by_lib.items())}
         return res
+
+
+def execution_python(chosen: str | None) -> str:
+    """The interpreter of DS-1000's execution environment (see the module doc): ``chosen`` (the option
+    ``python``), else ``$EVOLCODER_DS1000_PYTHON``, else this one."""
+    chosen = chosen or os.environ.get(PYTHON_ENV_VAR) or sys.executable
+    path = shutil.which(chosen) or chosen
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise EvolcoderError(
+            f"ds1000: execution interpreter not found: {chosen} (set "
+            f"evaluation.benchmark_options.ds1000.python or ${PYTHON_ENV_VAR}; "
+            "bash scripts/setup_ds1000.sh builds it)"
+        )
+    return os.path.abspath(path)
 
 
 def _failure_causes(per_task: dict) -> dict[str, list[str]]:

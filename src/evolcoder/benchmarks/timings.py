@@ -22,7 +22,7 @@ import pickle
 import platform
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,6 @@ def compute(bench, tasks: list[dict], settings) -> dict[str, dict]:
 
     from evolcoder.benchmarks import harness
 
-    not_none = set(harness.MBPP_OUTPUT_NOT_NONE_TASKS) if bench.dataset == "mbpp" else set()
     out = {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
@@ -92,7 +91,7 @@ def compute(bench, tasks: list[dict], settings) -> dict[str, dict]:
                     t["entry_point"],
                     {"base": t["base_input"], "plus": t["plus_input"]},
                     settings.reference_repeats,
-                    t["entry_point"] in not_none,
+                    t["entry_point"] in bench.output_not_none,
                 ),
             )
             for t in tasks
@@ -182,7 +181,7 @@ def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> 
                     **machine,
                     "clock": "cpu",
                     "repeats": settings.reference_repeats,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
                 "tasks": {},
             }
@@ -194,8 +193,15 @@ def reference_for(bench, tasks: list[dict], data_path: str | None, settings) -> 
     return {"meta": meta, "tasks": data["tasks"]}
 
 
+def timed_benchmarks() -> list[str]:
+    """The registered benchmarks whose per-test limits come from reference timings (``needs_timings``)."""
+    from evolcoder.benchmarks import describe
+
+    return [name for name, info in describe().items() if info["needs_timings"]]
+
+
 @click.command(help="Measure the reference solutions' outputs and CPU times once (evalplus benchmarks).")
-@click.option("--benchmark", "benchmark", required=True, type=click.Choice(["humaneval", "mbpp"]))
+@click.option("--benchmark", "benchmark", required=True, type=click.Choice(timed_benchmarks()))
 @click.option("--data", "data_path", default=None, help="Dataset file (default: evalplus download).")
 @click.option("--out", "out", required=True, help="Timings file to write (plain-value pickle).")
 @click.option("--settings-json", "settings_json", default=None, help="Score settings (jobs, reference_repeats).")
@@ -205,7 +211,7 @@ def cli(
     benchmark: str, data_path: str | None, out: str, settings_json: str | None, limit: int | None, jobs: int | None
 ) -> None:
     from evolcoder.benchmarks import get_benchmark
-    from evolcoder.benchmarks.scoring import ScoreSettings
+    from evolcoder.benchmarks.verdicts import ScoreSettings
 
     raw = parse_json_option(settings_json, "settings-json")
     if jobs:

@@ -22,7 +22,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -66,35 +66,32 @@ class RequestRejected(Exception):
     """A non-retryable, item-specific failure (HTTP 400/413/422): the item is rejected, the round goes on."""
 
 
-_BE = "evolution.backend"
-
-
 @dataclass
 class BackendSettings(Settings):
     """The evolver LLM (``evolution.backend``; defaults and documentation: the schema)."""
 
-    SECTION: ClassVar[str] = _BE
+    SECTION: ClassVar[str] = "evolution.backend"
 
     kind: str = "local"  # required in the config
     model: str = "smollm2-135m-instruct"  # required in the config
     base_url: str | None = None
-    api_key_env: str = _default(_BE, "api_key_env")
-    concurrency: int = _default(_BE, "concurrency")
-    max_retries: int = _default(_BE, "max_retries")
-    timeout_s: float = _default(_BE, "timeout_s")
-    backoff_base_s: float = _default(_BE, "backoff_base_s")
-    backoff_max_s: float = _default(_BE, "backoff_max_s")
-    retry_after_max_s: float = _default(_BE, "retry_after_max_s")
-    cost_per_1m_prompt_tokens: float = _default(_BE, "cost_per_1m_prompt_tokens")
-    cost_per_1m_completion_tokens: float = _default(_BE, "cost_per_1m_completion_tokens")
-    mode: str = _default(_BE, "mode")
-    batch_price_factor: float = _default(_BE, "batch_price_factor")
-    batch_max_requests: int = _default(_BE, "batch_max_requests")
-    batch_max_bytes: int = _default(_BE, "batch_max_bytes")
-    batch_completion_window: str = _default(_BE, "batch_completion_window")
-    batch_poll_s: float = _default(_BE, "batch_poll_s")
-    batch_poll_max_s: float = _default(_BE, "batch_poll_max_s")
-    rate_limits: bool = _default(_BE, "rate_limits")
+    api_key_env: str = _default(SECTION, "api_key_env")
+    concurrency: int = _default(SECTION, "concurrency")
+    max_retries: int = _default(SECTION, "max_retries")
+    timeout_s: float = _default(SECTION, "timeout_s")
+    backoff_base_s: float = _default(SECTION, "backoff_base_s")
+    backoff_max_s: float = _default(SECTION, "backoff_max_s")
+    retry_after_max_s: float = _default(SECTION, "retry_after_max_s")
+    cost_per_1m_prompt_tokens: float = _default(SECTION, "cost_per_1m_prompt_tokens")
+    cost_per_1m_completion_tokens: float = _default(SECTION, "cost_per_1m_completion_tokens")
+    mode: str = _default(SECTION, "mode")
+    batch_price_factor: float = _default(SECTION, "batch_price_factor")
+    batch_max_requests: int = _default(SECTION, "batch_max_requests")
+    batch_max_bytes: int = _default(SECTION, "batch_max_bytes")
+    batch_completion_window: str = _default(SECTION, "batch_completion_window")
+    batch_poll_s: float = _default(SECTION, "batch_poll_s")
+    batch_poll_max_s: float = _default(SECTION, "batch_poll_max_s")
+    rate_limits: bool = _default(SECTION, "rate_limits")
 
     def check(self) -> None:
         if self.kind not in ("openai", "local"):
@@ -212,7 +209,7 @@ class Ledger:
             "by_purpose": by_purpose,
             "wall_s": round(wall, 3),
             "sent_per_s": round(total.get("sent", 0) / wall, 3) if wall > 0 else None,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
 
@@ -243,8 +240,8 @@ def retry_after_s(headers: Any) -> float | None:
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def backoff_delay(
@@ -474,12 +471,12 @@ class LocalBackend:
             self._queue = [q for q in self._queue if id(q) not in ids]
             try:
                 outs = await asyncio.to_thread(self._generate, [q[0] for q in batch], [q[1] for q in batch])
-            except Exception as exc:  # noqa: BLE001 - surfaced to every waiter
+            except Exception as exc:
                 for q in batch:
                     if not q[2].done():
                         q[2].set_exception(BackendError(f"backend local: generation failed: {exc}"))
                 continue
-            for q, out in zip(batch, outs):
+            for q, out in zip(batch, outs, strict=True):
                 if not q[2].done():
                     q[2].set_result(out)
             await asyncio.sleep(0)
@@ -565,7 +562,7 @@ class _GroupCommit:
             batch, self.pending = self.pending, []
             try:
                 await asyncio.to_thread(self.cache.append_many, [e for e, _ in batch])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(exc)
@@ -627,7 +624,7 @@ class Runner:
             "request": {"messages": req.messages, "params": req.params},
             "response": {"text": comp.text, "finish_reason": comp.finish_reason, "usage": comp.usage},
             "latency_s": round(latency, 4),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if comp.batch:
             entry["batch"] = True

@@ -42,7 +42,7 @@ from evolcoder.evolve.backends import (
     _short,
     backoff_delay,
 )
-from evolcoder.evolve.cache import _slug
+from evolcoder.evolve.cache import model_slug
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class BatchBackend:
         self.sync = OpenAIBackend(s)
         self.client = self.sync.client
         self.model = s.model
-        self.journal = Journal(Path(cache_dir) / "batches" / f"{_slug(s.model)}.jsonl")
+        self.journal = Journal(Path(cache_dir) / "batches" / f"{model_slug(s.model)}.jsonl")
         self._queue: dict[str, tuple[Request, list[asyncio.Future]]] = {}
         self._worker: asyncio.Task | None = None
         self._sync_sem = asyncio.Semaphore(s.concurrency)
@@ -138,7 +138,7 @@ class BatchBackend:
             phase, self._queue = self._queue, {}
             try:
                 await self._run_phase(phase)
-            except BaseException as exc:  # noqa: BLE001 - surfaced to every waiter
+            except BaseException as exc:
                 err = exc if isinstance(exc, Exception) else BackendError(f"batch mode: {exc!r}")
                 for _, futs in phase.values():
                     for f in futs:

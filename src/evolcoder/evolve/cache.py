@@ -18,11 +18,12 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from evolcoder.io import slug
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ def request_key(model: str, messages: list[dict], params: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[-80:] or "model"
+def model_slug(model: str) -> str:
+    """A model name as the stem of its cache files (at most 80 characters)."""
+    return slug(model)[-80:] or "model"
 
 
 def iter_cache_lines(path: str | os.PathLike) -> Iterator[dict]:
@@ -84,7 +86,7 @@ class ResponseCache:
     def __init__(self, cache_dir: str | os.PathLike, model: str):
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / f"{_slug(model)}.jsonl"
+        self.path = self.dir / f"{model_slug(model)}.jsonl"
         self._entries: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._repaired = False

@@ -58,17 +58,192 @@ COPY_PHRASES = (
 
 # English stop words (NLTK's list, plus a few contractions' stems)
 STOP_WORDS = frozenset(
-    """
-a about above after again against ain all am an and any are aren aren't as at be because been before being
-below between both but by can couldn couldn't d did didn didn't do does doesn doesn't doing don don't down
-during each few for from further had hadn hadn't has hasn hasn't have haven haven't having he her here hers
-herself him himself his how i if in into is isn isn't it it's its itself just ll m ma me mightn mightn't more
-most mustn mustn't my myself needn needn't no nor not now o of off on once only or other our ours ourselves
-out over own re s same shan shan't she she's should should've shouldn shouldn't so some such t than that
-that'll the their theirs them themselves then there these they this those through to too under until up ve
-very was wasn wasn't we were weren weren't what when where which while who whom why will with won won't
-wouldn wouldn't y you you'd you'll you're you've your yours yourself yourselves ok okay yes sure here's
-""".split()
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "ain",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "aren",
+        "aren't",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "couldn",
+        "couldn't",
+        "d",
+        "did",
+        "didn",
+        "didn't",
+        "do",
+        "does",
+        "doesn",
+        "doesn't",
+        "doing",
+        "don",
+        "don't",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "hadn",
+        "hadn't",
+        "has",
+        "hasn",
+        "hasn't",
+        "have",
+        "haven",
+        "haven't",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "herself",
+        "him",
+        "himself",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "isn",
+        "isn't",
+        "it",
+        "it's",
+        "its",
+        "itself",
+        "just",
+        "ll",
+        "m",
+        "ma",
+        "me",
+        "mightn",
+        "mightn't",
+        "more",
+        "most",
+        "mustn",
+        "mustn't",
+        "my",
+        "myself",
+        "needn",
+        "needn't",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "o",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "ourselves",
+        "out",
+        "over",
+        "own",
+        "re",
+        "s",
+        "same",
+        "shan",
+        "shan't",
+        "she",
+        "she's",
+        "should",
+        "should've",
+        "shouldn",
+        "shouldn't",
+        "so",
+        "some",
+        "such",
+        "t",
+        "than",
+        "that",
+        "that'll",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "themselves",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "ve",
+        "very",
+        "was",
+        "wasn",
+        "wasn't",
+        "we",
+        "were",
+        "weren",
+        "weren't",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "won",
+        "won't",
+        "wouldn",
+        "wouldn't",
+        "y",
+        "you",
+        "you'd",
+        "you'll",
+        "you're",
+        "you've",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+        "ok",
+        "okay",
+        "yes",
+        "sure",
+        "here's",
+    ]
 )
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -84,21 +259,18 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", (text or "").strip().lower())
 
 
-_EL = "evolution.elimination"
-
-
 @dataclass
 class EliminationSettings(Settings):
     """Thresholds of the elimination rules (``evolution.elimination``; defaults: the schema)."""
 
-    SECTION: ClassVar[str] = _EL
+    SECTION: ClassVar[str] = "evolution.elimination"
 
-    sorry_max_words: int = _default(_EL, "sorry_max_words")  # "sorry" in a shorter response -> rejected
-    max_instruction_tokens: int = _default(_EL, "max_instruction_tokens")  # over-length evolved instruction
-    max_response_tokens: int = _default(_EL, "max_response_tokens")  # over-length response
-    min_instruction_tokens: int = _default(_EL, "min_instruction_tokens")  # shorter counts as empty
-    reject_truncated: bool = _default(_EL, "reject_truncated")  # reject answers cut by max_tokens
-    copy_phrases_extra: list[str] = _default(_EL, "copy_phrases_extra")
+    sorry_max_words: int = _default(SECTION, "sorry_max_words")  # "sorry" in a shorter response -> rejected
+    max_instruction_tokens: int = _default(SECTION, "max_instruction_tokens")  # over-length evolved instruction
+    max_response_tokens: int = _default(SECTION, "max_response_tokens")  # over-length response
+    min_instruction_tokens: int = _default(SECTION, "min_instruction_tokens")  # shorter counts as empty
+    reject_truncated: bool = _default(SECTION, "reject_truncated")  # reject answers cut by max_tokens
+    copy_phrases_extra: list[str] = _default(SECTION, "copy_phrases_extra")
 
 
 # ---------------------------------------------------------------- instruction rules

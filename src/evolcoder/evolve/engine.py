@@ -46,16 +46,13 @@ _PARAM_KEYS = {
 }
 
 
-_J, _E = "evolution.judge", "evolution"
-
-
 @dataclass
 class JudgeSettings(Settings):
     """WizardLM's information-gain judge (``evolution.judge``)."""
 
-    SECTION: ClassVar[str] = _J
+    SECTION: ClassVar[str] = "evolution.judge"
 
-    enabled: bool = _default(_J, "enabled")
+    enabled: bool = _default(SECTION, "enabled")
     params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 8})
 
 
@@ -63,23 +60,23 @@ class JudgeSettings(Settings):
 class EvolutionSettings(Settings):
     """One round's settings: the config's ``evolution`` section (defaults and documentation: the schema)."""
 
-    SECTION: ClassVar[str] = _E
+    SECTION: ClassVar[str] = "evolution"
     NESTED: ClassVar[dict] = {"backend": BackendSettings, "elimination": el.EliminationSettings, "judge": JudgeSettings}
 
     rounds: int = 4  # the workflow's; one call runs one round
-    seed: int = _default(_E, "seed")
+    seed: int = _default(SECTION, "seed")
     methods: Any = "code"
-    retry_eliminated: bool = _default(_E, "retry_eliminated")
+    retry_eliminated: bool = _default(SECTION, "retry_eliminated")
     backend: BackendSettings = field(default_factory=BackendSettings)
     evolve_params: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.95, "max_tokens": 96})
     answer_params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 160})
-    request_seed: bool = _default(_E, "request_seed")  # per-request `seed` from (seed, round, parent, purpose)
-    answer_system_prompt: str | None = _default(_E, "answer_system_prompt")
+    request_seed: bool = _default(SECTION, "request_seed")  # per-request `seed` from (seed, round, parent, purpose)
+    answer_system_prompt: str | None = _default(SECTION, "answer_system_prompt")
     elimination: el.EliminationSettings = field(default_factory=el.EliminationSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
-    progress: bool = _default(_E, "progress")
-    budget_usd: float | None = _default(_E, "budget_usd")
-    max_requests: int | None = _default(_E, "max_requests")
+    progress: bool = _default(SECTION, "progress")
+    budget_usd: float | None = _default(SECTION, "budget_usd")
+    max_requests: int | None = _default(SECTION, "max_requests")
 
     def check(self) -> None:
         for name in ("evolve_params", "answer_params"):
@@ -297,7 +294,7 @@ async def run_round_async(
             await backend.aclose()
 
     evolved, rejects, next_pool = [], [], []
-    for parent, (rec, reason) in zip(pool, results):
+    for parent, (rec, reason) in zip(pool, results, strict=True):
         if reason is None:
             evolved.append(rec)
             next_pool.append(rec)

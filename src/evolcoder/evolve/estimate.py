@@ -92,7 +92,7 @@ class TokenCounter:
             from evolcoder.models import resolve
 
             tok = AutoTokenizer.from_pretrained(resolve(model))
-        except Exception as exc:  # noqa: BLE001 - any failure falls back to the ratio
+        except Exception as exc:
             log.debug("no tokenizer for %s: %s", model, exc)
             return
         self._encode = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])

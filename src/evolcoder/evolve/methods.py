@@ -17,7 +17,7 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from evolcoder.errors import EvolcoderError
@@ -60,7 +60,7 @@ class Method:
         return self.template.replace("{instruction}", given)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> str:
     """Text of ``templates/evol/<name>.txt`` (package data, read with importlib.resources)."""
     path = resources.files("evolcoder").joinpath("templates", "evol", f"{name}.txt")

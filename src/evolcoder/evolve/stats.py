@@ -116,7 +116,7 @@ def plot_stats(stats_paths: Iterable[str | os.PathLike], out_png: str | os.PathL
             tot = sum(s.get("methods_accepted", {}).values()) or 1
             vals.append(s.get("methods_accepted", {}).get(m, 0) / tot)
         ax.bar(rounds, vals, bottom=bottom, label=m)
-        bottom = [b + v for b, v in zip(bottom, vals)]
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set_xlabel("round")
     ax.set_ylabel("share of accepted items")
     ax.set_title("Method mix (accepted)")
@@ -131,7 +131,7 @@ def plot_stats(stats_paths: Iterable[str | os.PathLike], out_png: str | os.PathL
     for r in reasons:
         vals = [s.get("elimination_rate_by_reason", {}).get(r, 0.0) for s in stats]
         ax.bar(rounds, vals, bottom=bottom, label=r)
-        bottom = [b + v for b, v in zip(bottom, vals)]
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set_xlabel("round")
     ax.set_ylabel("eliminated / items in")
     ax.set_ylim(0, 1)

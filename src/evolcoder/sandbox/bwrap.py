@@ -149,8 +149,9 @@ def plan(allowed: list[str]) -> Plan:
     in_base = [d for d in _site_packages() if d.startswith(base + os.sep)]
     # the base interpreter's own site-packages stay hidden (with -S they are not on sys.path either)
     for d in [
-        os.path.join(base, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
-    ] + in_base:
+        os.path.join(base, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages"),
+        *in_base,
+    ]:
         if os.path.isdir(d) and d not in p.covered:
             p.covered.append(d)
     for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):

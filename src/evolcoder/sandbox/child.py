@@ -50,9 +50,9 @@ from typing import Any
 from evolcoder.sandbox import isolation
 from evolcoder.sandbox.isolation import (
     Isolation,
-    _drop_capabilities,
-    _isolate_mounts,
-    _libc,
+    drop_capabilities,
+    isolate_mounts,
+    libc,
     sandbox_uid,
     set_dumpable,
     setup_isolation,
@@ -101,7 +101,7 @@ def minimal_env(home: str) -> dict[str, str]:
     return env
 
 
-def _vm_bytes() -> int:
+def vm_bytes() -> int:
     try:
         with open("/proc/self/statm", "rb") as fh:
             return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -112,7 +112,7 @@ def _vm_bytes() -> int:
 def _set_limits(limits: Limits) -> None:
     # memory_mb on top of what the (forked) process already maps: the workers hold the dataset and
     # inputs, which must not eat into the sample's allowance
-    mem = int(limits.memory_mb) * 1024 * 1024 + _vm_bytes()
+    mem = int(limits.memory_mb) * 1024 * 1024 + vm_bytes()
     cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.wall_s + 1) + 1
     settings = [
         (resource.RLIMIT_AS, mem),
@@ -141,7 +141,7 @@ def _child(job: Job, wfd: int, workdir: str | None, uid: int | None) -> None:
         if devnull > 2:
             os.close(devnull)
         if workdir is None:
-            workdir = _isolate_mounts(iso, uid, job.limits.fsize_mb)
+            workdir = isolate_mounts(iso, uid, job.limits.fsize_mb)
         os.chdir(workdir)
         env = minimal_env(workdir)
         os.environ.clear()
@@ -155,7 +155,7 @@ def _child(job: Job, wfd: int, workdir: str | None, uid: int | None) -> None:
                 resource.setrlimit(resource.RLIMIT_NPROC, (job.limits.nproc, job.limits.nproc))
             os.setuid(uid)
         elif iso.mode == "userns":
-            _drop_capabilities()
+            drop_capabilities()
         elif job.limits.nproc and iso.mode == "none":
             # RLIMIT_NPROC counts all of this user's processes, so allow what is there
             with contextlib.suppress(ValueError, OSError):
@@ -195,22 +195,27 @@ def _count_user_procs() -> int:
     return n
 
 
-def _active_seconds(pid: int) -> float | None:
-    """Time ``pid`` spent running or waiting for a CPU (max over its threads), from schedstat."""
-    best = None
+def _schedstat_ns(pid: int) -> dict[str, int]:
+    """Nanoseconds each thread of ``pid`` spent running or waiting for a CPU (schedstat); {} once it is gone."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         tids = [str(pid)]
+    out = {}
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
                 run_ns, wait_ns = fh.read().split()[:2]
+            out[tid] = int(run_ns) + int(wait_ns)
         except (OSError, ValueError):
             continue
-        t = (int(run_ns) + int(wait_ns)) / 1e9
-        best = t if best is None or t > best else best
-    return best
+    return out
+
+
+def _active_seconds(pid: int) -> float | None:
+    """Time ``pid`` spent running or waiting for a CPU (max over its threads), from schedstat."""
+    ns = _schedstat_ns(pid)
+    return max(ns.values()) / 1e9 if ns else None
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -337,10 +342,9 @@ class _Template:
         import socket
         import threading
 
-        if self.pending and self._status(0.5) is None:
-            # a job that forged its result and lives on: kill it now
-            if self.finish(wait=True) is None:
-                raise OSError("the bubblewrap template is gone")
+        # a job that forged its result and lives on: kill it now
+        if self.pending and self._status(0.5) is None and self.finish(wait=True) is None:
+            raise OSError("the bubblewrap template is gone")
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
         lim = {
@@ -464,10 +468,31 @@ def shutdown() -> None:
 
 
 # standard-library modules a sample commonly imports: loaded once in the template
-_COMMON = (
-    "typing re collections itertools functools math heapq string hashlib random bisect statistics "
-    "fractions decimal datetime copy operator json shutil subprocess tempfile array cmath"
-).split()
+_COMMON = [
+    "typing",
+    "re",
+    "collections",
+    "itertools",
+    "functools",
+    "math",
+    "heapq",
+    "string",
+    "hashlib",
+    "random",
+    "bisect",
+    "statistics",
+    "fractions",
+    "decimal",
+    "datetime",
+    "copy",
+    "operator",
+    "json",
+    "shutil",
+    "subprocess",
+    "tempfile",
+    "array",
+    "cmath",
+]
 
 
 def _template_imports() -> list[str]:
@@ -538,17 +563,7 @@ class _TreeProgress:
         for p in _tree(self.root, table):
             if p in self.skip:
                 continue
-            try:
-                tids = os.listdir(f"/proc/{p}/task")
-            except OSError:
-                continue
-            for tid in tids:
-                try:
-                    with open(f"/proc/{p}/task/{tid}/schedstat", "rb") as fh:
-                        run_ns, wait_ns = fh.read().split()[:2]
-                except (OSError, ValueError):
-                    continue
-                v = int(run_ns) + int(wait_ns)
+            for tid, v in _schedstat_ns(p).items():
                 delta += max(0, v - self.seen.get((p, tid), 0))
                 self.seen[(p, tid)] = v
         return delta
@@ -745,7 +760,7 @@ def _waitpid(pid: int) -> tuple[int, int]:
 def _set_subreaper() -> None:
     """Orphans of sandboxed jobs get re-parented to this process, which reaps them."""
     with contextlib.suppress(Exception):
-        _libc().prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        libc().prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 def _proc_ppid(name: str) -> int | None:

@@ -19,7 +19,9 @@ SANDBOX_UIDS = 1000
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = (1, 2, 4, 32, 4096, 16384, 1 << 18)
+# mount(2) flags
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 _PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # never hidden, whatever the working directory or $HOME
 _SYSTEM_DIRS = {
@@ -87,7 +89,7 @@ def current() -> Isolation:
     return _ISO
 
 
-def _libc():
+def libc():
     if not _LIBC:
         import ctypes
 
@@ -101,15 +103,15 @@ def _errno_text() -> str:
     return os.strerror(ctypes.get_errno())
 
 
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     def enc(s):
         return s.encode() if s is not None else None
 
-    if _libc().mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+    if libc().mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
         raise OSError(f"mount {target}: {_errno_text()}")
 
 
-def _write_file(path: str, text: str) -> None:
+def write_file(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
@@ -157,12 +159,12 @@ def _enter_user_namespace(network: bool) -> bool:
     uid, gid = os.getuid(), os.getgid()
     flags = _CLONE_NEWUSER | (_CLONE_NEWNET if network else 0)
     set_dumpable(True)  # the id maps are written through /proc/self, which a non-dumpable process does not own
-    if _libc().unshare(flags) != 0:
+    if libc().unshare(flags) != 0:
         return False
     try:
-        _write_file("/proc/self/setgroups", "deny")
-        _write_file("/proc/self/uid_map", f"0 {uid} 1")
-        _write_file("/proc/self/gid_map", f"0 {gid} 1")
+        write_file("/proc/self/setgroups", "deny")
+        write_file("/proc/self/uid_map", f"0 {uid} 1")
+        write_file("/proc/self/gid_map", f"0 {gid} 1")
     except OSError:
         return False
     return True
@@ -232,19 +234,19 @@ def _stage_binds(plan) -> None:
     worker's own mount namespace each bind source is bound under an empty, world-traversable tmpfs
     (over ``/mnt``, seen by this worker only), from where bubblewrap binds it."""
     stage = next((d for d in _STAGES if os.path.isdir(d) and not os.path.islink(d)), None)
-    if stage is None or _libc().unshare(_CLONE_NEWNS) != 0:
+    if stage is None or libc().unshare(_CLONE_NEWNS) != 0:
         raise OSError("no mount namespace for the bubblewrap binds")
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    _mount("tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     for k, (src, dest) in enumerate(plan.binds):
         target = f"{stage}/b{k}"
         if os.path.isdir(src):
             os.mkdir(target, 0o755)
         else:
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
-        _mount(src, target, None, _MS_BIND | _MS_REC)
+        mount(src, target, None, MS_BIND | MS_REC)
         with contextlib.suppress(OSError):
-            _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+            mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
         plan.binds[k] = (target, dest)
 
 
@@ -254,9 +256,9 @@ def _probe_mounts() -> bool:
     if pid == 0:  # pragma: no cover - child
         ok = False
         try:
-            if _libc().unshare(_CLONE_NEWNS) == 0:
-                _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-                _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m")
+            if libc().unshare(_CLONE_NEWNS) == 0:
+                mount(None, "/", None, MS_REC | MS_PRIVATE)
+                mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")
                 ok = True
         except BaseException:
             pass
@@ -265,28 +267,28 @@ def _probe_mounts() -> bool:
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def _isolate_mounts(iso: Isolation, uid: int | None, size_mb: int) -> str:
+def isolate_mounts(iso: Isolation, uid: int | None, size_mb: int) -> str:
     """In the child: a private mount namespace; returns the job's working directory."""
-    if _libc().unshare(_CLONE_NEWNS) != 0:
+    if libc().unshare(_CLONE_NEWNS) != 0:
         raise OSError(f"unshare(mount): {_errno_text()}")
-    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
     # opened in the new namespace, before anything is covered: bound back from these below
     keep_fds = [(k, os.open(k, os.O_PATH | os.O_DIRECTORY)) for k in iso.keep]
     opts = f"size={max(1, int(size_mb))}m,nr_inodes=4096"
     for d in iso.private:
-        _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, opts + ",mode=1777")
+        mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts + ",mode=1777")
     for h in iso.hide:
         if os.path.isdir(h):
-            _mount("tmpfs", h, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+            mount("tmpfs", h, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     for k, fd in keep_fds:
         os.makedirs(k, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", k, None, _MS_BIND | _MS_REC)
+        mount(f"/proc/self/fd/{fd}", k, None, MS_BIND | MS_REC)
         with contextlib.suppress(OSError):
-            _mount(None, k, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+            mount(None, k, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
         os.close(fd)
     for h in iso.hide:  # the tmpfs over a hidden tree becomes read-only once the binds are in place
         with contextlib.suppress(OSError):
-            _mount(None, h, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
+            mount(None, h, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     workdir = "/tmp/job"
     os.mkdir(workdir, 0o700)
     if uid is not None:
@@ -294,7 +296,7 @@ def _isolate_mounts(iso: Isolation, uid: int | None, size_mb: int) -> str:
     return workdir
 
 
-def _drop_capabilities() -> None:
+def drop_capabilities() -> None:
     """User-namespace mode: the sample keeps uid 0 of the namespace but no capability."""
     import ctypes
 
@@ -304,26 +306,26 @@ def _drop_capabilities() -> None:
     class Data(ctypes.Structure):
         _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
-    libc = _libc()
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+    lib = libc()
+    lib.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
     for cap in range(64):
-        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+        lib.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
     hdr = Header(0x20080522, 0)
     data = (Data * 2)()
-    if libc.capset(ctypes.byref(hdr), data) != 0:
+    if lib.capset(ctypes.byref(hdr), data) != 0:
         raise OSError(f"capset: {_errno_text()}")
 
 
 def set_dumpable(value: bool) -> None:
     """``PR_SET_DUMPABLE``: a non-dumpable process's /proc memory and environ are closed to its uid."""
     with contextlib.suppress(Exception):
-        _libc().prctl(4, 1 if value else 0, 0, 0, 0)
+        libc().prctl(4, 1 if value else 0, 0, 0, 0)
 
 
 def unshare_network() -> bool:
     """Put this process into an empty network namespace (root only); False when impossible."""
     try:
-        return _libc().unshare(_CLONE_NEWNET) == 0
+        return libc().unshare(_CLONE_NEWNET) == 0
     except Exception:
         return False
 

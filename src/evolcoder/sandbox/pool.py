@@ -24,6 +24,7 @@ closed); a worker that dies loses only the job in flight, which scores as a cras
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from typing import Any
 from evolcoder.errors import EvolcoderError
 from evolcoder.sandbox.jobs import JobResult
 from evolcoder.sandbox.probe import child_env
-from evolcoder.sandbox.protocol import _read, _write
+from evolcoder.sandbox.protocol import read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class _Worker:
     def __init__(self, python: str, slot: int, preimport: Sequence[str], isolate_network: bool, hide: Sequence[str]):
         env = child_env()
         self.slot = slot
-        self.stderr = tempfile.TemporaryFile()
+        # the worker's stderr lives as long as the worker: closed in close()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
                 [
@@ -78,7 +80,7 @@ class _Worker:
     def send(self, index: int, job: Any) -> None:
         self.busy = (index, job)
         # the job pickled on its own: a bubblewrap worker passes these bytes to the job unread
-        _write(self.proc.stdin, (index, job.limits, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
+        write_message(self.proc.stdin, (index, job.limits, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def stderr_tail(self) -> str:
         self.stderr.seek(0)
@@ -86,10 +88,8 @@ class _Worker:
         return lines[-1][:300] if lines else ""
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.proc.stdin.close()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -132,7 +132,7 @@ def run_jobs(
     def start(slot: int) -> _Worker:
         w = _Worker(python, slot, preimport, isolate_network, hide)
         try:
-            w.hello = _read(w.fd)
+            w.hello = read_message(w.fd)
         except (EOFError, pickle.UnpicklingError) as exc:
             tail = w.stderr_tail()
             w.close()
@@ -158,7 +158,7 @@ def run_jobs(
             for key, _ in sel.select():
                 w: _Worker = key.data
                 try:
-                    index, res = _read(w.fd)
+                    index, res = read_message(w.fd)
                 except (EOFError, pickle.UnpicklingError):
                     # the worker died (OOM killer, a crash outside the sandboxed child): its job
                     # in flight scores as a crash; a fresh worker takes the slot
@@ -176,10 +176,8 @@ def run_jobs(
                 feed(w)
     finally:
         for w in pool:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(w.fd)
-            except (KeyError, ValueError):
-                pass
             w.close()
         sel.close()
     return results

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 _HEADER = 8
 
 
-def _write(fh: BinaryIO, obj: Any) -> None:
+def write_message(fh: BinaryIO, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     fh.write(len(data).to_bytes(_HEADER, "little") + data)
     fh.flush()
@@ -25,7 +25,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _read(fd: int) -> Any:
+def read_message(fd: int) -> Any:
     head = _read_exact(fd, _HEADER)
     if head is None:
         raise EOFError

@@ -17,7 +17,7 @@ from evolcoder.sandbox.child import init_worker, run_job, shutdown
 from evolcoder.sandbox.isolation import describe_isolation
 from evolcoder.sandbox.jobs import Job
 from evolcoder.sandbox.probe import describe_interpreter
-from evolcoder.sandbox.protocol import _read, _write
+from evolcoder.sandbox.protocol import read_message, write_message
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -31,14 +31,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     found = {m for m, v in hello["versions"].items() if v is not None}
     hello["preimported"] = [m for m in preimport if (m.split(".")[0] in found if iso.bwrap else m in sys.modules)]
     hello["isolation"] = describe_isolation(iso)
-    _write(out, hello)
+    write_message(out, hello)
     fd = sys.stdin.fileno()
     while True:
         try:
-            index, limits, blob = _read(fd)
+            index, limits, blob = read_message(fd)
         except EOFError:
             break
-        _write(out, (index, run_job(Job(None, (), limits), slot=slot, payload=blob)))
+        write_message(out, (index, run_job(Job(None, (), limits), slot=slot, payload=blob)))
     shutdown()
 
 

@@ -19,6 +19,7 @@ Each job (:func:`_job`) gets, below the bubblewrap sandbox every job of the work
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -28,12 +29,19 @@ import socket
 import struct
 import sys
 
-from evolcoder.sandbox.child import _vm_bytes
-from evolcoder.sandbox.isolation import _MS_NODEV, _MS_NOSUID, _MS_PRIVATE, _MS_REC, _drop_capabilities, _mount
-from evolcoder.sandbox.isolation import _write_file as _write
+from evolcoder.sandbox.child import vm_bytes
+from evolcoder.sandbox.isolation import (
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_REC,
+    drop_capabilities,
+    mount,
+    write_file,
+)
 
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID = 0x00020000, 0x08000000, 0x10000000, 0x20000000
-_MS_NOEXEC = 8
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -43,15 +51,15 @@ def _job(job_r: int, res_w: int, lim: dict) -> None:
     try:
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: dies with its parent
         os.setsid()
-        _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
         tmp_opts = f"size={max(1, int(lim['fsize_mb']))}m,nr_inodes=4096,mode=1777"
         for d in ("/tmp", "/dev/shm"):
             if os.path.isdir(d):
-                _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, tmp_opts)
-        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-        _drop_capabilities()
+                mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        drop_capabilities()
         os.chdir("/tmp")
-        mem = int(lim["memory_mb"]) * 1024 * 1024 + _vm_bytes()
+        mem = int(lim["memory_mb"]) * 1024 * 1024 + vm_bytes()
         for what, value in (
             (resource.RLIMIT_AS, mem),
             (resource.RLIMIT_CPU, int(lim["cpu_s"])),
@@ -59,10 +67,8 @@ def _job(job_r: int, res_w: int, lim: dict) -> None:
             (resource.RLIMIT_CORE, 0),
             (resource.RLIMIT_NPROC, int(lim["nproc"]) or resource.RLIM_INFINITY),
         ):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(what, (value, value))
-            except (ValueError, OSError):
-                pass
         import pickle
 
         chunks = []
@@ -98,9 +104,9 @@ def _fork_job(job_r: int, res_w: int, lim: dict) -> None:
         uid, gid = os.getuid(), os.getgid()
         if _LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWPID | _CLONE_NEWNS | _CLONE_NEWIPC) != 0:
             os._exit(90)
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        write_file("/proc/self/setgroups", "deny")
+        write_file("/proc/self/uid_map", f"{uid} {uid} 1")
+        write_file("/proc/self/gid_map", f"{gid} {gid} 1")
         pid = os.fork()
         if pid == 0:
             _job(job_r, res_w, lim)

@@ -1,9 +1,7 @@
-"""Fine-tuning stage (`evolcoder tokenize`, `evolcoder train`).
+"""Fine-tuning: `evolcoder tokenize` (:mod:`evolcoder.train.tokens`), `evolcoder train`
+(:mod:`evolcoder.train.commands`, :mod:`evolcoder.train.run`), `evolcoder plot-training`
+(:mod:`evolcoder.train.plot`).
 
-Importing this package is cheap (no torch).
+Importing this package imports nothing else, so a command of one module does not carry the others'
+code into its code hash (:mod:`evolcoder.codehash`).
 """
-
-from evolcoder.train.commands import cli, tokenize_cli
-from evolcoder.train.settings import TrainSettings, parse_settings, tokenize_settings
-
-__all__ = ["cli", "tokenize_cli", "TrainSettings", "parse_settings", "tokenize_settings"]

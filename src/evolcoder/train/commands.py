@@ -1,4 +1,4 @@
-"""Click commands of the fine-tuning stage."""
+"""The `evolcoder train` command: settings, the launcher (torchrun, srun), then :mod:`evolcoder.train.run`."""
 
 from __future__ import annotations
 
@@ -18,31 +18,6 @@ log = logging.getLogger(__name__)
 
 
 @click.command(
-    help="Tokenise instruction records with the WizardCoder prompt (prompt tokens masked, EOS "
-    "appended, truncated to model_max_length) into a cache file for `evolcoder train --tokenized`."
-)
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
-@click.option("--base-model", required=True, help="Model spec whose tokenizer is used.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .pt file.")
-@click.option(
-    "--settings-json",
-    default=None,
-    help="A train entry (only model_max_length and prompt_template are read), JSON or a file.",
-)
-def tokenize_cli(data: str, base_model: str, out: str, settings_json: str | None) -> None:
-    from evolcoder.train.run import run_tokenize
-    from evolcoder.train.settings import template, tokenize_settings
-
-    raw = parse_json_option(settings_json, "settings-json")
-    template(tokenize_settings(raw)["prompt_template"])  # fail early on a bad template
-    stats = run_tokenize(data, base_model, out, raw)
-    click.echo(
-        f"tokenised {stats['examples']} examples ({stats['tokens']} tokens, "
-        f"{stats['truncated']} truncated, {stats['dropped_no_target']} dropped) -> {out}"
-    )
-
-
-@click.command(
     help="Fine-tune a causal LM on instruction records (HF Trainer; DeepSpeed ZeRO, LoRA, "
     "packing optional). Resumes from the last complete checkpoint in OUT_DIR/checkpoints."
 )
@@ -58,7 +33,7 @@ def tokenize_cli(data: str, base_model: str, out: str, settings_json: str | None
     "--out-dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Run folder: model/, checkpoints/, log_history.json, loss.png.",
+    help="Run folder: model/, checkpoints/, log_history.json (plotted by `evolcoder plot-training`).",
 )
 @click.option("--settings-json", default=None, help="One entry of the train: section, JSON or a file.")
 def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings_json: str | None) -> None:
@@ -118,7 +93,7 @@ def _train_argv(data: str | None, tokenized: str | None, base_model: str, out_di
         argv += ["--data", data]
     if tokenized:
         argv += ["--tokenized", tokenized]
-    return argv + ["--base-model", base_model, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
+    return [*argv, "--base-model", base_model, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
 
 
 def _run_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,12 @@ class Tokenized:
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         if self.label_mask is not None:
             mask = self.label_mask[self.offsets[i] : self.offsets[i + 1]]
-            return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
+            return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
         n = self.prompt_lens[i]
         return ids, [IGNORE_INDEX] * n + ids[n:]
 
     def lengths(self) -> list[int]:
-        return [b - a for a, b in zip(self.offsets, self.offsets[1:])]
+        return [b - a for a, b in pairwise(self.offsets)]
 
 
 def tokenize_records(
@@ -122,9 +123,9 @@ def tokenize_records(
         targets = [r["output"] for r in buf]
         p_ids = encode_prompts(tokenizer, prompts)
         t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
-        for p, t in zip(p_ids, t_ids):
+        for p, t in zip(p_ids, t_ids, strict=True):
             full = len(p) + len(t) + 1
-            ids, labels = build_example(p, t, eos, max_length)
+            ids, _labels = build_example(p, t, eos, max_length)
             n_target = len(ids) - min(len(p), len(ids))
             if full > max_length:
                 stats["truncated"] += 1
@@ -181,7 +182,7 @@ def load_tokenized(path: str | os.PathLike) -> Tokenized:
         raise DataError(f"{path}: tokenised data not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+    except Exception as exc:
         raise DataError(f"{path}: not a tokenised-data file ({type(exc).__name__})") from None
     if not isinstance(obj, dict) or obj.get("format") != CACHE_FORMAT:
         raise DataError(f"{path}: not a tokenised-data file of format {CACHE_FORMAT} (re-run evolcoder tokenize)")

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 
 def _bandwidth(dist, torch, device: str, world: int, mbytes: float, iters: int) -> dict:
-    """Bus bandwidth of an all-reduce of ``mbytes`` MB (the nccl-tests convention: algbw × 2(n-1)/n)."""
+    """Bus bandwidth of an all-reduce of ``mbytes`` MB (the nccl-tests convention: algbw x 2(n-1)/n)."""
     n = max(1, int(mbytes * 2**20 / 4))
     buf = torch.ones(n, dtype=torch.float32, device=device)
     dist.all_reduce(buf)  # warm-up (connections, NCCL rings)

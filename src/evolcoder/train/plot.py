@@ -25,12 +25,12 @@ def plot_training(log_history_json: str | os.PathLike, out_png: str | os.PathLik
     mem = [h["peak_mem_mb"] for h in history if "peak_mem_mb" in h]
     fig, ax = plt.subplots(figsize=(7, 4))
     if loss:
-        ax.plot(*zip(*loss), color="tab:blue", marker="." if len(loss) < 50 else None, label="train loss")
+        ax.plot(*zip(*loss, strict=True), color="tab:blue", marker="." if len(loss) < 50 else None, label="train loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss", color="tab:blue")
     ax2 = ax.twinx()
     if lr:
-        ax2.plot(*zip(*lr), color="tab:orange", linestyle="--", label="learning rate")
+        ax2.plot(*zip(*lr, strict=True), color="tab:orange", linestyle="--", label="learning rate")
     ax2.set_ylabel("learning rate", color="tab:orange")
     ax2.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     title = "fine-tuning"

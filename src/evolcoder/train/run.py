@@ -3,7 +3,8 @@
 Layout of ``--out-dir``:
   checkpoints/checkpoint-N/   Trainer checkpoints every save_steps (resume from the last complete one)
   model/                      final save_pretrained model + tokenizer + training_manifest.json
-  log_history.json, loss.png  loss / learning-rate / tokens-per-second / peak memory per logging step
+  log_history.json            loss / learning-rate / tokens-per-second / peak memory per logging step
+                              (``evolcoder plot-training`` draws loss.png from it)
 """
 
 from __future__ import annotations
@@ -18,32 +19,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evolcoder.chat import end_of_turn_id, is_chat, prepare_tokenizer, tokenize_chat_records
-from evolcoder.chat import template_sha256 as chat_template_sha256
+from evolcoder.chat import end_of_turn_id, is_chat, prepare_tokenizer
 from evolcoder.errors import EvolcoderError
 from evolcoder.hub import write_model_card
-from evolcoder.io import read_jsonl, sha256_file, sha256_json, write_json, write_manifest
+from evolcoder.io import write_json, write_manifest
 from evolcoder.launch import free_port
 from evolcoder.models import model_config
 from evolcoder.train.data import (
     PaddingCollator,
-    Tokenized,
     TrainDataset,
     load_tokenized,
     packing_collator,
     render_prompt,
-    save_tokenized,
-    tokenize_records,
-    tokenizer_fingerprint,
 )
 from evolcoder.train.settings import (
     TrainSettings,
     deepspeed_config_path,
     gradient_accumulation,
     template,
-    tokenize_settings,
     trajectory_fingerprint,
 )
+from evolcoder.train.tokens import check_tokenized, load_tokenizer, tokenize_file
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +51,8 @@ CALLBACKS_ENV = "EVOLCODER_TRAIN_CALLBACKS"
 
 
 # ---------------------------------------------------------------------------------------------
-# tokenizer / model loading
+# model loading
 # ---------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(model_dir: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise EvolcoderError(f"base model {model_dir}: cannot load its tokenizer ({exc})") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def load_model(model_dir: str, s: TrainSettings) -> Any:
@@ -100,82 +84,6 @@ def load_model(model_dir: str, s: TrainSettings) -> Any:
         if s.gradient_checkpointing:
             model.enable_input_require_grads()
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# tokenisation (the `evolcoder tokenize` stage, and in-process when no --tokenized is given)
-# ---------------------------------------------------------------------------------------------
-
-
-def tokenize_file(
-    data: str | os.PathLike, model_dir: str, raw_settings: dict, base_model_spec: str
-) -> tuple[Tokenized, dict]:
-    ts = tokenize_settings(raw_settings)
-    tmpl = template(ts["prompt_template"])
-    tok = load_tokenizer(model_dir)
-    chat = is_chat(ts["prompt_template"])
-    if chat:  # before reading the data: a base without a chat template stops here with one line
-        prepare_tokenizer(tok, base_model_spec, ts.get("chat_template"))
-    records = read_jsonl(data)
-    t0 = time.time()
-    if chat:
-        fields, stats = tokenize_chat_records(
-            records, tok, int(ts["model_max_length"]), ts.get("system_prompt"), source=str(data)
-        )
-        tokd = Tokenized(**fields, meta={})
-        tmpl = {**tmpl, "chat_template_sha256": chat_template_sha256(tok), "system_prompt": ts.get("system_prompt")}
-    else:
-        tokd, stats = tokenize_records(records, tok, tmpl, int(ts["model_max_length"]), source=str(data))
-    stats["seconds"] = round(time.time() - t0, 2)
-    tokd.meta = {
-        "base_model": base_model_spec,
-        "tokenizer_fingerprint": tokenizer_fingerprint(tok),
-        "template": ts["prompt_template"],
-        "template_sha256": sha256_json(tmpl),
-        "model_max_length": int(ts["model_max_length"]),
-        "data": str(data),
-        "data_sha256": sha256_file(data),
-        "stats": stats,
-    }
-    return tokd, stats
-
-
-def run_tokenize(data: str, base_model: str, out: str, raw_settings: dict) -> dict:
-    from evolcoder.models import resolve
-
-    model_dir = resolve(base_model)
-    tokd, stats = tokenize_file(data, model_dir, raw_settings, base_model)
-    save_tokenized(tokd, out)
-    log.info(
-        "tokenised %d records -> %d examples, %d tokens (%d truncated, %d dropped) -> %s",
-        stats["records"],
-        stats["examples"],
-        stats["tokens"],
-        stats["truncated"],
-        stats["dropped_no_target"],
-        out,
-    )
-    return stats
-
-
-def _check_tokenized(tokd: Tokenized, tok: Any, s: TrainSettings, data: str | None) -> None:
-    m = tokd.meta
-    problems = []
-    if m.get("tokenizer_fingerprint") != tokenizer_fingerprint(tok):
-        problems.append(f"tokenizer differs (tokenised with {m.get('base_model')!r})")
-    tmpl = template(s.prompt_template)
-    if is_chat(s.prompt_template):
-        tmpl = {**tmpl, "chat_template_sha256": chat_template_sha256(tok), "system_prompt": s.system_prompt}
-    if m.get("template_sha256") != sha256_json(tmpl):
-        problems.append(f"prompt template differs ({m.get('template')!r})")
-    if m.get("model_max_length") != s.model_max_length:
-        problems.append(f"model_max_length {m.get('model_max_length')} != {s.model_max_length}")
-    if data and Path(data).exists() and m.get("data_sha256") != sha256_file(data):
-        problems.append(f"{data} changed since it was tokenised")
-    if problems:
-        raise EvolcoderError(
-            "tokenised data does not match this run: " + "; ".join(problems) + " (re-run evolcoder tokenize)"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +128,7 @@ def _drop_newer_incomplete(ckpt_dir: Path, keep: Path | None) -> None:
 FINGERPRINT_FILE = "run_fingerprint.json"
 
 
-def _invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
+def invalidate_stale_checkpoints(ckpt_dir: Path, fingerprint: str) -> None:
     """Checkpoints of a run with other hyper-parameters or data must not be resumed: remove them."""
     marker = ckpt_dir / FINGERPRINT_FILE
     if ckpt_dir.is_dir() and any(_CKPT_RE.match(p.name) for p in ckpt_dir.iterdir()):
@@ -427,7 +335,7 @@ def run_training(
         prepare_tokenizer(tokenizer, base_model, s.chat_template)  # saved with the model, template included
     if tokenized:
         tokd = load_tokenized(tokenized)
-        _check_tokenized(tokd, tokenizer, s, data)
+        check_tokenized(tokd, tokenizer, s, data)
     elif data:
         tokd, _ = tokenize_file(data, model_dir, raw_settings, base_model)
     else:
@@ -456,7 +364,7 @@ def run_training(
 
     fingerprint = trajectory_fingerprint(s, tokd.meta.get("data_sha256"), world_size)
     if _is_main():
-        _invalidate_stale_checkpoints(ckpt_dir, fingerprint)
+        invalidate_stale_checkpoints(ckpt_dir, fingerprint)
     _barrier()
     resume = last_complete_checkpoint(ckpt_dir)
     if _is_main():
@@ -470,13 +378,7 @@ def run_training(
     state = trainer.state
     history = list(state.log_history)
     if _is_main():
-        write_json(out / "log_history.json", history)
-        try:
-            from evolcoder.train.plot import plot_training
-
-            plot_training(out / "log_history.json", out / "loss.png")
-        except Exception as exc:  # noqa: BLE001 - a plot never fails a training run
-            log.warning("loss plot failed: %s", exc)
+        write_json(out / "log_history.json", history)  # plotted by `evolcoder plot-training`
     if state.global_step < state.max_steps:
         raise EvolcoderError(
             f"training stopped at step {state.global_step} of {state.max_steps} (SIGTERM?); "

@@ -35,45 +35,42 @@ class LoraSettings(Settings):
     target_modules: list[str] | str = "all-linear"
 
 
-_T = "train"
-
-
 @dataclass
 class TrainSettings(Settings):
     """One fine-tuning run: the config's ``train`` section (defaults and documentation: the schema;
     the keys the schema requires have the paper's values here, for the command used alone)."""
 
-    SECTION: ClassVar[str] = _T
+    SECTION: ClassVar[str] = "train"
 
     base_model: str = "smollm2-135m-instruct"
     model_max_length: int = 2048
-    prompt_template: str = _default(_T, "prompt_template")  # name under templates/train/, a JSON path, or chat
-    chat_template: str | None = _default(_T, "chat_template")  # prompt_template chat: a .jinja file or chatml
-    system_prompt: str | None = _default(_T, "system_prompt")  # prompt_template chat: an optional system turn
+    prompt_template: str = _default(SECTION, "prompt_template")  # name under templates/train/, a JSON path, or chat
+    chat_template: str | None = _default(SECTION, "chat_template")  # prompt_template chat: a .jinja file or chatml
+    system_prompt: str | None = _default(SECTION, "system_prompt")  # prompt_template chat: an optional system turn
     global_batch_size: int = 512  # effective batch size (samples per optimizer step)
     micro_batch_size: int = 4  # per device; grad accumulation is derived
     learning_rate: float = 2e-5
-    num_epochs: float = _default(_T, "num_epochs")
-    max_steps: int | None = _default(_T, "max_steps")  # cap (smoke runs); None = full epochs
-    warmup_steps: int = _default(_T, "warmup_steps")
-    lr_scheduler: str = _default(_T, "lr_scheduler")
-    weight_decay: float = _default(_T, "weight_decay")
-    max_grad_norm: float = _default(_T, "max_grad_norm")
-    precision: str = _default(_T, "precision")
-    gradient_checkpointing: bool = _default(_T, "gradient_checkpointing")
-    deepspeed: str | None = _default(_T, "deepspeed")  # None | zero2 | zero3 | zero3_offload | JSON
-    save_steps: int = _default(_T, "save_steps")
-    save_total_limit: int | None = _default(_T, "save_total_limit")
-    logging_steps: int = _default(_T, "logging_steps")
-    seed: int = _default(_T, "seed")
-    packing: bool = _default(_T, "packing")  # padding-free batches
-    lora: LoraSettings | None = _default(_T, "lora")
-    launcher: str = _default(_T, "launcher")  # none | torchrun | deepspeed
-    num_gpus: int | str | None = _default(_T, "num_gpus")  # None/"auto": the GPUs the job was granted
-    checkpoint_on_sigterm: bool = _default(_T, "checkpoint_on_sigterm")
-    keep_checkpoints: bool = _default(_T, "keep_checkpoints")
-    attn_implementation: str | None = _default(_T, "attn_implementation")
-    dataloader_num_workers: int = _default(_T, "dataloader_num_workers")
+    num_epochs: float = _default(SECTION, "num_epochs")
+    max_steps: int | None = _default(SECTION, "max_steps")  # cap (smoke runs); None = full epochs
+    warmup_steps: int = _default(SECTION, "warmup_steps")
+    lr_scheduler: str = _default(SECTION, "lr_scheduler")
+    weight_decay: float = _default(SECTION, "weight_decay")
+    max_grad_norm: float = _default(SECTION, "max_grad_norm")
+    precision: str = _default(SECTION, "precision")
+    gradient_checkpointing: bool = _default(SECTION, "gradient_checkpointing")
+    deepspeed: str | None = _default(SECTION, "deepspeed")  # None | zero2 | zero3 | zero3_offload | JSON
+    save_steps: int = _default(SECTION, "save_steps")
+    save_total_limit: int | None = _default(SECTION, "save_total_limit")
+    logging_steps: int = _default(SECTION, "logging_steps")
+    seed: int = _default(SECTION, "seed")
+    packing: bool = _default(SECTION, "packing")  # padding-free batches
+    lora: LoraSettings | None = _default(SECTION, "lora")
+    launcher: str = _default(SECTION, "launcher")  # none | torchrun | deepspeed
+    num_gpus: int | str | None = _default(SECTION, "num_gpus")  # None/"auto": the GPUs the job was granted
+    checkpoint_on_sigterm: bool = _default(SECTION, "checkpoint_on_sigterm")
+    keep_checkpoints: bool = _default(SECTION, "keep_checkpoints")
+    attn_implementation: str | None = _default(SECTION, "attn_implementation")
+    dataloader_num_workers: int = _default(SECTION, "dataloader_num_workers")
     extra: dict = field(default_factory=dict)  # keys kept for the record only (_IGNORED)
 
     @classmethod
@@ -81,7 +78,7 @@ class TrainSettings(Settings):
         return super().known_keys() - {"extra"}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainSettings":
+    def from_dict(cls, d: dict | None) -> TrainSettings:
         d = dict(d or {})
         extra = {k: d.pop(k) for k in list(d) if k in _IGNORED}
         lora = d.get("lora")
@@ -131,12 +128,12 @@ def trajectory_fingerprint(s: TrainSettings, data_sha256: str | None, world_size
 
 
 def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
-    """Steps of accumulation so that micro × world × accum == the global batch size the user set."""
+    """Steps of accumulation so that micro x world x accum == the global batch size the user set."""
     per_step = micro_batch_size * world_size
     if global_batch_size % per_step:
         raise EvolcoderError(
-            f"train.global_batch_size={global_batch_size} is not a multiple of micro_batch_size × "
-            f"world size = {micro_batch_size} × {world_size} = {per_step}"
+            f"train.global_batch_size={global_batch_size} is not a multiple of micro_batch_size x "
+            f"world size = {micro_batch_size} x {world_size} = {per_step}"
         )
     return global_batch_size // per_step
 

@@ -62,7 +62,7 @@ def bootstrap_mean_interval(
 
 
 def per_task_pass_at_k(ns: Sequence[int], cs: Sequence[int], k: int) -> list[float]:
-    return [pass_at_k(n, c, k) for n, c in zip(ns, cs)]
+    return [pass_at_k(n, c, k) for n, c in zip(ns, cs, strict=True)]
 
 
 def bootstrap_pass_at_k(
@@ -111,7 +111,7 @@ def paired_bootstrap(
     n = len(a)
     if n == 0:
         return 0.0, (0.0, 0.0), 1.0
-    d = [x - y for x, y in zip(a, b)]
+    d = [x - y for x, y in zip(a, b, strict=True)]
     diff = sum(d) / n
     if all(v == 0 for v in d):
         return 0.0, (0.0, 0.0), 1.0
@@ -132,8 +132,8 @@ def compare(ns_a, cs_a, ns_b, cs_b, k: int = 1) -> dict:
     if len(ns_a) != len(ns_b):
         raise ValueError("compare: A and B must cover the same tasks")
     if k == 1 and all(n == 1 for n in [*ns_a, *ns_b]):
-        only_a = sum(1 for ca, cb in zip(cs_a, cs_b) if ca and not cb)
-        only_b = sum(1 for ca, cb in zip(cs_a, cs_b) if cb and not ca)
+        only_a = sum(1 for ca, cb in zip(cs_a, cs_b, strict=True) if ca and not cb)
+        only_b = sum(1 for ca, cb in zip(cs_a, cs_b, strict=True) if cb and not ca)
         diff = (only_a - only_b) / len(ns_a) if ns_a else 0.0
         return {
             "test": "mcnemar-exact",
