@@ -38,8 +38,7 @@ rule train:
         "../envs/gpu.yaml"
     container:
         container_for("gpu")
-    # the main fine-tune: 2 (on a small machine nothing is left to run beside it); baselines: 1 (beside evolution)
-    threads: lambda w: 2 if w.model == config["train"]["model_name"] else 1
+    threads: 2
     resources:
         **train_job_resources(),
     params:
