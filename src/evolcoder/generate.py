@@ -11,7 +11,8 @@ Generation settings (``--settings-json``)::
     n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1, temperature 0)
     max_new_tokens, batch_size
     backend          hf (transformers, CPU/GPU) | vllm (GPU, optional extra)
-    dtype            auto | fp16 | bf16 | fp32 (auto: HF bf16 on GPU and fp32 on CPU; vLLM the model's)
+    dtype            auto | fp16 | bf16 | fp32 (auto: HF bf16 on GPU and on a CPU with native bf16,
+                     else fp32; vLLM the model's)
     seed             sampling seed
 
 Gather's settings (:class:`GatherSettings`): ``postprocess`` wizardcoder (WizardCoder's process scripts) |

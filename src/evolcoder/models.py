@@ -132,10 +132,24 @@ def dtype_name(torch_dtype: Any) -> str:
     return {v: k for k, v in DTYPES.items()}.get(name, name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX tiles or AVX512-BF16, e.g. Sapphire Rapids
+    and later, Zen 4): there bf16 decodes ~2x faster than fp32 (SmolLM2-135M, batch 12, 1 thread);
+    elsewhere torch emulates bf16 and it is slower than fp32."""
+    import torch
+
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(getattr(torch.cpu, name)() for name in checks if hasattr(torch.cpu, name))
+    except RuntimeError:
+        return False
+
+
 def generation_dtype(dtype: str, device: str) -> str:
-    """The precision a requested ``dtype`` means on ``device``: auto = bf16 on GPU, fp32 on CPU."""
+    """The precision a requested ``dtype`` means on ``device``: auto = bf16 on GPU
+    and on a CPU with native bf16 (:func:`cpu_has_native_bf16`), fp32 on other CPUs."""
     if dtype == "auto":
-        return "bf16" if device == "cuda" else "fp32"
+        return "bf16" if device == "cuda" or cpu_has_native_bf16() else "fp32"
     if dtype not in DTYPES:
         raise EvolcoderError(f"dtype must be one of auto, {', '.join(DTYPES)}, not {dtype!r}")
     return dtype
@@ -145,7 +159,7 @@ def load_for_generation(spec: str, dtype: str = "auto") -> tuple[Any, Any, str]:
     """(tokenizer, model, device) of a model spec, set up for batched generation: the one place of
     that set-up for evolution's local backend and for benchmark generation. The tokenizer pads on the
     left (pad = EOS where the model has none), the model is in eval mode on the GPU when there is one.
-    ``dtype``: auto (bf16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16."""
+    ``dtype``: auto (bf16 on GPU and on a CPU with native bf16, else fp32) | fp32 | fp16 | bf16."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
