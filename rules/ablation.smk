@@ -16,9 +16,9 @@ checkpoint select_round:
     container:
         container_for("cpu")
     params:
-        max_rounds=n_rounds(),
-        benchmark=selection()["benchmark"],
-        split=selection()["split"],
+        max_rounds=plan.n_rounds(),
+        benchmark=plan.selection()["benchmark"],
+        split=plan.selection()["split"],
         code=code_version("select-round"),
     shell:
         "evolcoder select-round --k {wildcards.k} --max-rounds {params.max_rounds} --benchmark {params.benchmark}"
@@ -51,8 +51,8 @@ rule ablation_table:
         container_for("cpu")
     params:
         args=ablation_args,
-        held_fixed=ablation_held_fixed(),
-        selection=shlex.quote(selection_note()),
+        held_fixed=shlex.quote(plan.held_fixed()),
+        selection=shlex.quote(plan.selection_note()),
         decisions=lambda w, input: " ".join(f"--decision {d}" for d in input.decisions),
         out_dir=subpath(output.md, parent=True),
         code=code_version("ablation-table"),

@@ -11,17 +11,17 @@ rule generate:
     benchmark:
         "logs/benchmarks/generate/{model}/{benchmark}/{mode}.{shard}.tsv"
     conda:
-        generation_env()
+        f"../envs/{plan.generation_family()}.yaml"
     container:
-        container_for(generation_family())
+        container_for(plan.generation_family())
     threads: 2
     resources:
-        **gpu_resources(generate_resources),
+        **plan.generate_job_resources(),
     params:
         model=get_model_spec,
         data=get_data_path,
         options=benchmark_options,
-        settings=lambda w: as_json(generation_settings(w)),
+        settings=settings("generate"),
         num_shards=config["evaluation"]["num_shards"],
         code=code_version("generate"),
     shell:
@@ -44,7 +44,7 @@ rule gather:
     params:
         data=get_data_path,
         options=benchmark_options,
-        settings=lambda w: as_json(gather_settings(w)),
+        settings=settings("gather"),
         code=code_version("gather"),
     shell:
         "evolcoder gather --benchmark {wildcards.benchmark} --data {params.data:q} {params.options}"
@@ -65,7 +65,7 @@ rule timings:
     threads: sandbox_jobs
     params:
         data=get_data_path,
-        settings=lambda w: as_json(timings_settings()),
+        settings=settings("timings"),
         code=code_version("timings"),
     shell:
         "evolcoder timings --benchmark {wildcards.benchmark} --data {params.data:q}"
@@ -90,7 +90,7 @@ rule score:
     params:
         data=get_data_path,
         options=benchmark_options,
-        settings=lambda w: as_json(score_settings(w)),
+        settings=settings("score"),
         timings=timings_arg,
         code=code_version("score"),
     shell:
@@ -122,7 +122,7 @@ rule table:
     container:
         container_for("cpu")
     params:
-        options=table_options(),
+        options=plan.table_options(),
         code=code_version("table"),
     shell:
         "evolcoder table --out-dir results {params.options} {input} > {log} 2>&1"

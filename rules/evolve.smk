@@ -47,7 +47,7 @@ rule evolve_round:
     threads: 2
     params:
         # every key but how many rounds: adding a round must not make the finished rounds stale
-        settings=as_json(evolve_settings()),
+        settings=settings("evolve"),
         out_dir=subpath(output.evolved, parent=True),
         code=code_version("evolve"),
     shell:
@@ -97,7 +97,7 @@ rule merge:
         container_for("cpu")
     params:
         rounds=merge_round_args,
-        settings=as_json(config["merge"]),
+        settings=settings("merge"),
         data=as_json(config["data"]),
         code=code_version("merge"),
     shell:
@@ -121,7 +121,7 @@ rule merge_rounds:
         container_for("cpu")
     params:
         rounds=merge_round_args,
-        settings=as_json(config["merge"]),
+        settings=settings("merge"),
         data=as_json(config["data"]),
         out_dir=subpath(output.train, parent=True),
         code=code_version("merge"),

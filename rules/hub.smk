@@ -17,7 +17,7 @@ rule export_dataset:
         container_for("cpu")
     params:
         rounds=lambda w, input: " ".join(f"--round-stats {p}" for p in input.rounds),
-        settings=as_json(dataset_card_settings()),
+        settings=settings("export-data"),
         out_dir=subpath(output.card, parent=True),
         code=code_version("export-data"),
     shell:
@@ -41,7 +41,7 @@ rule model_card:
         container_for("cpu")
     params:
         name=table_name,
-        settings=as_json(model_card_settings()),
+        settings=settings("model-card"),
         code=code_version("model-card"),
     shell:
         "evolcoder model-card --model-dir {input.model} --scores {input.scores} --model-name {params.name:q}"

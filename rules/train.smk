@@ -14,12 +14,11 @@ rule tokenize:
     container:
         container_for("gpu")
     params:
-        base_model=config["train"]["base_model"],
         # only what changes the tokens: a learning-rate change does not re-tokenise
-        settings=as_json(tokenize_settings()),
+        settings=settings("tokenize"),
         code=code_version("tokenize"),
     shell:
-        "evolcoder tokenize --data {input.data} --base-model {params.base_model:q} --out {output}"
+        "evolcoder tokenize --data {input.data} --out {output}"
         " --settings-json {params.settings} > {log} 2>&1"
 
 
@@ -40,16 +39,15 @@ rule train:
         container_for("gpu")
     threads: 2
     resources:
-        **train_job_resources(),
+        **plan.train_job_resources(),
     params:
-        base_model=config["train"]["base_model"],
-        settings=as_json(train_settings()),
+        settings=settings("train"),
         out_dir=subpath(output.history, parent=True),
         code=code_version("train"),
     shell:
         # one process per allocated GPU: `evolcoder train` re-executes itself under torchrun when several
         # (on several nodes: srun, one torchrun per node, a c10d rendezvous at the first)
-        "evolcoder train --data {input.data} --tokenized {input.tokenized} --base-model {params.base_model:q}"
+        "evolcoder train --data {input.data} --tokenized {input.tokenized}"
         " --out-dir {params.out_dir} --settings-json {params.settings} > {log} 2>&1"
 
 

@@ -157,10 +157,10 @@ def test_prediction_formats(tmp_path):
         b.load_predictions(str(bad), tasks)
 
 
-def test_score_settings_take_the_rules_execution_block():
-    """The score rule passes {"execution": <evaluation.execution>, "options": <the benchmark's block of
-    evaluation.benchmark_options>, "limit": ..., "ks": ...}: every execution key applies (semantics,
-    retries), the options reach the adapter, and an unknown key is an error."""
+def test_score_settings_are_flat():
+    """The score rule passes the flat settings of evolcoder.workflow.settings_for: every execution key
+    applies (semantics, retries), with postprocess, the benchmark's options (its block of
+    evaluation.benchmark_options) and ks; an unknown or nested key is an error."""
     import pytest
 
     from evolcoder.benchmarks.verdicts import ScoreSettings
@@ -168,25 +168,23 @@ def test_score_settings_take_the_rules_execution_block():
 
     s = ScoreSettings.from_dict(
         {
-            "execution": {
-                "jobs": 2,
-                "semantics": "evalplus-0.2.0",
-                "retries": 3,
-            },
+            "semantics": "evalplus-0.2.0",
+            "retries": 3,
             "options": {"python": "/opt/ds/bin/python"},
-            "limit": 12,
+            "postprocess": "evalplus",
             "ks": [1, 10],
         }
     )
-    assert (s.jobs, s.semantics, s.retries, s.options["python"], s.ks) == (
-        2,
+    assert (s.semantics, s.retries, s.options["python"], s.postprocess, s.ks) == (
         "evalplus-0.2.0",
         3,
         "/opt/ds/bin/python",
+        "evalplus",
         [1, 10],
     )
-    with pytest.raises(EvolcoderError, match=r"unknown key.*jbos"):
-        ScoreSettings.from_dict({"execution": {"jbos": 2}})
+    for nested in ({"jbos": 2}, {"execution": {"jobs": 2}}, {"limit": 12}):
+        with pytest.raises(EvolcoderError, match="unknown key"):
+            ScoreSettings.from_dict(nested)
 
 
 def test_the_adapter_contract_is_eight_hooks_and_the_rest_is_final():

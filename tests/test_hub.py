@@ -185,13 +185,13 @@ def _merge(base: dict, over: dict) -> dict:
 def test_recipe_overlays_validate_against_the_schema(recipe):
     import jsonschema
 
-    from evolcoder.benchmarks import BENCHMARKS
+    from evolcoder.benchmarks import describe
     from evolcoder.config import schema
     from evolcoder.train.settings import parse_settings
 
     over = yaml.safe_load(recipe.read_text())
     cfg = _merge(yaml.safe_load((REPO / "config.yaml").read_text()), over)
-    jsonschema.Draft202012Validator(schema(list(BENCHMARKS))).validate(cfg)
+    jsonschema.Draft202012Validator(schema(describe())).validate(cfg)
     train = {k: v for k, v in cfg["train"].items() if k not in ("model_name", "resources")}
     s = parse_settings(train)  # the trainer's own checks (batch divisibility, DeepSpeed preset, template)
     assert s.prompt_template == "chat" and s.grad_accum(cfg["train"]["resources"]["gpus"]) >= 1

@@ -30,7 +30,9 @@ def test_merge_keeps_every_round_and_counts():
     seed = [rec(i, f"task {i}") for i in range(4)]
     r1 = [rec(i, f"harder task {i}", 1, "add_constraints") for i in range(3)]
     r2 = [rec(i, f"even harder task {i}", 2, "add_reasoning_steps") for i in range(2)] + [rec(9, "task 0", 2)]
-    records, stats, decon = merge(seed, [r1, r2], {"shuffle_seed": 1, "dedup": True})
+    records, stats, decon = merge(
+        seed, [r1, r2], {"shuffle_seed": 1, "dedup": True, "decontaminate": {"enabled": False}}
+    )
     assert stats["records"] == 9 and stats["duplicates_dropped"] == 1 and stats["input_records"] == 10
     assert stats["by_round"] == {"0": 4, "1": 3, "2": 2}
     assert decon == {"enabled": False}

@@ -168,7 +168,7 @@ def test_train_on_two_nodes(two_nodes, tmp_path, shared_data):
     settings = json.loads((wd / TARGET / "training_manifest.json").read_text())["settings"]
     single = tmp_path / "single"
     cmd = ["evolcoder", "train", "--data", "results/merged/rounds_0/train.jsonl"]
-    cmd += ["--tokenized", f"results/tokenized/{MODEL}.pt", "--base-model", settings["base_model"]]
+    cmd += ["--tokenized", f"results/tokenized/{MODEL}.pt"]
     cmd += ["--out-dir", str(single), "--settings-json", json.dumps(settings)]
     local = subprocess.run(cmd, cwd=wd, env=_env(EVOLCODER_NPROC="2"), capture_output=True, text=True, timeout=600)
     rc, out = _finish(run, timeout=300)

@@ -111,7 +111,7 @@ def hostile_scores(tmp_path_factory):
         recs.append({"task_id": task["task_id"], "solution": task["prompt"] + task["canonical_solution"]})
     pred = tmp / "hostile.jsonl"
     pred.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    settings = {"jobs": 2, "timings": test_timings("humaneval", HE), "retries": 1, "reference_repeats": 1}
+    settings = {"jobs": 2, "timings": test_timings("humaneval", HE), "retries": 1, "reference_repeats": 1, "ks": [1, 2]}
     res = score_file("humaneval", str(pred), str(HE), settings)
     return res, names, canary
 

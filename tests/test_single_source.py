@@ -23,50 +23,66 @@ SRC = REPO / "src" / "evolcoder"
 
 
 def _settings_classes():
+    """(class, section, keys of the section the class does not hold) of every stage's settings: a class
+    reading several sections (score: evaluation.execution, postprocess, sampling.ks) is listed for each."""
     from evolcoder.benchmarks.verdicts import ScoreSettings
+    from evolcoder.config import section
     from evolcoder.evolve.backends import BackendSettings
     from evolcoder.evolve.eliminate import EliminationSettings
     from evolcoder.evolve.engine import EvolutionSettings, JudgeSettings
-    from evolcoder.generate import GenSettings
-    from evolcoder.train.settings import TrainSettings
+    from evolcoder.generate import GatherSettings, GenSettings
+    from evolcoder.hub import DatasetCardSettings
+    from evolcoder.merge import DecontaminateSettings, MergeSettings
+    from evolcoder.train.settings import TOKENIZE_KEYS, LoraSettings, TokenizeSettings, TrainSettings
 
-    # class -> (section, keys of the section the class does not hold: the rules strip them)
-    return {
-        ScoreSettings: ("evaluation.execution", set()),
-        BackendSettings: ("evolution.backend", set()),
-        EliminationSettings: ("evolution.elimination", set()),
-        JudgeSettings: ("evolution.judge", set()),
-        EvolutionSettings: ("evolution", {"max_rounds", "selection"}),  # the workflow's round selection
-        TrainSettings: ("train", {"model_name", "resources"}),
-        GenSettings: ("evaluation.sampling", {"enabled", "ks"}),
-    }
+    def only(sec: str, keys) -> tuple[str, set]:
+        return sec, set(section(sec)["properties"]) - set(keys)
+
+    return [
+        (ScoreSettings, "evaluation.execution", set()),
+        (ScoreSettings, *only("evaluation", ["postprocess"])),
+        (ScoreSettings, *only("evaluation.sampling", ["ks"])),
+        (BackendSettings, "evolution.backend", set()),
+        (EliminationSettings, "evolution.elimination", set()),
+        (JudgeSettings, "evolution.judge", set()),
+        (EvolutionSettings, "evolution", {"max_rounds", "selection"}),  # the workflow's round selection
+        (MergeSettings, "merge", set()),
+        (DecontaminateSettings, "merge.decontaminate", set()),
+        (TokenizeSettings, *only("train", TOKENIZE_KEYS)),
+        (TrainSettings, "train", {"model_name", "resources"}),
+        (LoraSettings, "train.lora", set()),
+        (GenSettings, *only("evaluation", ["limit", "prompt_template", "backend", "dtype"])),
+        (GenSettings, "evaluation.sampling", {"enabled", "ks"}),
+        (GatherSettings, *only("evaluation", ["postprocess"])),
+        (DatasetCardSettings, *only("hub", ["license", "pretty_name", "shard_rows"])),
+    ]
 
 
 def test_every_schema_default_is_what_the_stage_uses():
     from evolcoder.config import defaults
+    from evolcoder.hub import ModelCardSettings
 
-    for cls, (section, _) in _settings_classes().items():
+    for cls, section, _ in _settings_classes():
         made = cls()
         for key, value in defaults(section).items():
             if (cls.__name__, key) == ("GenSettings", "n"):
                 continue  # the settings default to greedy mode (n = 1); sampled mode takes n from the section
             if key in cls.known_keys():
                 got = getattr(made, key)
-                got = got.to_dict() if hasattr(got, "to_dict") else got
+                if hasattr(got, "to_dict"):  # a nested section: its own defaults are checked as a section
+                    got = {k: v for k, v in got.to_dict().items() if k in value}
                 assert got == value, f"{cls.__name__}.{key} = {got!r}, schema {section}.{key} default {value!r}"
-    gen = _settings_classes()
-    from evolcoder.config import defaults as d
-    from evolcoder.generate import GenSettings
-
-    for key in ("limit", "prompt_template", "backend"):  # evaluation-wide keys of the generation settings
-        assert getattr(GenSettings(), key) == d("evaluation")[key]
-    assert gen
+    hub = defaults("hub")  # the model card's keys are named for the hub section
+    assert (ModelCardSettings().license, ModelCardSettings().dataset_ref) == (
+        hub["model_license"],
+        hub["dataset_repo_id"],
+    )
 
 
 def test_every_schema_key_of_a_section_is_a_settings_field():
     from evolcoder.config import section
 
-    for cls, (sec, stripped) in _settings_classes().items():
+    for cls, sec, stripped in _settings_classes():
         keys = set(section(sec).get("properties", {})) - stripped
         assert keys <= cls.known_keys(), f"{sec}: {sorted(keys - cls.known_keys())} not in {cls.__name__}"
 
@@ -74,7 +90,7 @@ def test_every_schema_key_of_a_section_is_a_settings_field():
 def test_settings_reject_unknown_keys_naming_them():
     from evolcoder.errors import EvolcoderError
 
-    for cls in _settings_classes():
+    for cls, _, _ in _settings_classes():
         with pytest.raises(EvolcoderError, match=r"unknown key\(s\) no_such_key"):
             cls.from_dict({"no_such_key": 1})
 

@@ -147,12 +147,10 @@ def _train(
         "train",
         "--data",
         str(train_file),
-        "--base-model",
-        str(model),
         "--out-dir",
         str(out),
         "--settings-json",
-        json.dumps(settings),
+        json.dumps({**settings, "base_model": str(model)}),
     ]
     if tokenized:
         args += ["--tokenized", str(tokenized)]
@@ -264,12 +262,10 @@ def test_tokenize_cli_masks_prompt_and_checks_cache(tiny_model, train_file, tmp_
         "tokenize",
         "--data",
         str(train_file),
-        "--base-model",
-        str(tiny_model),
         "--out",
         str(out),
         "--settings-json",
-        json.dumps(BASE),
+        json.dumps({**tokenize_settings(BASE), "base_model": str(tiny_model)}),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     tokd = D.load_tokenized(out)

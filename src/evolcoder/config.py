@@ -1,7 +1,8 @@
 """The configuration schema: the one place of every key's type, documentation and default.
 
-``src/evolcoder/data/config.schema.yaml`` (JSON Schema, draft 2020-12) is what ``rules/common.smk``
-validates a run's config against (filling in the defaults), and what the stages' settings classes
+``src/evolcoder/data/config.schema.yaml`` (JSON Schema, draft 2020-12) is what
+:func:`evolcoder.workflow.check_config` (at every Snakefile parse) validates a run's config against (filling
+in the defaults), and what the stages' settings classes
 take their defaults from (:func:`defaults`), so a default is written once. The benchmark lists of the
 schema (``$defs/benchmark``) are filled in from the adapter registry when the config is validated
 (:func:`schema`), so adding a benchmark does not touch the schema.

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from evolcoder.config import defaults
 from evolcoder.errors import DataError, EvolcoderError
 
 DEFAULT_FIELDS = ("instruction", "input", "output")
@@ -80,16 +81,20 @@ def _as_texts(benchmark_texts: Mapping[str, Iterable] | Iterable) -> list[Benchm
     return out
 
 
+# the thresholds' defaults: the schema's merge.decontaminate (evolcoder.merge.DecontaminateSettings)
+THRESHOLD_DEFAULTS = defaults("merge.decontaminate")
+
+
 class NgramIndex:
     """n-gram -> the benchmark (task, field) it came from, minus boilerplate shared by many tasks."""
 
     def __init__(
         self,
         texts: Iterable[BenchmarkText],
-        ngram: int = 13,
-        min_short_tokens: int = 8,
-        max_ngram_tasks: int = 5,
-        min_informative_tokens: int = 3,
+        ngram: int = THRESHOLD_DEFAULTS["ngram"],
+        min_short_tokens: int = THRESHOLD_DEFAULTS["min_short_tokens"],
+        max_ngram_tasks: int = THRESHOLD_DEFAULTS["max_ngram_tasks"],
+        min_informative_tokens: int = THRESHOLD_DEFAULTS["min_informative_tokens"],
     ):
         if ngram < 1:
             raise EvolcoderError(f"decontamination: ngram must be >= 1, got {ngram}")
@@ -140,12 +145,12 @@ class NgramIndex:
 def decontaminate(
     records: Sequence[dict],
     benchmark_texts: Mapping[str, Iterable] | Iterable[BenchmarkText],
-    ngram: int = 13,
+    ngram: int = THRESHOLD_DEFAULTS["ngram"],
     *,
     fields: Sequence[str] = DEFAULT_FIELDS,
-    min_short_tokens: int = 8,
-    max_ngram_tasks: int = 5,
-    min_informative_tokens: int = 3,
+    min_short_tokens: int = THRESHOLD_DEFAULTS["min_short_tokens"],
+    max_ngram_tasks: int = THRESHOLD_DEFAULTS["max_ngram_tasks"],
+    min_informative_tokens: int = THRESHOLD_DEFAULTS["min_informative_tokens"],
 ) -> tuple[list[dict], list[dict]]:
     """Split ``records`` into (kept, dropped_with_reasons).
 

@@ -7,14 +7,16 @@ Generation settings (``--settings-json``)::
                      model's chat template, user turn + generation prompt; chat_template, system_prompt) |
                      path/to/template.txt ({problem} placeholder); the WizardCoder templates replace
                      each 4 spaces of the problem with a tab, and the raw record says so ("tabs": true)
-    postprocess      gather: wizardcoder (WizardCoder's process scripts) | evalplus (evalplus's sanitize)
     mode             greedy | sampled
-    n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1)
+    n, temperature, top_p   sampled mode: n samples per task (greedy: n = 1, temperature 0)
     max_new_tokens, batch_size
     backend          hf (transformers, CPU/GPU) | vllm (GPU, optional extra)
     dtype            auto | fp16 | bf16 | fp32 (auto: HF bf16 on GPU and on a CPU with native bf16,
                      else fp32; vLLM the model's)
     seed             sampling seed
+
+Gather's settings (:class:`GatherSettings`): ``postprocess`` wizardcoder (WizardCoder's process scripts) |
+evalplus (evalplus's sanitize). The workflow builds both with :func:`evolcoder.workflow.settings_for`.
 
 ``--gpus N`` (the GPUs the rule requests) is vLLM's ``tensor_parallel_size``; it changes where the
 model runs, not the settings. Prompts are tokenised with the tokenizer's special tokens (BOS where it
@@ -93,13 +95,28 @@ class GenSettings(Settings):
             raise EvolcoderError(f"generate: mode must be greedy or sampled, not {self.mode!r}")
         if self.backend not in ("hf", "vllm"):
             raise EvolcoderError(f"generate: backend must be hf or vllm, not {self.backend!r}")
-        if self.mode == "greedy":
-            self.n = 1
+        if self.mode == "greedy":  # the one place of greedy decoding's overrides
+            self.n, self.temperature = 1, 0.0
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
             raise EvolcoderError(f"generate: dtype must be auto, fp16, bf16 or fp32, not {self.dtype!r}")
         self.tensor_parallel_size = max(1, int(self.tensor_parallel_size))
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise EvolcoderError("generate: n, batch_size and max_new_tokens must be >= 1")
+
+
+@dataclass
+class GatherSettings(Settings):
+    """What ``evolcoder gather`` reads: how raw outputs become programs (``evaluation.postprocess``)."""
+
+    WHERE: ClassVar[str] = "gather settings"
+
+    postprocess: str = _default(EVALUATION_SECTION, "postprocess")  # wizardcoder | evalplus
+
+    def check(self) -> None:
+        if self.postprocess not in POSTPROCESS_METHODS:
+            raise EvolcoderError(
+                f"gather: postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {self.postprocess!r}"
+            )
 
 
 def shard_slice(n_items: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -236,7 +253,7 @@ class VLLMBackend:
 
         s = self.settings
         params = SamplingParams(
-            temperature=s.temperature if s.mode == "sampled" else 0.0,
+            temperature=s.temperature,
             top_p=s.top_p if s.mode == "sampled" else 1.0,
             max_tokens=s.max_new_tokens,
             stop=list(stops),
@@ -462,9 +479,6 @@ def gather_cli(
     options: tuple[str, ...],
     shards: tuple[str, ...],
 ) -> None:
-    settings = parse_json_option(settings_json, "settings-json")
-    method = settings.get("postprocess") or "wizardcoder"
-    if method not in POSTPROCESS_METHODS:
-        raise EvolcoderError(f"gather: postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {method!r}")
-    n = gather(benchmark, list(shards), out, data_path, parse_options(options), method)
+    settings = GatherSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    n = gather(benchmark, list(shards), out, data_path, parse_options(options), settings.postprocess)
     click.echo(f"{benchmark}: {n} sanitised predictions -> {out}")

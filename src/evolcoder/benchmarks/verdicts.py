@@ -46,10 +46,12 @@ DEFAULT_SEMANTICS = "evalplus-0.3.1"
 
 @dataclass
 class ScoreSettings(Settings):
-    """Execution settings of ``evolcoder score`` (``--settings-json``): the config's
-    ``evaluation.execution`` (defaults and documentation: the schema), plus ``ks``, ``timings`` and the
-    benchmark's own ``options`` (its block of ``evaluation.benchmark_options``; the adapter declares them and
-    their defaults, :meth:`~evolcoder.benchmarks.base.Benchmark.resolve_options`)."""
+    """Settings of ``evolcoder score`` (``--settings-json``), flat: the config's ``evaluation.execution``
+    (defaults and documentation: the schema) but ``jobs`` (the rule's threads, ``--jobs``: it changes no
+    verdict), ``evaluation.postprocess``, the benchmark's own ``options`` (its block of
+    ``evaluation.benchmark_options``; the adapter declares them and their defaults,
+    :meth:`~evolcoder.benchmarks.base.Benchmark.resolve_options`) and in sampled mode
+    ``evaluation.sampling.ks`` (:func:`evolcoder.workflow.settings_for`)."""
 
     SECTION: ClassVar[str] = "evaluation.execution"
     WHERE: ClassVar[str] = "score settings"
@@ -69,20 +71,11 @@ class ScoreSettings(Settings):
     reference_repeats: int = _default(SECTION, "reference_repeats")
     semantics_overrides: dict = _default(SECTION, "semantics_overrides")
     isolate_network: bool = _default(SECTION, "isolate_network")
-    # not keys of the section: the rule derives them
+    # keys of other sections
+    postprocess: str = _default("evaluation", "postprocess")  # raw outputs -> programs (wizardcoder | evalplus)
     options: dict = field(default_factory=dict)  # the benchmark's own (evaluation.benchmark_options.<name>)
-    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])  # those <= n reported
-    timings: str | None = None  # reference timings file (read, or written when missing)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> ScoreSettings:
-        d = dict(d or {})
-        # the score rule passes the config's `evaluation.execution` block as it is
-        execution = d.pop("execution", None)
-        if isinstance(execution, dict):
-            d = {**execution, **d}
-        d.pop("limit", None)  # a generation setting; scoring covers every predicted task
-        return super().from_dict(d)
+    ks: list[int] = _default("evaluation.sampling", "ks")  # k of pass@k, those <= n reported
+    timings: str | None = None  # reference timings file (read, or written when missing): --timings
 
     def check(self) -> None:
         if self.semantics not in SEMANTICS:

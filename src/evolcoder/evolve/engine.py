@@ -53,7 +53,7 @@ class JudgeSettings(Settings):
     SECTION: ClassVar[str] = "evolution.judge"
 
     enabled: bool = _default(SECTION, "enabled")
-    params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 8})
+    params: dict = _default(SECTION, "params")
 
 
 @dataclass
@@ -68,8 +68,8 @@ class EvolutionSettings(Settings):
     methods: Any = "code"
     retry_eliminated: bool = _default(SECTION, "retry_eliminated")
     backend: BackendSettings = field(default_factory=BackendSettings)
-    evolve_params: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 0.95, "max_tokens": 96})
-    answer_params: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 160})
+    evolve_params: dict = _default(SECTION, "evolve_params")
+    answer_params: dict = _default(SECTION, "answer_params")
     request_seed: bool = _default(SECTION, "request_seed")  # per-request `seed` from (seed, round, parent, purpose)
     answer_system_prompt: str | None = _default(SECTION, "answer_system_prompt")
     elimination: el.EliminationSettings = field(default_factory=el.EliminationSettings)

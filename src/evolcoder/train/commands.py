@@ -28,21 +28,23 @@ log = logging.getLogger(__name__)
     type=click.Path(dir_okay=False),
     help="Cache from `evolcoder tokenize` (checked against --data, tokenizer, template, length).",
 )
-@click.option("--base-model", required=True, help="Model spec (local dir, hub id, alias).")
 @click.option(
     "--out-dir",
     required=True,
     type=click.Path(file_okay=False),
     help="Run folder: model/, checkpoints/, log_history.json (plotted by `evolcoder plot-training`).",
 )
-@click.option("--settings-json", default=None, help="One entry of the train: section, JSON or a file.")
-def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings_json: str | None) -> None:
+@click.option(
+    "--settings-json",
+    default=None,
+    help="The train: section without model_name and resources (base_model: the model spec), JSON or a file.",
+)
+def cli(data: str | None, tokenized: str | None, out_dir: str, settings_json: str | None) -> None:
     from evolcoder import launch
     from evolcoder.errors import EvolcoderError
     from evolcoder.train.settings import gradient_accumulation, parse_settings
 
     raw = parse_json_option(settings_json, "settings-json")
-    raw.setdefault("base_model", base_model)
     s = parse_settings(raw)
     if not data and not tokenized:
         raise EvolcoderError("evolcoder train: give --data and/or --tokenized")
@@ -56,7 +58,7 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
         nodes = max(1, len(hosts))
         gradient_accumulation(s.global_batch_size, s.micro_batch_size, nproc * nodes)  # fail before launching
         launcher = s.launcher if s.launcher != "none" else "torchrun"
-        train_args = ["train", *_train_argv(data, tokenized, base_model, out_dir, raw)]
+        train_args = ["train", *_train_argv(data, tokenized, out_dir, raw)]
         report_dir = Path(out_dir) / "launch"
         if nodes > 1:
             shutil.rmtree(report_dir, ignore_errors=True)
@@ -78,7 +80,7 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
     from evolcoder.train.run import run_training
 
     manifest = run_training(
-        data=data, tokenized=tokenized, base_model=base_model, out_dir=out_dir, s=s, raw_settings=raw
+        data=data, tokenized=tokenized, base_model=s.base_model, out_dir=out_dir, s=s, raw_settings=raw
     )
     if manifest:
         click.echo(
@@ -87,13 +89,13 @@ def cli(data: str | None, tokenized: str | None, base_model: str, out_dir: str, 
         )
 
 
-def _train_argv(data: str | None, tokenized: str | None, base_model: str, out_dir: str, settings: dict) -> list[str]:
+def _train_argv(data: str | None, tokenized: str | None, out_dir: str, settings: dict) -> list[str]:
     argv = []
     if data:
         argv += ["--data", data]
     if tokenized:
         argv += ["--tokenized", tokenized]
-    return [*argv, "--base-model", base_model, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
+    return [*argv, "--out-dir", out_dir, "--settings-json", json.dumps(settings)]
 
 
 def _run_forwarding_signals(argv: list[str], env: dict[str, str]) -> int:

@@ -21,18 +21,39 @@ DS_PRESETS = ("zero2", "zero3", "zero3_offload")
 LAUNCHERS = ("none", "torchrun", "deepspeed")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
-# Settings that change the tokenised data; everything else is a trainer hyper-parameter.
-TOKENIZE_KEYS = ("base_model", "model_max_length", "prompt_template", "chat_template", "system_prompt")
-
 
 @dataclass
 class LoraSettings(Settings):
-    WHERE: ClassVar[str] = "train.lora"
+    """``train.lora`` (defaults and documentation: the schema)."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
+    SECTION: ClassVar[str] = "train.lora"
+
+    r: int = _default(SECTION, "r")
+    alpha: float = _default(SECTION, "alpha")
+    dropout: float = _default(SECTION, "dropout")
+    target_modules: list[str] | str = _default(SECTION, "target_modules")
+
+
+@dataclass
+class TokenizeSettings(Settings):
+    """What ``evolcoder tokenize`` reads: the keys of the ``train`` section that change the tokenised data
+    (everything else is a trainer hyper-parameter). The keys the schema requires have the paper's values
+    here, for the command used alone."""
+
+    SECTION: ClassVar[str] = "train"
+    WHERE: ClassVar[str] = "tokenize settings"
+
+    base_model: str = "smollm2-135m-instruct"  # model spec whose tokenizer is used
+    model_max_length: int = 2048
+    prompt_template: str = _default(SECTION, "prompt_template")  # name under templates/train/, a JSON path, or chat
+    chat_template: str | None = _default(SECTION, "chat_template")  # prompt_template chat: a .jinja file or chatml
+    system_prompt: str | None = _default(SECTION, "system_prompt")  # prompt_template chat: an optional system turn
+
+    def check(self) -> None:
+        _check_templates(self)
+
+
+TOKENIZE_KEYS = tuple(f.name for f in dataclasses.fields(TokenizeSettings))
 
 
 @dataclass
@@ -42,11 +63,11 @@ class TrainSettings(Settings):
 
     SECTION: ClassVar[str] = "train"
 
-    base_model: str = "smollm2-135m-instruct"
-    model_max_length: int = 2048
-    prompt_template: str = _default(SECTION, "prompt_template")  # name under templates/train/, a JSON path, or chat
-    chat_template: str | None = _default(SECTION, "chat_template")  # prompt_template chat: a .jinja file or chatml
-    system_prompt: str | None = _default(SECTION, "system_prompt")  # prompt_template chat: an optional system turn
+    base_model: str = TokenizeSettings.base_model
+    model_max_length: int = TokenizeSettings.model_max_length
+    prompt_template: str = TokenizeSettings.prompt_template
+    chat_template: str | None = TokenizeSettings.chat_template
+    system_prompt: str | None = TokenizeSettings.system_prompt
     global_batch_size: int = 512  # effective batch size (samples per optimizer step)
     micro_batch_size: int = 4  # per device; grad accumulation is derived
     learning_rate: float = 2e-5
@@ -178,6 +199,10 @@ def _check(s: TrainSettings) -> None:
         deepspeed_config_path(s.deepspeed)  # raises when unknown
     if s.lora is not None:
         need(s.lora.r > 0 and s.lora.alpha > 0, "lora.r and lora.alpha must be > 0")
+    _check_templates(s)
+
+
+def _check_templates(s: TokenizeSettings | TrainSettings) -> None:
     template(s.prompt_template)  # raises when unknown
     if s.chat_template:
         from evolcoder.chat import chat_template_text
@@ -225,6 +250,5 @@ def template(name: str) -> dict[str, str]:
 
 
 def tokenize_settings(raw: dict[str, Any]) -> dict[str, Any]:
-    """The slice of a train entry that the tokenised cache depends on (pass this to `evolcoder tokenize`)."""
-    defaults = TrainSettings()
-    return {k: raw.get(k, getattr(defaults, k)) for k in TOKENIZE_KEYS}
+    """The slice of a train entry that the tokenised cache depends on (what `evolcoder tokenize` reads)."""
+    return TokenizeSettings.from_dict({k: raw[k] for k in TOKENIZE_KEYS if k in raw}).to_dict()

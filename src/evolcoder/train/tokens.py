@@ -18,7 +18,7 @@ from evolcoder.chat import template_sha256 as chat_template_sha256
 from evolcoder.errors import EvolcoderError
 from evolcoder.io import parse_json_option, read_jsonl, sha256_file, sha256_json
 from evolcoder.train.data import Tokenized, save_tokenized, tokenize_records, tokenizer_fingerprint
-from evolcoder.train.settings import TrainSettings, template, tokenize_settings
+from evolcoder.train.settings import TokenizeSettings, TrainSettings, template, tokenize_settings
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +111,16 @@ def check_tokenized(tokd: Tokenized, tok: Any, s: TrainSettings, data: str | Non
     "appended, truncated to model_max_length) into a cache file for `evolcoder train --tokenized`."
 )
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Instruction records (JSONL).")
-@click.option("--base-model", required=True, help="Model spec whose tokenizer is used.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .pt file.")
 @click.option(
     "--settings-json",
     default=None,
-    help="A train entry (only model_max_length and prompt_template are read), JSON or a file.",
+    help="Tokenize settings, JSON or a file: base_model (whose tokenizer is used), model_max_length, "
+    "prompt_template, chat_template, system_prompt (the train: section's keys that change the tokens).",
 )
-def cli(data: str, base_model: str, out: str, settings_json: str | None) -> None:
-    raw = parse_json_option(settings_json, "settings-json")
-    template(tokenize_settings(raw)["prompt_template"])  # fail early on a bad template
-    stats = run_tokenize(data, base_model, out, raw)
+def cli(data: str, out: str, settings_json: str | None) -> None:
+    s = TokenizeSettings.from_dict(parse_json_option(settings_json, "settings-json"))  # a bad template fails here
+    stats = run_tokenize(data, s.base_model, out, s.to_dict())
     click.echo(
         f"tokenised {stats['examples']} examples ({stats['tokens']} tokens, "
         f"{stats['truncated']} truncated, {stats['dropped_no_target']} dropped) -> {out}"
