@@ -79,6 +79,33 @@ def test_every_schema_default_is_what_the_stage_uses():
     )
 
 
+# JSON Schema keywords the schema file uses: anything else under a property is YAML splitting a flow mapping
+# at a comma of an unquoted description (its tail becomes a stray key and the description is cut)
+SCHEMA_KEYWORDS = {
+    "$ref", "additionalProperties", "anyOf", "const", "default", "description", "enum", "exclusiveMinimum", "items",
+    "maxItems", "maximum", "minItems", "minLength", "minimum", "oneOf", "pattern", "properties", "required", "type",
+    "uniqueItems",
+}  # fmt: skip
+
+
+def test_every_schema_property_has_only_schema_keywords():
+    schema = yaml.safe_load((REPO / "src/evolcoder/data/config.schema.yaml").read_text())
+    stray = []
+
+    def walk(node, path):
+        for name, prop in (node.get("properties") or {}).items():
+            stray.extend(f"{'.'.join([*path, name])}: {k!r}" for k in set(prop) - SCHEMA_KEYWORDS)
+            walk(prop, [*path, name])
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], [*path, key])
+
+    walk(schema, [])
+    for name, d in schema.get("$defs", {}).items():
+        walk(d, ["$defs", name])
+    assert not stray, "quote these descriptions: " + "; ".join(sorted(stray))
+
+
 def test_every_schema_key_of_a_section_is_a_settings_field():
     from evolcoder.config import section
 
