@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default config: set-up, the whole DAG on CPU, then the short results table.
-# Measured on 2 cores from a fresh clone (2026-12-03, with other jobs on the machine): DAG 5 min 11 s, peak RSS
-# 3.4 GiB (the main training); set-up 1 min 10 s with pip's cache warm, about 4 min on a bare machine. Target:
+# Measured on 2 idle cores from a fresh clone (2026-12-03): 5 min 55 s in all, DAG 4 min 45 s, peak RSS 3.5 GiB
+# (the main training); set-up 1 min 10 s with pip's cache warm, about 4 min on a bare machine. Target:
 # <= 10 min with set-up, DAG <= 6 min. At the end it prints the total and each job's wall, CPU time and peak RSS.
 #   bash scripts/demo.sh [extra snakemake args]
 set -euo pipefail
