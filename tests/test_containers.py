@@ -253,7 +253,8 @@ def test_every_rule_names_its_container_through_config():
             m = re.search(r"^\s+container:\s*\n\s+(.+)$", body, flags=re.M)
             assert m, f"{f.name}: rule {name} has no container"
             ref = m.group(1).strip()
-            if ref == "container_for(generation_family())":  # gpu or vllm by evaluation.backend (test_rule_envs.py)
+            # gpu or vllm by evaluation.backend (test_rule_envs.py)
+            if ref == "container_for(plan.generation_family())":
                 checked += 1
                 continue
             fam = re.search(r"""container_for\(\s*["'](\w+)["']\s*\)|config\["containers"\]\["(\w+)"\]""", ref)
@@ -266,7 +267,12 @@ def test_every_rule_names_its_container_through_config():
 def test_gpu_rules_use_the_gpu_image_and_scoring_the_sandbox():
     text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
     rules = _rules(text)
-    for name, family in {"train": "gpu", "generate": "generation_family()", "score": "sandbox", "table": "cpu"}.items():
+    for name, family in {
+        "train": "gpu",
+        "generate": "plan.generation_family()",
+        "score": "sandbox",
+        "table": "cpu",
+    }.items():
         assert name in rules, name
         family = family if family.endswith(")") else f'"{family}"'
         assert f"container_for({family})" in rules[name] or f'config["containers"][{family}]' in rules[name], (
